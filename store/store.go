@@ -1,0 +1,301 @@
+// Package store is Therasync's central store: one SQLite database per tenant
+// (practice group) under a data directory, holding the current rows of every
+// entity and the tenant's change log.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Errors returned by the store.
+var (
+	ErrNotFound       = errors.New("not found")
+	ErrUnauthorized   = errors.New("unauthorized")
+	ErrLicenseMissing = errors.New("license missing")
+	ErrConflict       = errors.New("conflict")
+	ErrClosed         = errors.New("store closed")
+)
+
+// The licenses a tenant can hold.
+const (
+	LicenseSync = "sync"
+	LicenseApp  = "app"
+)
+
+// DefaultTZ is a tenant's time zone when none is given.
+const DefaultTZ = "Europe/Berlin"
+
+var tenantIDPattern = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+
+// Options configure a Store.
+type Options struct {
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// MaxGroupChanges caps the changes committed in one group commit;
+	// zero means 20,000.
+	MaxGroupChanges int
+}
+
+// Store opens and holds the tenants of one data directory. Tenants are
+// opened on first use and stay open until Close.
+type Store struct {
+	dir  string
+	opts Options
+
+	mu      sync.Mutex
+	tenants map[string]*Tenant
+	closed  bool
+}
+
+// Open returns a Store over the data directory dir, creating it if needed.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxGroupChanges <= 0 {
+		opts.MaxGroupChanges = 20000
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "tenants"), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return &Store{dir: dir, opts: opts, tenants: make(map[string]*Tenant)}, nil
+}
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close stops every open tenant's writer and closes its databases.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	ts := s.tenants
+	s.tenants = map[string]*Tenant{}
+	s.mu.Unlock()
+	var errs []error
+	for _, t := range ts {
+		errs = append(errs, t.close())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Store) tenantPath(id string) string {
+	return filepath.Join(s.dir, "tenants", id, "central.db")
+}
+
+// Settings are a tenant's settings.
+type Settings struct {
+	ID        string    `json:"tenant_id"`
+	Name      string    `json:"name"`
+	Licenses  []string  `json:"licenses"`
+	TZ        string    `json:"tz"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// HasLicense reports whether the tenant holds the license l.
+func (s Settings) HasLicense(l string) bool { return slices.Contains(s.Licenses, l) }
+
+// Location returns the tenant's time zone.
+func (s Settings) Location() *time.Location {
+	loc, err := time.LoadLocation(s.TZ)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// NewTenant describes a tenant to create.
+type NewTenant struct {
+	Name     string
+	Licenses []string // each LicenseSync or LicenseApp
+	TZ       string   // IANA zone; empty means DefaultTZ
+}
+
+// CreateTenant creates a tenant and returns its settings and its practice
+// key. The key is shown only here: the store keeps only its hash.
+func (s *Store) CreateTenant(ctx context.Context, nt NewTenant) (Settings, string, error) {
+	if strings.TrimSpace(nt.Name) == "" {
+		return Settings{}, "", fmt.Errorf("create tenant: name is empty")
+	}
+	if nt.TZ == "" {
+		nt.TZ = DefaultTZ
+	}
+	if _, err := time.LoadLocation(nt.TZ); err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: unknown time zone %q", nt.TZ)
+	}
+	lic := []string{}
+	for _, l := range nt.Licenses {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if l != LicenseSync && l != LicenseApp {
+			return Settings{}, "", fmt.Errorf("create tenant: unknown license %q (want %s or %s)", l, LicenseSync, LicenseApp)
+		}
+		if !slices.Contains(lic, l) {
+			lic = append(lic, l)
+		}
+	}
+	sort.Strings(lic)
+	id, err := newTenantID()
+	if err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	secret, err := randomToken(32)
+	if err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	path := s.tenantPath(id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	db, err := openWriteDB(path)
+	if err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	defer db.Close()
+	if err := migrate(ctx, db); err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	st := Settings{ID: id, Name: strings.TrimSpace(nt.Name), Licenses: lic, TZ: nt.TZ, CreatedAt: s.opts.Now().UTC().Truncate(time.Second)}
+	licJSON, _ := json.Marshal(lic)
+	hash := sha256.Sum256([]byte(secret))
+	if _, err := db.ExecContext(ctx, `INSERT INTO tenant(id, name, licenses, tz, key_hash, created_at) VALUES (?,?,?,?,?,?)`,
+		id, st.Name, string(licJSON), st.TZ, hash[:], st.CreatedAt.Format(time.RFC3339)); err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	return st, id + "." + secret, nil
+}
+
+// TenantIDs lists the ids of every tenant in the data directory.
+func (s *Store) TenantIDs() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "tenants"))
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if !e.IsDir() || !tenantIDPattern.MatchString(e.Name()) {
+			continue
+		}
+		if _, err := os.Stat(s.tenantPath(e.Name())); err == nil {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Tenant returns the open tenant id, opening it on first use. An unknown id
+// gives ErrNotFound.
+func (s *Store) Tenant(ctx context.Context, id string) (*Tenant, error) {
+	if !tenantIDPattern.MatchString(id) {
+		return nil, ErrNotFound
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if t, ok := s.tenants[id]; ok {
+		return t, nil
+	}
+	path := s.tenantPath(id)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	// Opening runs migrations on a new handle; it happens once per tenant and
+	// process, so holding s.mu for it keeps two opens from racing.
+	t, err := openTenant(ctx, id, path, s.opts)
+	if err != nil {
+		return nil, err
+	}
+	s.tenants[id] = t
+	return t, nil
+}
+
+// Authenticate returns the tenant whose practice key is key, or
+// ErrUnauthorized.
+func (s *Store) Authenticate(ctx context.Context, key string) (*Tenant, Settings, error) {
+	id, secret, ok := strings.Cut(key, ".")
+	if !ok || secret == "" {
+		return nil, Settings{}, ErrUnauthorized
+	}
+	t, err := s.Tenant(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, Settings{}, ErrUnauthorized
+	}
+	if err != nil {
+		return nil, Settings{}, err
+	}
+	st, hash, err := t.settings(ctx)
+	if err != nil {
+		return nil, Settings{}, err
+	}
+	got := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(got[:], hash) != 1 {
+		return nil, Settings{}, ErrUnauthorized
+	}
+	return t, st, nil
+}
+
+func newTenantID() (string, error) {
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "t" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
+}
+
+// randomToken returns n random bytes, base64url-encoded.
+func randomToken(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// openWriteDB opens the single-connection handle that writes a tenant's
+// database: WAL, synchronous=FULL, immediate transactions.
+func openWriteDB(path string) (*sql.DB, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-16000)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+// openReadDB opens the pool of read-only connections of a tenant's database.
+func openReadDB(path string) (*sql.DB, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-8000)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	return db, nil
+}

@@ -1,0 +1,162 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/therasync/therasync/model"
+)
+
+// Tenant is one open tenant database: a read pool and a single writer
+// goroutine that group-commits every write.
+type Tenant struct {
+	id   string
+	path string
+	opts Options
+
+	rdb *sql.DB
+	w   *writer
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func openTenant(ctx context.Context, id, path string, opts Options) (*Tenant, error) {
+	wdb, err := openWriteDB(path)
+	if err != nil {
+		return nil, fmt.Errorf("open tenant %s: %w", id, err)
+	}
+	if err := migrate(ctx, wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open tenant %s: %w", id, err)
+	}
+	rdb, err := openReadDB(path)
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open tenant %s: %w", id, err)
+	}
+	t := &Tenant{id: id, path: path, opts: opts, rdb: rdb}
+	t.w = newWriter(t, wdb)
+	return t, nil
+}
+
+// ID returns the tenant's id.
+func (t *Tenant) ID() string { return t.id }
+
+// Path returns the file of the tenant's central database.
+func (t *Tenant) Path() string { return t.path }
+
+func (t *Tenant) close() error {
+	t.closeOnce.Do(func() {
+		werr := t.w.close()
+		t.closeErr = errors.Join(werr, t.rdb.Close())
+	})
+	return t.closeErr
+}
+
+// Settings returns the tenant's settings.
+func (t *Tenant) Settings(ctx context.Context) (Settings, error) {
+	st, _, err := t.settings(ctx)
+	return st, err
+}
+
+func (t *Tenant) settings(ctx context.Context) (Settings, []byte, error) {
+	var (
+		st      Settings
+		lic     string
+		created string
+		hash    []byte
+	)
+	err := t.rdb.QueryRowContext(ctx, `SELECT id, name, licenses, tz, key_hash, created_at FROM tenant LIMIT 1`).
+		Scan(&st.ID, &st.Name, &lic, &st.TZ, &hash, &created)
+	if err != nil {
+		return Settings{}, nil, fmt.Errorf("tenant %s settings: %w", t.id, err)
+	}
+	if err := json.Unmarshal([]byte(lic), &st.Licenses); err != nil {
+		return Settings{}, nil, fmt.Errorf("tenant %s licenses: %w", t.id, err)
+	}
+	st.CreatedAt, _ = time.Parse(time.RFC3339, created)
+	return st, hash, nil
+}
+
+// Seq returns the tenant's newest committed seq (0 for an empty log).
+func (t *Tenant) Seq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := t.rdb.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("tenant %s seq: %w", t.id, err)
+	}
+	return seq, nil
+}
+
+// Changes returns at most limit changes after seq since, in seq order, and
+// the newest committed seq, read in one consistent snapshot.
+func (t *Tenant) Changes(ctx context.Context, since int64, limit int) ([]model.Change, int64, error) {
+	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read changes: %w", err)
+	}
+	defer tx.Rollback()
+	var latest int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&latest); err != nil {
+		return nil, 0, fmt.Errorf("read changes: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT seq, entity, op, row_id, fields FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`, since, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read changes: %w", err)
+	}
+	defer rows.Close()
+	out := make([]model.Change, 0, min(limit, 1024))
+	for rows.Next() {
+		var (
+			c      model.Change
+			fields []byte
+		)
+		if err := rows.Scan(&c.Seq, &c.Entity, &c.Op, &c.ID, &fields); err != nil {
+			return nil, 0, fmt.Errorf("read changes: %w", err)
+		}
+		if fields != nil {
+			if c.Fields, err = model.DecodeFields(c.Entity, fields); err != nil {
+				return nil, 0, fmt.Errorf("read change %d: %w", c.Seq, err)
+			}
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read changes: %w", err)
+	}
+	return out, latest, nil
+}
+
+// Row returns the current fields of one row, or ErrNotFound.
+func (t *Tenant) Row(ctx context.Context, entity, id string) (map[string]any, error) {
+	e, ok := model.Lookup(entity)
+	if !ok {
+		return nil, fmt.Errorf("row: unknown entity %q", entity)
+	}
+	vals := make([]any, len(e.Fields))
+	ptrs := make([]any, len(e.Fields))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	err := t.rdb.QueryRowContext(ctx, `SELECT `+columnList(e)+` FROM `+quote(e.Name)+` WHERE id = ?`, id).Scan(ptrs...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("row %s/%s: %w", entity, id, err)
+	}
+	out := make(map[string]any, len(e.Fields))
+	for i, f := range e.Fields {
+		v, err := fromColumn(f, vals[i])
+		if err != nil {
+			return nil, fmt.Errorf("row %s/%s: %w", entity, id, err)
+		}
+		out[f.Name] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,508 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/therasync/therasync/model"
+)
+
+// OriginPractice is the origin of changes pushed by a practice PC.
+const OriginPractice = "practice"
+
+// Batch is a list of validated changes applied atomically: all or none.
+type Batch struct {
+	// ID makes the batch idempotent: a batch whose ID was applied before
+	// applies nothing and returns the first result. Empty means no ID.
+	ID string
+	// Origin records who made the changes, e.g. OriginPractice.
+	Origin string
+	// Changes are the batch's changes, each validated by model.RawChange.Validate.
+	Changes []model.Change
+}
+
+// Result is the outcome of an applied batch.
+type Result struct {
+	// Seq is the tenant's seq once the batch committed: every change of the
+	// batch is at or before it.
+	Seq int64
+	// Changes are the batch's changes as logged, with their seqs and any
+	// server-assigned fields. A change that altered nothing is left out.
+	Changes []model.Change
+	// Repeated is true when the batch ID was applied before and nothing
+	// was applied now.
+	Repeated bool
+}
+
+// Apply applies the batch in one durable transaction and returns once it is
+// on disk. Concurrent calls are group-committed by the tenant's writer.
+// Errors: *model.ValidationError (ErrInvalid) and *model.ForbiddenError
+// (ErrForbidden) for a change that cannot be applied, ErrConflict for a batch
+// ID reused with other changes; on any error nothing of the batch is applied.
+func (t *Tenant) Apply(ctx context.Context, b Batch) (Result, error) {
+	digest, err := digestOf(b.Changes)
+	if err != nil {
+		return Result{}, fmt.Errorf("apply: %w", err)
+	}
+	r := &writeReq{ctx: ctx, batch: b, digest: digest, done: make(chan writeRes, 1)}
+	select {
+	case t.w.reqs <- r:
+	case <-t.w.stop:
+		return Result{}, ErrClosed
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.res, res.err
+	case <-t.w.done:
+		select {
+		case res := <-r.done:
+			return res.res, res.err
+		default:
+			return Result{}, ErrClosed
+		}
+	case <-ctx.Done():
+		// The batch may still commit; a retry with the same ID is safe.
+		return Result{}, ctx.Err()
+	}
+}
+
+func digestOf(cs []model.Change) ([32]byte, error) {
+	b, err := json.Marshal(cs)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+type writeReq struct {
+	ctx    context.Context
+	batch  Batch
+	digest [32]byte
+	done   chan writeRes // buffered: the writer never blocks on it
+}
+
+type writeRes struct {
+	res Result
+	err error
+}
+
+// maxCachedStmts bounds the writer's cache of prepared upserts.
+const maxCachedStmts = 512
+
+// writer owns a tenant's write connection. One goroutine (loop) takes every
+// queued batch, applies each under its own savepoint and commits them all
+// with one fsync.
+type writer struct {
+	t    *Tenant
+	db   *sql.DB
+	reqs chan *writeReq
+	stop chan struct{} // closed by close: stop taking batches
+	done chan struct{} // closed when loop has returned
+
+	// Owned by loop.
+	stmts   map[string]*sql.Stmt // prepared on the connection
+	pending map[string]string    // name → query, to prepare after this group
+	local   map[string]*sql.Stmt // bound to the current group's transaction
+	loc     *time.Location
+}
+
+func newWriter(t *Tenant, db *sql.DB) *writer {
+	w := &writer{
+		t:       t,
+		db:      db,
+		reqs:    make(chan *writeReq, 1024),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		stmts:   make(map[string]*sql.Stmt),
+		pending: make(map[string]string),
+		local:   make(map[string]*sql.Stmt),
+	}
+	go w.loop()
+	return w
+}
+
+func (w *writer) close() error {
+	close(w.stop)
+	<-w.done
+	for _, s := range w.stmts {
+		s.Close()
+	}
+	return w.db.Close()
+}
+
+func (w *writer) loop() {
+	defer close(w.done)
+	for {
+		var first *writeReq
+		select {
+		case first = <-w.reqs:
+		case <-w.stop:
+			for {
+				select {
+				case r := <-w.reqs:
+					r.done <- writeRes{err: ErrClosed}
+				default:
+					return
+				}
+			}
+		}
+		group := []*writeReq{first}
+		n := len(first.batch.Changes)
+	collect:
+		for n < w.t.opts.MaxGroupChanges {
+			select {
+			case r := <-w.reqs:
+				group = append(group, r)
+				n += len(r.batch.Changes)
+			default:
+				break collect
+			}
+		}
+		w.commit(group)
+	}
+}
+
+// commit applies a group of batches in one transaction, each under its own
+// savepoint so that a failing batch leaves the others intact, and replies to
+// every batch once the transaction is durable.
+func (w *writer) commit(group []*writeReq) {
+	results := make([]writeRes, len(group))
+	err := w.commitTx(group, results)
+	w.cachePending(context.Background())
+	for i, r := range group {
+		if err != nil && results[i].err == nil {
+			results[i] = writeRes{err: err}
+		}
+		r.done <- results[i]
+	}
+}
+
+func (w *writer) commitTx(group []*writeReq, results []writeRes) error {
+	ctx := context.Background() // a batch's commit is not abandoned halfway
+	if w.loc == nil {
+		st, err := w.t.Settings(ctx)
+		if err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		w.loc = st.Location()
+	}
+	tx, err := w.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("commit: begin: %w", err)
+	}
+	defer tx.Rollback()
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&seq); err != nil {
+		return fmt.Errorf("commit: read seq: %w", err)
+	}
+	now := w.t.opts.Now()
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT batch`); err != nil {
+			return fmt.Errorf("commit: savepoint: %w", err)
+		}
+		start := seq
+		res, err := w.applyBatch(ctx, tx, r, &seq, now)
+		if err != nil {
+			seq = start
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO batch`); rerr != nil {
+				return fmt.Errorf("commit: rollback to savepoint: %w", rerr)
+			}
+			results[i].err = err
+		} else {
+			results[i].res = res
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE batch`); err != nil {
+			return fmt.Errorf("commit: release savepoint: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *int64, now time.Time) (Result, error) {
+	b := r.batch
+	if b.ID != "" {
+		var (
+			digest []byte
+			first  int64
+		)
+		err := tx.QueryRowContext(ctx, `SELECT digest, seq FROM batches WHERE batch_id = ?`, b.ID).Scan(&digest, &first)
+		switch {
+		case err == nil:
+			if !bytes.Equal(digest, r.digest[:]) {
+				return Result{}, fmt.Errorf("batch_id %q was applied before with other changes: %w", b.ID, ErrConflict)
+			}
+			return Result{Seq: first, Repeated: true}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return Result{}, fmt.Errorf("look up batch: %w", err)
+		}
+	}
+	logged := make([]model.Change, 0, len(b.Changes))
+	for i, c := range b.Changes {
+		lc, err := w.applyChange(ctx, tx, i, c, now)
+		if err != nil {
+			return Result{}, err
+		}
+		if lc == nil {
+			continue
+		}
+		*seq++
+		lc.Seq = *seq
+		var fields any
+		if lc.Fields != nil {
+			fb, err := json.Marshal(lc.Fields)
+			if err != nil {
+				return Result{}, fmt.Errorf("encode change: %w", err)
+			}
+			fields = fb
+		}
+		if _, err := w.exec(ctx, tx, "log", `INSERT INTO changes(seq, entity, op, row_id, fields, origin, created_at) VALUES (?,?,?,?,?,?,?)`,
+			lc.Seq, lc.Entity, string(lc.Op), lc.ID, fields, b.Origin, now.UTC().Format(time.RFC3339Nano)); err != nil {
+			return Result{}, fmt.Errorf("log change: %w", err)
+		}
+		logged = append(logged, *lc)
+	}
+	if b.ID != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO batches(batch_id, digest, seq, created_at) VALUES (?,?,?,?)`,
+			b.ID, r.digest[:], *seq, now.UTC().Format(time.RFC3339)); err != nil {
+			return Result{}, fmt.Errorf("record batch: %w", err)
+		}
+	}
+	return Result{Seq: *seq, Changes: logged}, nil
+}
+
+// applyChange applies one change and returns it as it is to be logged, or
+// nil when it changed nothing.
+func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model.Change, now time.Time) (*model.Change, error) {
+	e, ok := model.Lookup(c.Entity)
+	if !ok {
+		return nil, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
+	}
+	if c.Op == model.OpDelete {
+		if e.Name == model.ProfileShares {
+			return nil, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be deleted"}
+		}
+		res, err := w.exec(ctx, tx, "del:"+e.Name, `DELETE FROM `+quote(e.Name)+` WHERE id = ?`, c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil, nil
+		}
+		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, nil
+	}
+	if c.Op != model.OpUpsert {
+		return nil, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
+	}
+	fields := make(map[string]any, len(c.Fields)+1)
+	for k, v := range c.Fields {
+		fields[k] = v
+	}
+	switch e.Name {
+	case model.ProfileShares:
+		skip, err := w.checkShare(ctx, tx, index, c.ID, fields, now)
+		if err != nil || skip {
+			return nil, err
+		}
+	case model.Transactions:
+		if err := w.assignReference(ctx, tx, index, c.ID, fields, now); err != nil {
+			return nil, err
+		}
+	}
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	args := make([]any, 0, len(names)+1)
+	args = append(args, c.ID)
+	for _, n := range names {
+		f, ok := e.Field(n)
+		if !ok {
+			return nil, &model.ValidationError{Index: index, Entity: e.Name, Field: n, Reason: "unknown field"}
+		}
+		v, err := toColumn(f, fields[n])
+		if err != nil {
+			return nil, fmt.Errorf("encode %s.%s: %w", e.Name, n, err)
+		}
+		args = append(args, v)
+	}
+	name, query := upsertQuery(e.Name, names)
+	res, err := w.exec(ctx, tx, name, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
+	}
+	if len(names) == 0 {
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil, nil // an empty upsert of an existing row
+		}
+	}
+	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: fields}, nil
+}
+
+// checkShare enforces that a profile share is complete when created and
+// never changed. It reports skip for a repeated, identical upsert.
+func (w *writer) checkShare(ctx context.Context, tx *sql.Tx, index int, id string, fields map[string]any, now time.Time) (skip bool, err error) {
+	e, _ := model.Lookup(model.ProfileShares)
+	vals := make([]any, len(e.Fields))
+	ptrs := make([]any, len(e.Fields))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	err = w.scan(ctx, tx, "share", `SELECT `+columnList(e)+` FROM profile_shares WHERE id = ?`, []any{id}, ptrs...)
+	if errors.Is(err, sql.ErrNoRows) {
+		for _, req := range []string{"profile_id", "account_id"} {
+			if s, _ := fields[req].(string); s == "" {
+				return false, &model.ValidationError{Index: index, Entity: e.Name, Field: req, Reason: "is required when a share is created"}
+			}
+		}
+		if fields["shared_at"] == nil {
+			fields["shared_at"] = now.UTC().Format(time.RFC3339)
+		}
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up share %s: %w", id, err)
+	}
+	for i, f := range e.Fields {
+		v, ok := fields[f.Name]
+		if !ok {
+			continue
+		}
+		cur, err := fromColumn(f, vals[i])
+		if err != nil {
+			return false, fmt.Errorf("look up share %s: %w", id, err)
+		}
+		if cur != v {
+			return false, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be changed"}
+		}
+	}
+	return true, nil
+}
+
+// assignReference gives a new transaction its reference
+// <year>-<n>-<account_id>, n counting per account and year, and refuses a
+// reference set by a writer.
+func (w *writer) assignReference(ctx context.Context, tx *sql.Tx, index int, id string, fields map[string]any, now time.Time) error {
+	var cur sql.NullString
+	err := w.scan(ctx, tx, "txref", `SELECT reference FROM transactions WHERE id = ?`, []any{id}, &cur)
+	exists := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("look up transaction %s: %w", id, err)
+	}
+	if given, ok := fields["reference"]; ok {
+		if !exists || !cur.Valid || given != cur.String {
+			return &model.ValidationError{Index: index, Entity: model.Transactions, Field: "reference", Reason: "is assigned by the server and cannot be set"}
+		}
+		delete(fields, "reference") // unchanged: nothing to write
+	}
+	if exists && cur.Valid {
+		return nil
+	}
+	account, _ := fields["account_id"].(string)
+	if account == "" {
+		if exists {
+			// A row created without account_id cannot be: creation requires it.
+			return fmt.Errorf("transaction %s has no reference", id)
+		}
+		return &model.ValidationError{Index: index, Entity: model.Transactions, Field: "account_id", Reason: "is required when a transaction is created"}
+	}
+	year := now.In(w.loc).Year()
+	var n int64
+	err = w.scan(ctx, tx, "refctr", `INSERT INTO ref_counters(account_id, year, n) VALUES (?, ?, 1)
+		ON CONFLICT(account_id, year) DO UPDATE SET n = n + 1 RETURNING n`, []any{account, year}, &n)
+	if err != nil {
+		return fmt.Errorf("count reference: %w", err)
+	}
+	fields["reference"] = fmt.Sprintf("%d-%d-%s", year, n, account)
+	return nil
+}
+
+// prepared returns the statement called name bound to tx. Statements are
+// prepared once per group on the transaction; after the group they are
+// prepared on the connection (free again then) and reused by later groups.
+func (w *writer) prepared(ctx context.Context, tx *sql.Tx, name, query string) (*sql.Stmt, error) {
+	if s, ok := w.local[name]; ok {
+		return s, nil
+	}
+	var s *sql.Stmt
+	if c, ok := w.stmts[name]; ok {
+		s = tx.StmtContext(ctx, c)
+	} else {
+		var err error
+		if s, err = tx.PrepareContext(ctx, query); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", name, err)
+		}
+		if len(w.stmts)+len(w.pending) < maxCachedStmts {
+			w.pending[name] = query
+		}
+	}
+	w.local[name] = s
+	return s, nil
+}
+
+// cachePending prepares on the connection the statements that the last
+// group prepared on its transaction. It runs between transactions.
+func (w *writer) cachePending(ctx context.Context) {
+	for name, q := range w.pending {
+		if s, err := w.db.PrepareContext(ctx, q); err == nil {
+			w.stmts[name] = s
+		}
+		delete(w.pending, name)
+	}
+	clear(w.local)
+}
+
+func (w *writer) exec(ctx context.Context, tx *sql.Tx, name, query string, args ...any) (sql.Result, error) {
+	s, err := w.prepared(ctx, tx, name, query)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
+}
+
+func (w *writer) scan(ctx context.Context, tx *sql.Tx, name, query string, args []any, dest ...any) error {
+	s, err := w.prepared(ctx, tx, name, query)
+	if err != nil {
+		return err
+	}
+	return s.QueryRowContext(ctx, args...).Scan(dest...)
+}
+
+func upsertQuery(entity string, names []string) (name, query string) {
+	key := "up:" + entity + ":" + strings.Join(names, ",")
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + quote(entity) + ` ("id"`)
+	for _, n := range names {
+		q.WriteString("," + quote(n))
+	}
+	q.WriteString(`) VALUES (?` + strings.Repeat(",?", len(names)) + `) ON CONFLICT("id") DO `)
+	if len(names) == 0 {
+		q.WriteString(`NOTHING`)
+	} else {
+		q.WriteString(`UPDATE SET `)
+		for i, n := range names {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(quote(n) + `=excluded.` + quote(n))
+		}
+	}
+	return key, q.String()
+}
