@@ -1,0 +1,207 @@
+// Package daemon wires the store, Redis, syncd and the worker into the
+// processes that the binaries run: cmd/syncd, cmd/worker and the all-in-one
+// `therasync dev` share it.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/syncd"
+	"github.com/therasync/therasync/worker"
+)
+
+// Config is the configuration shared by the processes. Each field names its
+// flag and environment variable; a flag overrides the environment.
+type Config struct {
+	Addr            string        // ADDR / -addr: syncd's listen address
+	DataDir         string        // DATA_DIR / -data: the data directory
+	RedisURL        string        // REDIS_URL / -redis: redis://[user:pass@]host:port/db
+	LogLevel        string        // LOG_LEVEL / -log-level: debug, info, warn, error
+	MaxBodyBytes    int64         // MAX_BODY_BYTES / -max-body: request body limit
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT / -shutdown-timeout: the one deadline of a shutdown
+	Concurrency     int           // WORKER_CONCURRENCY / -concurrency: tasks run at once by a worker
+}
+
+// DefaultConfig returns the defaults, overridden by the environment.
+func DefaultConfig(getenv func(string) string) Config {
+	c := Config{
+		Addr:            "127.0.0.1:8080",
+		DataDir:         "./data",
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		LogLevel:        "info",
+		MaxBodyBytes:    syncd.DefaultMaxBodyBytes,
+		ShutdownTimeout: 15 * time.Second,
+		Concurrency:     4,
+	}
+	env := func(name string, set func(string)) {
+		if v := getenv(name); v != "" {
+			set(v)
+		}
+	}
+	env("ADDR", func(v string) { c.Addr = v })
+	env("DATA_DIR", func(v string) { c.DataDir = v })
+	env("REDIS_URL", func(v string) { c.RedisURL = v })
+	env("LOG_LEVEL", func(v string) { c.LogLevel = v })
+	env("MAX_BODY_BYTES", func(v string) { c.MaxBodyBytes, _ = strconv.ParseInt(v, 10, 64) })
+	env("SHUTDOWN_TIMEOUT", func(v string) { c.ShutdownTimeout, _ = time.ParseDuration(v) })
+	env("WORKER_CONCURRENCY", func(v string) { c.Concurrency, _ = strconv.Atoi(v) })
+	return c
+}
+
+// RegisterFlags registers the flags of the fields the process uses: any of
+// "addr", "data", "redis", "log-level", "max-body", "shutdown-timeout",
+// "concurrency".
+func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
+	for _, n := range names {
+		switch n {
+		case "addr":
+			fs.StringVar(&c.Addr, n, c.Addr, "listen address (env ADDR)")
+		case "data":
+			fs.StringVar(&c.DataDir, n, c.DataDir, "data directory (env DATA_DIR)")
+		case "redis":
+			fs.StringVar(&c.RedisURL, n, c.RedisURL, "Redis URL (env REDIS_URL)")
+		case "log-level":
+			fs.StringVar(&c.LogLevel, n, c.LogLevel, "log level: debug, info, warn, error (env LOG_LEVEL)")
+		case "max-body":
+			fs.Int64Var(&c.MaxBodyBytes, n, c.MaxBodyBytes, "request body limit in bytes (env MAX_BODY_BYTES)")
+		case "shutdown-timeout":
+			fs.DurationVar(&c.ShutdownTimeout, n, c.ShutdownTimeout, "deadline of a graceful shutdown (env SHUTDOWN_TIMEOUT)")
+		case "concurrency":
+			fs.IntVar(&c.Concurrency, n, c.Concurrency, "tasks a worker runs at once (env WORKER_CONCURRENCY)")
+		default:
+			panic("daemon: unknown flag " + n)
+		}
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("ADDR is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("DATA_DIR is empty"))
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		errs = append(errs, fmt.Errorf("REDIS_URL: %w", err))
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES must be at least 1024, got %d", c.MaxBodyBytes))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT must be a positive duration such as 15s"))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 256 {
+		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 256, got %d", c.Concurrency))
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("LOG_LEVEL: want debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+// NewLogger returns a JSON logger at the configured level.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	l, _ := ParseLevel(level)
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// Syncd is a running syncd: the store, a Redis client and the HTTP server.
+type Syncd struct {
+	Store  *store.Store
+	Server *syncd.Server
+	redis  *redis.Client
+}
+
+// StartSyncd opens the store, connects to Redis and starts serving.
+func StartSyncd(ctx context.Context, c Config, log *slog.Logger) (*Syncd, error) {
+	opt, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	st, err := store.Open(c.DataDir, store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewClient(opt)
+	s := &Syncd{Store: st, redis: rdb}
+	s.Server = syncd.New(syncd.Config{
+		Store:        st,
+		Logger:       log,
+		Registry:     prometheus.NewRegistry(),
+		MaxBodyBytes: c.MaxBodyBytes,
+		Checks: map[string]func(context.Context) error{
+			"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			"data": func(ctx context.Context) error {
+				_, err := os.Stat(c.DataDir)
+				return err
+			},
+		},
+	})
+	if err := s.Server.Open(c.Addr); err != nil {
+		s.Close(ctx)
+		return nil, err
+	}
+	log.Info("syncd listening", "addr", s.Server.Addr(), "data", c.DataDir)
+	return s, nil
+}
+
+// Close shuts the server down under ctx's deadline, then closes Redis and
+// the store: the reverse of the start order.
+func (s *Syncd) Close(ctx context.Context) error {
+	var errs []error
+	if s.Server != nil {
+		errs = append(errs, s.Server.Close(ctx))
+	}
+	errs = append(errs, s.redis.Close(), s.Store.Close())
+	return errors.Join(errs...)
+}
+
+// Worker is a running worker process.
+type Worker struct {
+	Server *worker.Server
+}
+
+// StartWorker starts the Asynq worker.
+func StartWorker(c Config, log *slog.Logger) (*Worker, error) {
+	opt, err := asynq.ParseRedisURI(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	w, err := worker.New(worker.Config{Redis: opt, Concurrency: c.Concurrency, ShutdownTimeout: c.ShutdownTimeout, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Start(); err != nil {
+		return nil, err
+	}
+	log.Info("worker started", "concurrency", c.Concurrency)
+	return &Worker{Server: w}, nil
+}
+
+// Close stops the worker, waiting for running tasks.
+func (w *Worker) Close() { w.Server.Shutdown() }
