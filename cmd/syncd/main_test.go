@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/therasync/therasync/internal/redistest"
+	"github.com/therasync/therasync/internal/testbin"
+	"github.com/therasync/therasync/store"
+)
+
+// TestProcesses runs the production processes, syncd and worker, as the
+// Procfile does: separately, against a real Redis and one data directory.
+func TestProcesses(t *testing.T) {
+	rs := redistest.Start(t)
+	data := t.TempDir()
+	s, err := store.Open(data, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := s.CreateTenant(context.Background(), store.NewTenant{Name: "P", Licenses: []string{"sync"}})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncdBin := testbin.Build(t, "github.com/therasync/therasync/cmd/syncd")
+	workerBin := testbin.Build(t, "github.com/therasync/therasync/cmd/worker")
+	addr := testbin.FreeAddr(t)
+	env := []string{"ADDR=" + addr, "DATA_DIR=" + data, "REDIS_URL=" + rs.URL(), "SHUTDOWN_TIMEOUT=5s"}
+	sp := testbin.Start(t, syncdBin, env)
+	wp := testbin.Start(t, workerBin, env)
+	testbin.WaitHTTP(t, sp, "http://"+addr+"/healthz", 30*time.Second)
+
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"redis":"ok"`) {
+		t.Errorf("healthz = %s; want redis ok", b)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/practice/changes",
+		bytes.NewReader([]byte(`{"batch_id":"1","changes":[{"entity":"practices","op":"upsert","id":"p","fields":{"name":"Mitte"}}]}`)))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr struct{ Seq int64 }
+	json.NewDecoder(resp.Body).Decode(&pr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || pr.Seq != 1 {
+		t.Errorf("push = %d seq %d; want 200 seq 1", resp.StatusCode, pr.Seq)
+	}
+
+	// The worker registered itself with Asynq in Redis.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := rs.Do("SCARD", "asynq:servers")
+		if err == nil && n != ":0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker not registered in Redis (SCARD asynq:servers = %q, %v)\n%s", n, err, wp.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Both stop gracefully on SIGTERM, within the shutdown deadline.
+	for _, p := range []*testbin.Proc{sp, wp} {
+		p.Signal(syscall.SIGTERM)
+		if exited, err := p.Wait(15 * time.Second); !exited || err != nil {
+			t.Errorf("%v after SIGTERM: exited %v, err %v; want a clean exit", p, exited, err)
+		}
+	}
+	if !strings.Contains(sp.Output(), `"msg":"shutting down"`) {
+		t.Errorf("syncd did not log its shutdown:\n%s", sp.Output())
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, args := range [][]string{
+		{"-redis", "mysql://x"},
+		{"-log-level", "loud"},
+		{"-max-body", "10"},
+		{"-addr", ""},
+		{"-shutdown-timeout", "0s"},
+	} {
+		m := NewMain()
+		if err := m.ParseFlags(args); err == nil {
+			t.Errorf("ParseFlags(%v) = nil; want an error", args)
+		}
+	}
+}
