@@ -1,0 +1,177 @@
+package syncd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/store"
+)
+
+// The error codes of DESIGN §6 that this server answers with.
+const (
+	codeUnauthorized   = "unauthorized"
+	codeLicenseMissing = "license_missing"
+	codeForbidden      = "forbidden"
+	codeBadRequest     = "bad_request"
+	codeNotFound       = "not_found"
+	codeConflict       = "conflict"
+	codeTooLarge       = "too_large"
+	codeInternal       = "internal"
+	codeUnavailable    = "unavailable"
+)
+
+// apiError is the JSON body of every error answer.
+type apiError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Error: code, Message: msg})
+}
+
+// fail maps err to its status and error code, answers with it, and logs
+// errors that are the server's fault. It is the one place where store and
+// model errors become HTTP answers.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		maxBytes *http.MaxBytesError
+		status   int
+		code     string
+		msg      = err.Error()
+	)
+	switch {
+	case errors.As(err, &maxBytes):
+		status, code = http.StatusRequestEntityTooLarge, codeTooLarge
+		msg = fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit)
+	case errors.Is(err, model.ErrInvalid), errors.Is(err, errBadRequest):
+		status, code = http.StatusBadRequest, codeBadRequest
+	case errors.Is(err, model.ErrForbidden):
+		status, code = http.StatusForbidden, codeForbidden
+	case errors.Is(err, store.ErrConflict):
+		status, code = http.StatusConflict, codeConflict
+	case errors.Is(err, store.ErrUnauthorized):
+		status, code, msg = http.StatusUnauthorized, codeUnauthorized, "missing or wrong practice key"
+	case errors.Is(err, store.ErrLicenseMissing):
+		status, code = http.StatusForbidden, codeLicenseMissing
+	case errors.Is(err, store.ErrNotFound):
+		status, code = http.StatusNotFound, codeNotFound
+	case errors.Is(err, store.ErrClosed):
+		status, code, msg = http.StatusServiceUnavailable, codeUnavailable, "server is shutting down"
+	case r.Context().Err() != nil:
+		// The client is gone; there is nobody to answer.
+		return
+	default:
+		status, code, msg = http.StatusInternalServerError, codeInternal, "internal error"
+		s.log.Error("request failed", "route", r.Pattern, "err", err)
+	}
+	writeError(w, status, code, msg)
+}
+
+// errBadRequest marks errors in a request's form (query, JSON).
+var errBadRequest = errors.New("bad request")
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errBadRequest)
+}
+
+// statusWriter records the status code of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	if sw.status == 0 {
+		sw.status = code
+	}
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+func (sw *statusWriter) Write(b []byte) (int, error) {
+	if sw.status == 0 {
+		sw.status = http.StatusOK
+	}
+	return sw.ResponseWriter.Write(b)
+}
+
+func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+// handle registers h for pattern, counted, timed and logged.
+func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes)
+		h(sw, r)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		d := time.Since(start)
+		s.metrics.observeRequest(pattern, sw.status, d)
+		if pattern != "GET /healthz" {
+			s.log.Info("request", "route", pattern, "status", sw.status, "dur_ms", float64(d.Microseconds())/1000, "addr", r.RemoteAddr)
+		}
+	})
+}
+
+// practiceHandler is a handler of the practice API, called with the tenant
+// whose practice key authenticated the request.
+type practiceHandler func(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings)
+
+// practice authenticates the practice key of the request.
+func (s *Server) practice(h practiceHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key, ok := bearer(r)
+		if !ok {
+			s.fail(w, r, store.ErrUnauthorized)
+			return
+		}
+		t, st, err := s.cfg.Store.Authenticate(r.Context(), key)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r, t, st)
+	}
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// decodeJSON decodes the request body into v, refusing unknown fields and
+// trailing data.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var maxBytes *http.MaxBytesError
+		if errors.As(err, &maxBytes) {
+			return err
+		}
+		return badRequest("invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("invalid JSON body: data after the JSON object")
+	}
+	return nil
+}

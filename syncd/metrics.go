@@ -1,0 +1,51 @@
+package syncd
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus metrics.
+type metrics struct {
+	requests       *prometheus.CounterVec
+	latency        *prometheus.HistogramVec
+	pushes         *prometheus.CounterVec
+	changesApplied prometheus.Counter
+	changesPulled  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "therasync_http_requests_total",
+			Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "therasync_http_request_duration_seconds",
+			Help:    "HTTP request latency by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "therasync_practice_pushes_total",
+			Help: "Practice change batches by result: applied, repeated (batch_id seen before) or rejected.",
+		}, []string{"result"}),
+		changesApplied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "therasync_changes_applied_total",
+			Help: "Changes committed to a tenant's change log by practice pushes.",
+		}),
+		changesPulled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "therasync_changes_pulled_total",
+			Help: "Changes served by GET /v1/practice/changes.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.pushes, m.changesApplied, m.changesPulled,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observeRequest(route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}

@@ -1,0 +1,148 @@
+// Package syncd serves Therasync's HTTP API: the practice API, health and
+// metrics (and, as the contract grows, device login and live sync).
+package syncd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/therasync/therasync/store"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultMaxBodyBytes    = 16 << 20
+	DefaultMaxBatchChanges = 10000
+	DefaultMaxPullChanges  = 10000
+)
+
+// Config configures a Server.
+type Config struct {
+	// Store is the central store; required.
+	Store *store.Store
+	// Logger receives one line per request and every server error; nil
+	// discards.
+	Logger *slog.Logger
+	// Registry receives the server's metrics and is served on /metrics; nil
+	// means a new registry.
+	Registry *prometheus.Registry
+	// Checks are run by /healthz, by name; each must return nil when healthy.
+	Checks map[string]func(context.Context) error
+	// MaxBodyBytes caps a request body; zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxBatchChanges caps the changes of one practice push; zero means
+	// DefaultMaxBatchChanges.
+	MaxBatchChanges int
+}
+
+// Server is the syncd HTTP server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+
+	srv *http.Server
+	ln  net.Listener
+	// serveErr receives the result of srv.Serve once it returns.
+	serveErr chan error
+}
+
+// New returns a Server for cfg. It does not listen until Open.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxBatchChanges <= 0 {
+		cfg.MaxBatchChanges = DefaultMaxBatchChanges
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.handle("GET /healthz", s.handleHealth)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
+	s.handle("POST /v1/practice/changes", s.practice(s.handlePushChanges))
+	s.handle("GET /v1/practice/changes", s.practice(s.handlePullChanges))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Open listens on addr (host:port; port 0 picks a free one) and serves in
+// the background until Close.
+func (s *Server) Open(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.serveErr = make(chan error, 1)
+	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	return nil
+}
+
+// Addr returns the address the server listens on, after Open.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Close stops accepting requests and waits, until ctx is done, for the
+// running ones to finish.
+func (s *Server) Close(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = errors.Join(err, s.srv.Close())
+	}
+	if serr := <-s.serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := map[string]string{}
+	code := http.StatusOK
+	for name, check := range s.cfg.Checks {
+		if err := check(ctx); err != nil {
+			status[name] = err.Error()
+			code = http.StatusServiceUnavailable
+			continue
+		}
+		status[name] = "ok"
+	}
+	writeJSON(w, code, map[string]any{"ok": code == http.StatusOK, "checks": status})
+}
