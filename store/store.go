@@ -276,7 +276,7 @@ func randomToken(n int) (string, error) {
 // database: WAL, synchronous=FULL, immediate transactions.
 func openWriteDB(path string) (*sql.DB, error) {
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-16000)&_txlock=immediate"
+		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-16000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err

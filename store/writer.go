@@ -48,11 +48,21 @@ type Result struct {
 // (ErrForbidden) for a change that cannot be applied, ErrConflict for a batch
 // ID reused with other changes; on any error nothing of the batch is applied.
 func (t *Tenant) Apply(ctx context.Context, b Batch) (Result, error) {
-	digest, err := digestOf(b.Changes)
-	if err != nil {
-		return Result{}, fmt.Errorf("apply: %w", err)
+	// Encoding happens here, on the caller's goroutine, so that the one
+	// writer goroutine only executes statements.
+	enc := make([]encoded, len(b.Changes))
+	h := sha256.New()
+	for i, c := range b.Changes {
+		var err error
+		if enc[i], err = encodeChange(i, c); err != nil {
+			return Result{}, err
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Entity, c.Op, c.ID)
+		h.Write(enc[i].fields)
+		h.Write([]byte{0})
 	}
-	r := &writeReq{ctx: ctx, batch: b, digest: digest, done: make(chan writeRes, 1)}
+	r := &writeReq{ctx: ctx, batch: b, enc: enc, done: make(chan writeRes, 1)}
+	h.Sum(r.digest[:0])
 	select {
 	case t.w.reqs <- r:
 	case <-t.w.stop:
@@ -76,17 +86,51 @@ func (t *Tenant) Apply(ctx context.Context, b Batch) (Result, error) {
 	}
 }
 
-func digestOf(cs []model.Change) ([32]byte, error) {
-	b, err := json.Marshal(cs)
-	if err != nil {
-		return [32]byte{}, err
+// encoded is a change turned into what the writer executes and logs.
+type encoded struct {
+	names  []string // the given fields, sorted
+	args   []any    // the row id, then the column value of each name
+	fields []byte   // the fields as logged (JSON); nil for a delete
+}
+
+// encodeChange converts a validated change into column values and its log
+// form.
+func encodeChange(index int, c model.Change) (encoded, error) {
+	e, ok := model.Lookup(c.Entity)
+	if !ok {
+		return encoded{}, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
 	}
-	return sha256.Sum256(b), nil
+	if c.Op != model.OpUpsert {
+		return encoded{args: []any{c.ID}}, nil
+	}
+	enc := encoded{names: make([]string, 0, len(c.Fields)), args: make([]any, 1, len(c.Fields)+1)}
+	enc.args[0] = c.ID
+	for k := range c.Fields {
+		enc.names = append(enc.names, k)
+	}
+	sort.Strings(enc.names)
+	for _, n := range enc.names {
+		f, ok := e.Field(n)
+		if !ok {
+			return encoded{}, &model.ValidationError{Index: index, Entity: e.Name, Field: n, Reason: "unknown field"}
+		}
+		v, err := toColumn(f, c.Fields[n])
+		if err != nil {
+			return encoded{}, fmt.Errorf("encode %s.%s: %w", e.Name, n, err)
+		}
+		enc.args = append(enc.args, v)
+	}
+	var err error
+	if enc.fields, err = json.Marshal(c.Fields); err != nil {
+		return encoded{}, fmt.Errorf("encode %s/%s: %w", e.Name, c.ID, err)
+	}
+	return enc, nil
 }
 
 type writeReq struct {
 	ctx    context.Context
 	batch  Batch
+	enc    []encoded // one per change of batch
 	digest [32]byte
 	done   chan writeRes // buffered: the writer never blocks on it
 }
@@ -255,7 +299,7 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 	}
 	logged := make([]model.Change, 0, len(b.Changes))
 	for i, c := range b.Changes {
-		lc, err := w.applyChange(ctx, tx, i, c, now)
+		lc, enc, err := w.applyChange(ctx, tx, i, c, r.enc[i], now)
 		if err != nil {
 			return Result{}, err
 		}
@@ -265,12 +309,8 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 		*seq++
 		lc.Seq = *seq
 		var fields any
-		if lc.Fields != nil {
-			fb, err := json.Marshal(lc.Fields)
-			if err != nil {
-				return Result{}, fmt.Errorf("encode change: %w", err)
-			}
-			fields = fb
+		if enc.fields != nil {
+			fields = enc.fields
 		}
 		if _, err := w.exec(ctx, tx, "log", `INSERT INTO changes(seq, entity, op, row_id, fields, origin, created_at) VALUES (?,?,?,?,?,?,?)`,
 			lc.Seq, lc.Entity, string(lc.Op), lc.ID, fields, b.Origin, now.UTC().Format(time.RFC3339Nano)); err != nil {
@@ -289,71 +329,58 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 
 // applyChange applies one change and returns it as it is to be logged, or
 // nil when it changed nothing.
-func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model.Change, now time.Time) (*model.Change, error) {
+func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model.Change, enc encoded, now time.Time) (*model.Change, encoded, error) {
 	e, ok := model.Lookup(c.Entity)
 	if !ok {
-		return nil, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
+		return nil, enc, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
 	}
 	if c.Op == model.OpDelete {
 		if e.Name == model.ProfileShares {
-			return nil, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be deleted"}
+			return nil, enc, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be deleted"}
 		}
 		res, err := w.exec(ctx, tx, "del:"+e.Name, `DELETE FROM `+quote(e.Name)+` WHERE id = ?`, c.ID)
 		if err != nil {
-			return nil, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
+			return nil, enc, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return nil, nil
+			return nil, enc, nil
 		}
-		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, nil
+		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, enc, nil
 	}
 	if c.Op != model.OpUpsert {
-		return nil, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
+		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
 	}
-	fields := make(map[string]any, len(c.Fields)+1)
-	for k, v := range c.Fields {
-		fields[k] = v
-	}
-	switch e.Name {
-	case model.ProfileShares:
-		skip, err := w.checkShare(ctx, tx, index, c.ID, fields, now)
-		if err != nil || skip {
-			return nil, err
+	fields := c.Fields
+	if e.Name == model.ProfileShares || e.Name == model.Transactions {
+		// These rules add or drop fields: work on a copy, encode it again.
+		fields = make(map[string]any, len(c.Fields)+1)
+		for k, v := range c.Fields {
+			fields[k] = v
 		}
-	case model.Transactions:
-		if err := w.assignReference(ctx, tx, index, c.ID, fields, now); err != nil {
-			return nil, err
+		if e.Name == model.ProfileShares {
+			skip, err := w.checkShare(ctx, tx, index, c.ID, fields, now)
+			if err != nil || skip {
+				return nil, enc, err
+			}
+		} else if err := w.assignReference(ctx, tx, index, c.ID, fields, now); err != nil {
+			return nil, enc, err
+		}
+		var err error
+		if enc, err = encodeChange(index, model.Change{Entity: e.Name, Op: c.Op, ID: c.ID, Fields: fields}); err != nil {
+			return nil, enc, err
 		}
 	}
-	names := make([]string, 0, len(fields))
-	for k := range fields {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	args := make([]any, 0, len(names)+1)
-	args = append(args, c.ID)
-	for _, n := range names {
-		f, ok := e.Field(n)
-		if !ok {
-			return nil, &model.ValidationError{Index: index, Entity: e.Name, Field: n, Reason: "unknown field"}
-		}
-		v, err := toColumn(f, fields[n])
-		if err != nil {
-			return nil, fmt.Errorf("encode %s.%s: %w", e.Name, n, err)
-		}
-		args = append(args, v)
-	}
-	name, query := upsertQuery(e.Name, names)
-	res, err := w.exec(ctx, tx, name, query, args...)
+	name, query := upsertQuery(e.Name, enc.names)
+	res, err := w.exec(ctx, tx, name, query, enc.args...)
 	if err != nil {
-		return nil, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
+		return nil, enc, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
 	}
-	if len(names) == 0 {
+	if len(enc.names) == 0 {
 		if n, _ := res.RowsAffected(); n == 0 {
-			return nil, nil // an empty upsert of an existing row
+			return nil, enc, nil // an empty upsert of an existing row
 		}
 	}
-	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: fields}, nil
+	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: fields}, enc, nil
 }
 
 // checkShare enforces that a profile share is complete when created and
