@@ -40,6 +40,10 @@ type Result struct {
 	// Repeated is true when the batch ID was applied before and nothing
 	// was applied now.
 	Repeated bool
+	// BuildRequests are the accounts whose shard build the batch requested
+	// (recorded durably with it): accounts whose app access was enabled or
+	// whose role changed while enabled.
+	BuildRequests []string
 }
 
 // Apply applies the batch in one durable transaction and returns once it is
@@ -154,6 +158,7 @@ type writer struct {
 	done chan struct{} // closed when loop has returned
 
 	// Owned by loop.
+	builds  []string             // build requests of the batch being applied
 	stmts   map[string]*sql.Stmt // prepared on the connection
 	pending map[string]string    // name → query, to prepare after this group
 	local   map[string]*sql.Stmt // bound to the current group's transaction
@@ -297,6 +302,7 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 			return Result{}, fmt.Errorf("look up batch: %w", err)
 		}
 	}
+	w.builds = w.builds[:0]
 	logged := make([]model.Change, 0, len(b.Changes))
 	for i, c := range b.Changes {
 		lc, enc, err := w.applyChange(ctx, tx, i, c, r.enc[i], now)
@@ -324,7 +330,11 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 			return Result{}, fmt.Errorf("record batch: %w", err)
 		}
 	}
-	return Result{Seq: *seq, Changes: logged}, nil
+	res := Result{Seq: *seq, Changes: logged}
+	if len(w.builds) > 0 {
+		res.BuildRequests = append([]string(nil), w.builds...)
+	}
+	return res, nil
 }
 
 // applyChange applies one change and returns it as it is to be logged, or
@@ -370,10 +380,23 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 			return nil, enc, err
 		}
 	}
+	var before *accountAccess
+	if e.Name == model.Accounts && (fields["app_enabled"] != nil || fields["role"] != nil) {
+		a, err := w.accountAccess(ctx, tx, c.ID)
+		if err != nil {
+			return nil, enc, err
+		}
+		before = &a
+	}
 	name, query := upsertQuery(e.Name, enc.names)
 	res, err := w.exec(ctx, tx, name, query, enc.args...)
 	if err != nil {
 		return nil, enc, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
+	}
+	if before != nil {
+		if err := w.requestBuildIfNeeded(ctx, tx, c.ID, *before, now); err != nil {
+			return nil, enc, err
+		}
 	}
 	if len(enc.names) == 0 {
 		if n, _ := res.RowsAffected(); n == 0 {
@@ -381,6 +404,43 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		}
 	}
 	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: fields}, enc, nil
+}
+
+// accountAccess is what decides whether an account's shard must be built.
+type accountAccess struct {
+	enabled bool
+	role    string
+}
+
+func (w *writer) accountAccess(ctx context.Context, tx *sql.Tx, id string) (accountAccess, error) {
+	var (
+		enabled sql.NullInt64
+		role    sql.NullString
+	)
+	err := w.scan(ctx, tx, "access", `SELECT app_enabled, role FROM accounts WHERE id = ?`, []any{id}, &enabled, &role)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return accountAccess{}, fmt.Errorf("look up account %s: %w", id, err)
+	}
+	return accountAccess{enabled: enabled.Int64 != 0, role: role.String}, nil
+}
+
+// requestBuildIfNeeded records a shard build request, in the batch's
+// transaction, when an account's app access was enabled or its role changed
+// while enabled.
+func (w *writer) requestBuildIfNeeded(ctx context.Context, tx *sql.Tx, id string, before accountAccess, now time.Time) error {
+	after, err := w.accountAccess(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	if !after.enabled || !model.ValidRole(after.role) || (before.enabled && before.role == after.role) {
+		return nil
+	}
+	if _, err := w.exec(ctx, tx, "request", `INSERT INTO shard_requests(account_id, requested_at) VALUES (?, ?)
+		ON CONFLICT(account_id) DO UPDATE SET requested_at = excluded.requested_at`, id, now.UTC().Format(time.RFC3339Nano)); err != nil {
+		return fmt.Errorf("request build of %s: %w", id, err)
+	}
+	w.builds = append(w.builds, id)
+	return nil
 }
 
 // checkShare enforces that a profile share is complete when created and

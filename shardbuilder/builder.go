@@ -1,0 +1,125 @@
+package shardbuilder
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Builder writes shard files under a data directory:
+// DATA/shards/<tenant>/<account>/<seq>.db.
+type Builder struct {
+	dataDir string
+	now     func() time.Time
+}
+
+// New returns a Builder for the data directory dataDir; now nil means
+// time.Now.
+func New(dataDir string, now func() time.Time) *Builder {
+	if now == nil {
+		now = time.Now
+	}
+	return &Builder{dataDir: dataDir, now: now}
+}
+
+// Built is a shard file placed in the data directory.
+type Built struct {
+	Meta
+	// Path is the file's path relative to the data directory.
+	Path string
+}
+
+// Build builds the account's shard into a temporary file, fsyncs it and
+// renames it to its place, so that a half-written shard is never seen. It
+// then removes the account's shard files but the newest keep (at least the
+// new one).
+func (b *Builder) Build(ctx context.Context, src Source, accountID string, keep int) (Built, error) {
+	dir := filepath.Join(b.dataDir, ShardDir(src.TenantID, accountID))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Built{}, fmt.Errorf("build shard: %w", err)
+	}
+	tmp := filepath.Join(dir, "build-"+randomSuffix()+".tmp")
+	m, err := WriteFile(ctx, src, accountID, tmp, b.now())
+	if err != nil {
+		return Built{}, err
+	}
+	name := strconv.FormatInt(m.Seq, 10) + ".db"
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
+		return Built{}, fmt.Errorf("build shard: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return Built{}, fmt.Errorf("build shard: %w", err)
+	}
+	if err := prune(dir, max(keep, 1)); err != nil {
+		return Built{}, fmt.Errorf("build shard: %w", err)
+	}
+	return Built{Meta: m, Path: filepath.Join(ShardDir(src.TenantID, accountID), name)}, nil
+}
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$`)
+
+// ShardDir returns the directory, relative to the data directory, of an
+// account's shards. Account ids are chosen by clients: an id that is not a
+// plain file name is replaced by a hash of it.
+func ShardDir(tenantID, accountID string) string {
+	name := accountID
+	if !safeName.MatchString(accountID) {
+		sum := sha256.Sum256([]byte(accountID))
+		name = "h-" + hex.EncodeToString(sum[:16])
+	}
+	return filepath.Join("shards", tenantID, name)
+}
+
+// prune removes all but the keep newest <seq>.db files of dir, and any
+// leftover temporary file of an interrupted build.
+func prune(dir string, keep int) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var seqs []int64
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasSuffix(n, ".tmp") {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+				os.Remove(filepath.Join(dir, n))
+			}
+			continue
+		}
+		if seq, err := strconv.ParseInt(strings.TrimSuffix(n, ".db"), 10, 64); err == nil && strings.HasSuffix(n, ".db") {
+			seqs = append(seqs, seq)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] > seqs[j] })
+	for i := keep; i < len(seqs); i++ {
+		if err := os.Remove(filepath.Join(dir, strconv.FormatInt(seqs[i], 10)+".db")); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func randomSuffix() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,111 @@
+package shardbuilder_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/shardbuilder"
+	"github.com/therasync/therasync/store"
+)
+
+func newTenant(tb testing.TB) (*store.Store, *store.Tenant) {
+	tb.Helper()
+	s, err := store.Open(tb.TempDir(), store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	st, _, err := s.CreateTenant(context.Background(), store.NewTenant{Name: "P", Licenses: []string{"sync", "app"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tn, err := s.Tenant(context.Background(), st.ID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, tn
+}
+
+func push(tb testing.TB, tn *store.Tenant, cs ...model.Change) int64 {
+	tb.Helper()
+	res, err := tn.Apply(context.Background(), store.Batch{Origin: store.OriginPractice, Changes: cs})
+	if err != nil {
+		tb.Fatalf("Apply = %v", err)
+	}
+	return res.Seq
+}
+
+func upsert(entity, id string, f map[string]any) model.Change {
+	return model.Change{Entity: entity, Op: model.OpUpsert, ID: id, Fields: f}
+}
+
+func TestBuildPlacesAndPrunes(t *testing.T) {
+	s, tn := newTenant(t)
+	push(t, tn, upsert(model.Accounts, "m1", map[string]any{"name": "M", "role": "member", "app_enabled": true}))
+	b := shardbuilder.New(s.Dir(), func() time.Time { return time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC) })
+	src := shardbuilder.Source{TenantID: tn.ID(), Path: tn.Path()}
+	var paths []string
+	for i := range 4 {
+		push(t, tn, upsert(model.Profiles, "p", map[string]any{"owner_id": "m1", "first_name": string(rune('A' + i))}))
+		got, err := b.Build(context.Background(), src, "m1", 2)
+		if err != nil {
+			t.Fatalf("Build = %v", err)
+		}
+		paths = append(paths, got.Path)
+		if want := filepath.Join("shards", tn.ID(), "m1", strconv.FormatInt(got.Seq, 10)+".db"); got.Path != want {
+			t.Errorf("Build path = %s; want %s", got.Path, want)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.Dir(), "shards", tn.ID(), "m1"))
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{filepath.Base(paths[2]), filepath.Base(paths[3])}; strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Errorf("shard files = %v; want the newest two %v", names, want)
+	}
+	// sync_meta, and the sqlite3 command-line tool opens the file.
+	out, err := exec.Command("sqlite3", filepath.Join(s.Dir(), paths[3]), "PRAGMA integrity_check; SELECT key || '=' || value FROM sync_meta ORDER BY key; SELECT first_name FROM profiles;").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sqlite3: %v\n%s", err, out)
+	}
+	want := "ok\naccount_id=m1\nbuilt_at=2026-11-22T08:00:00Z\nrole=member\nschema_version=1\nseq=5\ntenant_id=" + tn.ID() + "\nD\n"
+	if string(out) != want {
+		t.Errorf("sqlite3 output =\n%s\nwant\n%s", out, want)
+	}
+}
+
+func TestShardDirOfUnsafeIDs(t *testing.T) {
+	for _, id := range []string{"../etc", "a/b", ".", "..", "x y", strings.Repeat("a", 200)} {
+		d := shardbuilder.ShardDir("t1", id)
+		if filepath.Dir(d) != filepath.Join("shards", "t1") || strings.Contains(filepath.Base(d), "/") || !strings.HasPrefix(filepath.Base(d), "h-") {
+			t.Errorf("ShardDir(t1, %q) = %s; want a hashed name under shards/t1", id, d)
+		}
+	}
+	if d := shardbuilder.ShardDir("t1", "acc-jonas_2"); d != filepath.Join("shards", "t1", "acc-jonas_2") {
+		t.Errorf("ShardDir(t1, acc-jonas_2) = %s; want it kept", d)
+	}
+}
+
+func TestBuildRefusals(t *testing.T) {
+	_, tn := newTenant(t)
+	push(t, tn, upsert(model.Accounts, "norole", map[string]any{"name": "N"}))
+	src := shardbuilder.Source{TenantID: tn.ID(), Path: tn.Path()}
+	dir := t.TempDir()
+	if _, err := shardbuilder.WriteFile(context.Background(), src, "ghost", filepath.Join(dir, "a.db"), time.Now()); err == nil || !strings.Contains(err.Error(), "no such account") {
+		t.Errorf("WriteFile(unknown account) = %v; want ErrNoAccount", err)
+	}
+	if _, err := shardbuilder.WriteFile(context.Background(), src, "norole", filepath.Join(dir, "b.db"), time.Now()); err == nil {
+		t.Errorf("WriteFile(account without role) = nil; want ErrNoRole")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("failed builds left files: %v", ents)
+	}
+}
