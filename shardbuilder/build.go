@@ -97,9 +97,12 @@ func WriteFile(ctx context.Context, src Source, accountID, path string, now time
 
 func build(ctx context.Context, src Source, accountID, path string, now time.Time) (Meta, error) {
 	// Build-time pragmas: the file is private until renamed, so it needs no
-	// journal and no syncs; WriteFile fsyncs it once at the end.
+	// journal and no syncs; WriteFile fsyncs it once at the end. 16 KiB pages
+	// build a third faster than 4 KiB ones (fewer page writes and frees);
+	// larger pages would be faster still but make every later write of the
+	// device's small row updates costlier.
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)"+
-		"&_pragma=temp_store(MEMORY)&_pragma=cache_size(-16000)&_pragma=busy_timeout(10000)")
+		"&_pragma=page_size(16384)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-16000)&_pragma=busy_timeout(10000)")
 	if err != nil {
 		return Meta{}, err
 	}
