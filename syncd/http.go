@@ -58,6 +58,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		msg = fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit)
 	case errors.Is(err, model.ErrInvalid), errors.Is(err, errBadRequest):
 		status, code = http.StatusBadRequest, codeBadRequest
+	case errors.Is(err, errAppDisabled):
+		status, code = http.StatusForbidden, codeAppDisabled
 	case errors.Is(err, model.ErrForbidden):
 		status, code = http.StatusForbidden, codeForbidden
 	case errors.Is(err, store.ErrConflict):

@@ -41,6 +41,7 @@ func (s *Server) handlePushChanges(w http.ResponseWriter, r *http.Request, t *st
 	} else {
 		s.metrics.pushes.WithLabelValues("applied").Inc()
 		s.metrics.changesApplied.Add(float64(len(res.Changes)))
+		s.enqueueBuilds(r.Context(), t.ID(), res.BuildRequests)
 	}
 	writeJSON(w, http.StatusOK, pushResponse{Seq: res.Seq})
 }

@@ -34,6 +34,9 @@ type Config struct {
 	// Registry receives the server's metrics and is served on /metrics; nil
 	// means a new registry.
 	Registry *prometheus.Registry
+	// Builds enqueues shard builds for the worker; nil leaves builds
+	// recorded in the store for the worker's reconcile to enqueue.
+	Builds BuildQueue
 	// Checks are run by /healthz, by name; each must return nil when healthy.
 	Checks map[string]func(context.Context) error
 	// MaxBodyBytes caps a request body; zero means DefaultMaxBodyBytes.
@@ -80,6 +83,10 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
 	s.handle("POST /v1/practice/changes", s.practice(s.handlePushChanges))
 	s.handle("GET /v1/practice/changes", s.practice(s.handlePullChanges))
+	s.handle("POST /v1/practice/shards/build", s.practice(s.handleBuildShards))
+	s.handle("GET /v1/practice/accounts/{id}/shard", s.practice(s.handleAccountShard))
+	s.handle("GET /v1/practice/backup", s.practice(s.handleBackup))
+	s.handle("GET /v1/practice/stats", s.practice(s.handleStats))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

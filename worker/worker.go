@@ -1,15 +1,19 @@
-// Package worker runs Therasync's background jobs: an Asynq server that
-// processes queued tasks. Task handlers register on its mux (the shard
-// builds, access-code mail and periodic jobs of DESIGN §1 arrive with the
-// issues that build them).
+// Package worker runs Therasync's background jobs on Asynq: shard builds,
+// and the periodic jobs that keep every app-enabled account's shard built
+// (a reconcile of due builds and the weekly rebuild of outdated shards).
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/therasync/therasync/shardbuilder"
+	"github.com/therasync/therasync/store"
 )
 
 // The queues the worker serves, with their priorities.
@@ -22,22 +26,37 @@ const (
 type Config struct {
 	// Redis is the Asynq connection; required.
 	Redis asynq.RedisConnOpt
+	// Store is the central store over the data directory; nil means the
+	// server runs only the handlers added with Handle (no shard jobs).
+	Store *store.Store
 	// Concurrency is the number of tasks processed at once; zero means 4.
 	Concurrency int
 	// TaskCheckInterval is how often idle workers look for new tasks; zero
 	// means 100ms, which keeps enqueue-to-start latency low.
 	TaskCheckInterval time.Duration
+	// TickInterval is how often the periodic jobs run; zero means 30s.
+	TickInterval time.Duration
 	// ShutdownTimeout is how long Shutdown waits for running tasks; zero
 	// means 10s.
 	ShutdownTimeout time.Duration
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
+	// Registry receives the worker's metrics; nil registers none.
+	Registry prometheus.Registerer
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
 }
 
-// Server is the worker process's Asynq server.
+// Server is the worker process's Asynq server and scheduler.
 type Server struct {
-	srv *asynq.Server
-	mux *asynq.ServeMux
+	cfg       Config
+	log       *slog.Logger
+	srv       *asynq.Server
+	scheduler *asynq.Scheduler
+	mux       *asynq.ServeMux
+	queue     *Queue
+	builder   *shardbuilder.Builder
+	metrics   *metrics
 }
 
 // New returns a Server for cfg; it processes nothing until Start.
@@ -51,38 +70,100 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TaskCheckInterval <= 0 {
 		cfg.TaskCheckInterval = 100 * time.Millisecond
 	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 30 * time.Second
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	srv := asynq.NewServer(cfg.Redis, asynq.Config{
-		Concurrency:              cfg.Concurrency,
-		Queues:                   map[string]int{QueueCritical: 6, QueueDefault: 3},
-		TaskCheckInterval:        cfg.TaskCheckInterval,
-		DelayedTaskCheckInterval: time.Second,
-		ShutdownTimeout:          cfg.ShutdownTimeout,
-		Logger:                   asynqLogger{cfg.Logger},
-		LogLevel:                 asynq.WarnLevel,
-	})
-	return &Server{srv: srv, mux: asynq.NewServeMux()}, nil
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg: cfg,
+		log: cfg.Logger,
+		srv: asynq.NewServer(cfg.Redis, asynq.Config{
+			Concurrency:              cfg.Concurrency,
+			Queues:                   map[string]int{QueueCritical: 6, QueueDefault: 3},
+			TaskCheckInterval:        cfg.TaskCheckInterval,
+			DelayedTaskCheckInterval: time.Second,
+			ShutdownTimeout:          cfg.ShutdownTimeout,
+			RetryDelayFunc:           retryDelay,
+			Logger:                   asynqLogger{cfg.Logger},
+			LogLevel:                 asynq.WarnLevel,
+		}),
+		mux:     asynq.NewServeMux(),
+		metrics: newMetrics(cfg.Registry),
+	}
+	if cfg.Store != nil {
+		s.queue = NewQueue(cfg.Redis)
+		s.builder = shardbuilder.New(cfg.Store.Dir(), cfg.Now)
+		s.mux.HandleFunc(TypeShardBuild, s.handleBuild)
+		s.mux.HandleFunc(TypeTick, s.handleTick)
+		s.scheduler = asynq.NewScheduler(cfg.Redis, &asynq.SchedulerOpts{
+			Logger:   asynqLogger{cfg.Logger},
+			LogLevel: asynq.WarnLevel,
+			EnqueueErrorHandler: func(_ *asynq.Task, _ []asynq.Option, err error) {
+				if !errors.Is(err, asynq.ErrDuplicateTask) {
+					cfg.Logger.Error("schedule periodic jobs", "err", err)
+				}
+			},
+		})
+		every := fmt.Sprintf("@every %s", cfg.TickInterval)
+		// Every worker process runs a scheduler; Unique lets one pending tick
+		// through at a time (Asynq's minimum is 1s). The jobs are idempotent
+		// either way: the store arbitrates the weekly run.
+		if _, err := s.scheduler.Register(every, asynq.NewTask(TypeTick, nil), asynq.Queue(QueueCritical),
+			asynq.Unique(max(cfg.TickInterval*9/10, time.Second)), asynq.MaxRetry(0)); err != nil {
+			return nil, fmt.Errorf("worker: schedule tick: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// retryDelay backs a failed task off exponentially: 10s, 20s, 40s … up to
+// 10 minutes. A build asked for again meanwhile runs at once (EnqueueBuild).
+func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	d := 10 * time.Second << min(max(n-1, 0), 6)
+	return min(d, 10*time.Minute)
 }
 
 // Handle registers the handler of one task type. Call it before Start.
 func (s *Server) Handle(taskType string, h asynq.Handler) { s.mux.Handle(taskType, h) }
 
-// Start connects to Redis and starts processing tasks in the background.
+// Queue returns the worker's build queue (nil without a Store).
+func (s *Server) Queue() *Queue { return s.queue }
+
+// Start connects to Redis and starts processing tasks and scheduling the
+// periodic jobs in the background.
 func (s *Server) Start() error {
 	if err := s.srv.Start(s.mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	if s.scheduler != nil {
+		if err := s.scheduler.Start(); err != nil {
+			s.srv.Shutdown()
+			return fmt.Errorf("start scheduler: %w", err)
+		}
+	}
 	return nil
 }
 
-// Shutdown stops taking tasks and waits for running ones, up to the
-// configured ShutdownTimeout.
-func (s *Server) Shutdown() { s.srv.Shutdown() }
+// Shutdown stops scheduling and taking tasks, and waits for running ones up
+// to the configured ShutdownTimeout.
+func (s *Server) Shutdown() error {
+	if s.scheduler != nil {
+		s.scheduler.Shutdown()
+	}
+	s.srv.Shutdown()
+	if s.queue != nil {
+		return s.queue.Close()
+	}
+	return nil
+}
 
 // asynqLogger adapts slog to Asynq's logger.
 type asynqLogger struct{ l *slog.Logger }
@@ -95,3 +176,34 @@ func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "compon
 // Fatal is called by Asynq only for unrecoverable errors; it logs them like
 // Error and leaves the decision to exit to the caller.
 func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+
+// metrics are the worker's Prometheus metrics.
+type metrics struct {
+	builds   *prometheus.CounterVec
+	duration prometheus.Histogram
+	rows     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "therasync_shard_builds_total",
+			Help: "Shard build tasks by result: built, up_to_date (skipped), skipped (account gone or disabled), failed.",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "therasync_shard_build_duration_seconds",
+			Help:    "Duration of shard builds that wrote a file.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "therasync_shard_rows_written_total",
+			Help: "Entity rows written into shard files.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.builds, m.duration, m.rows)
+	}
+	return m
+}
+
+var errNoStore = errors.New("worker has no store")

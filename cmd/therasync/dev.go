@@ -58,11 +58,11 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 		defer cancel()
 		return sd.Close(sctx)
 	})
-	wk, err := daemon.StartWorker(cfg, log)
+	wk, err := daemon.StartWorker(cfg, log, sd.Store)
 	if err != nil {
 		return err
 	}
-	m.closers = append(m.closers, func() error { wk.Close(); return nil })
+	m.closers = append(m.closers, wk.Close)
 
 	base := "http://" + sd.Server.Addr()
 	state, err := m.devTenant(ctx, sd.Store, cfg.DataDir, base)

@@ -48,7 +48,7 @@ func NewMain() *Main {
 // ParseFlags applies the command line over the environment and validates.
 func (m *Main) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	m.Config.RegisterFlags(fs, "data", "redis", "log-level", "shutdown-timeout", "concurrency")
+	m.Config.RegisterFlags(fs, "data", "redis", "log-level", "shutdown-timeout", "concurrency", "tick")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func (m *Main) ParseFlags(args []string) error {
 
 // Run starts the worker and returns; Close stops it.
 func (m *Main) Run(ctx context.Context) (err error) {
-	m.worker, err = daemon.StartWorker(m.Config, m.Log)
+	m.worker, err = daemon.StartWorker(m.Config, m.Log, nil)
 	return err
 }
 
@@ -69,6 +69,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 // timeout.
 func (m *Main) Close() {
 	if m.worker != nil {
-		m.worker.Close()
+		if err := m.worker.Close(); err != nil {
+			m.Log.Error("shutdown", "err", err)
+		}
 	}
 }

@@ -34,6 +34,7 @@ type Config struct {
 	MaxBodyBytes    int64         // MAX_BODY_BYTES / -max-body: request body limit
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT / -shutdown-timeout: the one deadline of a shutdown
 	Concurrency     int           // WORKER_CONCURRENCY / -concurrency: tasks run at once by a worker
+	TickInterval    time.Duration // TICK_INTERVAL / -tick: how often the worker runs its periodic jobs
 }
 
 // DefaultConfig returns the defaults, overridden by the environment.
@@ -46,6 +47,7 @@ func DefaultConfig(getenv func(string) string) Config {
 		MaxBodyBytes:    syncd.DefaultMaxBodyBytes,
 		ShutdownTimeout: 15 * time.Second,
 		Concurrency:     4,
+		TickInterval:    30 * time.Second,
 	}
 	env := func(name string, set func(string)) {
 		if v := getenv(name); v != "" {
@@ -59,12 +61,13 @@ func DefaultConfig(getenv func(string) string) Config {
 	env("MAX_BODY_BYTES", func(v string) { c.MaxBodyBytes, _ = strconv.ParseInt(v, 10, 64) })
 	env("SHUTDOWN_TIMEOUT", func(v string) { c.ShutdownTimeout, _ = time.ParseDuration(v) })
 	env("WORKER_CONCURRENCY", func(v string) { c.Concurrency, _ = strconv.Atoi(v) })
+	env("TICK_INTERVAL", func(v string) { c.TickInterval, _ = time.ParseDuration(v) })
 	return c
 }
 
 // RegisterFlags registers the flags of the fields the process uses: any of
 // "addr", "data", "redis", "log-level", "max-body", "shutdown-timeout",
-// "concurrency".
+// "concurrency", "tick".
 func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 	for _, n := range names {
 		switch n {
@@ -82,6 +85,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 			fs.DurationVar(&c.ShutdownTimeout, n, c.ShutdownTimeout, "deadline of a graceful shutdown (env SHUTDOWN_TIMEOUT)")
 		case "concurrency":
 			fs.IntVar(&c.Concurrency, n, c.Concurrency, "tasks a worker runs at once (env WORKER_CONCURRENCY)")
+		case "tick":
+			fs.DurationVar(&c.TickInterval, n, c.TickInterval, "how often the worker runs its periodic jobs (env TICK_INTERVAL)")
 		default:
 			panic("daemon: unknown flag " + n)
 		}
@@ -109,6 +114,9 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT must be a positive duration such as 15s"))
 	}
+	if c.TickInterval < time.Second {
+		errs = append(errs, fmt.Errorf("TICK_INTERVAL must be at least 1s, got %s", c.TickInterval))
+	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 256, got %d", c.Concurrency))
 	}
@@ -135,6 +143,7 @@ type Syncd struct {
 	Store  *store.Store
 	Server *syncd.Server
 	redis  *redis.Client
+	queue  *worker.Queue
 }
 
 // StartSyncd opens the store, connects to Redis and starts serving.
@@ -143,14 +152,19 @@ func StartSyncd(ctx context.Context, c Config, log *slog.Logger) (*Syncd, error)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	aopt, err := asynq.ParseRedisURI(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
 	st, err := store.Open(c.DataDir, store.Options{})
 	if err != nil {
 		return nil, err
 	}
 	rdb := redis.NewClient(opt)
-	s := &Syncd{Store: st, redis: rdb}
+	s := &Syncd{Store: st, redis: rdb, queue: worker.NewQueue(aopt)}
 	s.Server = syncd.New(syncd.Config{
 		Store:        st,
+		Builds:       s.queue,
 		Logger:       log,
 		Registry:     prometheus.NewRegistry(),
 		MaxBodyBytes: c.MaxBodyBytes,
@@ -177,31 +191,54 @@ func (s *Syncd) Close(ctx context.Context) error {
 	if s.Server != nil {
 		errs = append(errs, s.Server.Close(ctx))
 	}
-	errs = append(errs, s.redis.Close(), s.Store.Close())
+	errs = append(errs, s.queue.Close(), s.redis.Close(), s.Store.Close())
 	return errors.Join(errs...)
 }
 
-// Worker is a running worker process.
+// Worker is a running worker process: the store and the Asynq server.
 type Worker struct {
 	Server *worker.Server
+	store  *store.Store // the store it opened, if any
 }
 
-// StartWorker starts the Asynq worker.
-func StartWorker(c Config, log *slog.Logger) (*Worker, error) {
+// StartWorker starts the Asynq worker and scheduler on st, or, when st is
+// nil, on a store of its own over the data directory (closed by Close).
+func StartWorker(c Config, log *slog.Logger, st *store.Store) (*Worker, error) {
 	opt, err := asynq.ParseRedisURI(c.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	w, err := worker.New(worker.Config{Redis: opt, Concurrency: c.Concurrency, ShutdownTimeout: c.ShutdownTimeout, Logger: log})
+	own := st == nil
+	if own {
+		if st, err = store.Open(c.DataDir, store.Options{}); err != nil {
+			return nil, err
+		}
+	}
+	w, err := worker.New(worker.Config{Redis: opt, Store: st, Concurrency: c.Concurrency, TickInterval: c.TickInterval,
+		ShutdownTimeout: c.ShutdownTimeout, Logger: log})
+	if err == nil {
+		err = w.Start()
+	}
 	if err != nil {
+		if own {
+			st.Close()
+		}
 		return nil, err
 	}
-	if err := w.Start(); err != nil {
-		return nil, err
+	log.Info("worker started", "concurrency", c.Concurrency, "data", c.DataDir)
+	wk := &Worker{Server: w}
+	if own {
+		wk.store = st
 	}
-	log.Info("worker started", "concurrency", c.Concurrency)
-	return &Worker{Server: w}, nil
+	return wk, nil
 }
 
-// Close stops the worker, waiting for running tasks.
-func (w *Worker) Close() { w.Server.Shutdown() }
+// Close stops the worker, waiting for running tasks, then closes the store
+// if it opened it.
+func (w *Worker) Close() error {
+	err := w.Server.Shutdown()
+	if w.store != nil {
+		err = errors.Join(err, w.store.Close())
+	}
+	return err
+}
