@@ -61,14 +61,6 @@ func demoData(today time.Time, batchSize int) [][]demoChange {
 	}
 	add("practices", "pr-mitte", map[string]any{"name": "Praxis Mitte"})
 	add("practices", "pr-see", map[string]any{"name": "Praxis am See"})
-	for i, a := range demoAccounts {
-		practices := []string{"pr-mitte", "pr-see"}
-		if a.Role == "member" {
-			practices = []string{[]string{"pr-mitte", "pr-see"}[i%2]}
-		}
-		add("accounts", a.ID, map[string]any{"name": a.Name, "email": a.Email, "role": a.Role,
-			"app_enabled": a.ID != "acc-mehmet", "practice_ids": practices})
-	}
 	therapists := []string{"acc-admin", "acc-jonas", "acc-lena", "acc-mehmet"}
 	const patients = 200
 	for i := range patients {
@@ -150,6 +142,16 @@ func demoData(today time.Time, batchSize int) [][]demoChange {
 			add("course_members", fmt.Sprintf("cm-%03d", member), map[string]any{"course_id": c.id, "profile_id": p, "units_total": 50, "units_used": 0})
 			member++
 		}
+	}
+	// The accounts come last: enabling their app requests their shard
+	// builds, which then see all the demo data.
+	for i, a := range demoAccounts {
+		practices := []string{"pr-mitte", "pr-see"}
+		if a.Role == "member" {
+			practices = []string{[]string{"pr-mitte", "pr-see"}[i%2]}
+		}
+		add("accounts", a.ID, map[string]any{"name": a.Name, "email": a.Email, "role": a.Role,
+			"app_enabled": a.ID != "acc-mehmet", "practice_ids": practices})
 	}
 	var out [][]demoChange
 	for len(cs) > 0 {

@@ -4,6 +4,8 @@
 //	therasync dev [--addr 127.0.0.1:8080] [--data ./data]
 //	therasync tenant create --data DIR --name NAME [--licenses sync,app] [--tz Europe/Berlin]
 //	therasync tenant list --data DIR
+//	therasync backup --data DIR --out DIR
+//	therasync restore --from DIR --data DIR [--tenant ID] [--force]
 package main
 
 import (
@@ -29,6 +31,10 @@ const usage = `usage:
       creates a tenant; prints {"tenant_id", "practice_key"}
   therasync tenant list --data DIR
       lists the tenants of a data directory
+  therasync backup --data DIR --out DIR
+      consistent online copy of every tenant's database (syncd may run), verified
+  therasync restore --from DIR --data DIR [--tenant ID] [--force]
+      puts tenant databases back from a backup (stop syncd and worker first)
 `
 
 func main() {
@@ -89,6 +95,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			return m.runTenantList(ctx, args[2:])
 		}
 		return usageError("tenant: unknown command " + args[1])
+	case "backup":
+		return m.runBackup(ctx, args[1:])
+	case "restore":
+		return m.runRestore(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

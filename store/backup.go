@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Size returns the size in bytes of the tenant's database (its pages, the
+// WAL not counted), an estimate of a backup's size.
+func (t *Tenant) Size(ctx context.Context) (int64, error) {
+	var n int64
+	err := t.rdb.QueryRowContext(ctx, `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("tenant %s size: %w", t.id, err)
+	}
+	return n, nil
+}
+
+// Backup writes a consistent copy of the tenant's database, as of one
+// moment, to the new file path with VACUUM INTO while writers go on, then
+// verifies it with integrity_check.
+func (t *Tenant) Backup(ctx context.Context, path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("backup tenant %s: %s exists", t.id, path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("backup tenant %s: %w", t.id, err)
+	}
+	// A connection of its own: the read pool is query_only.
+	db, err := sql.Open("sqlite", "file:"+t.path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		return fmt.Errorf("backup tenant %s: %w", t.id, err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("backup tenant %s: %w", t.id, err)
+	}
+	if err := syncFile(path); err != nil {
+		return fmt.Errorf("backup tenant %s: %w", t.id, err)
+	}
+	if err := VerifyFile(ctx, path); err != nil {
+		return fmt.Errorf("backup tenant %s: %w", t.id, err)
+	}
+	return nil
+}
+
+// VerifyFile runs PRAGMA integrity_check on the database file at path.
+func VerifyFile(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("verify %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", path, err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", path, err)
+	}
+	msgs, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", path, err)
+	}
+	if len(msgs) != 1 || msgs[0] != "ok" {
+		return fmt.Errorf("verify %s: integrity_check: %v", path, msgs)
+	}
+	return nil
+}
+
+// ErrExists is returned by Restore for a tenant that is in the data
+// directory already, unless forced.
+var ErrExists = errors.New("tenant exists")
+
+// Restore verifies the backup file of one tenant's database and puts it in
+// place as that tenant's database, replacing an existing one only when force
+// is set. syncd and the worker must not run on the data directory meanwhile.
+// It returns the tenant's id.
+func (s *Store) Restore(ctx context.Context, backup string, force bool) (string, error) {
+	if err := VerifyFile(ctx, backup); err != nil {
+		return "", fmt.Errorf("restore: %w", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+backup+"?mode=ro")
+	if err != nil {
+		return "", fmt.Errorf("restore: %w", err)
+	}
+	var id string
+	err = db.QueryRowContext(ctx, `SELECT id FROM tenant LIMIT 1`).Scan(&id)
+	db.Close()
+	if err != nil {
+		return "", fmt.Errorf("restore %s: not a tenant database: %w", backup, err)
+	}
+	if !tenantIDPattern.MatchString(id) {
+		return "", fmt.Errorf("restore %s: bad tenant id %q", backup, id)
+	}
+	s.mu.Lock()
+	_, open := s.tenants[id]
+	s.mu.Unlock()
+	if open {
+		return "", fmt.Errorf("restore %s: tenant %s is open in this process", backup, id)
+	}
+	dst := s.tenantPath(id)
+	if _, err := os.Stat(dst); err == nil && !force {
+		return id, fmt.Errorf("restore tenant %s: %w (use --force to replace it)", id, ErrExists)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return id, fmt.Errorf("restore: %w", err)
+	}
+	tmp := dst + ".restore"
+	if err := copyFile(backup, tmp); err != nil {
+		os.Remove(tmp)
+		return id, fmt.Errorf("restore: %w", err)
+	}
+	// The old WAL belongs to the old database: it must not be replayed
+	// onto the restored one.
+	for _, ext := range []string{"-wal", "-shm"} {
+		if err := os.Remove(dst + ext); err != nil && !os.IsNotExist(err) {
+			return id, fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return id, fmt.Errorf("restore: %w", err)
+	}
+	if err := syncFile(filepath.Dir(dst)); err != nil {
+		return id, fmt.Errorf("restore: %w", err)
+	}
+	return id, VerifyFile(ctx, dst)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// syncFile fsyncs a file or directory.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
