@@ -219,7 +219,7 @@ func sqlite3Script(tb testing.TB, shardPath, central string) string {
 		}
 	}
 	var s strings.Builder
-	s.WriteString("PRAGMA page_size=16384;\nPRAGMA journal_mode=OFF;\nPRAGMA synchronous=OFF;\nPRAGMA main.locking_mode=EXCLUSIVE;\nPRAGMA temp_store=MEMORY;\nPRAGMA cache_size=-16000;\n")
+	s.WriteString("PRAGMA page_size=16384;\nPRAGMA journal_mode=OFF;\nPRAGMA synchronous=OFF;\nPRAGMA main.locking_mode=EXCLUSIVE;\nPRAGMA cache_size=-16000;\n")
 	fmt.Fprintf(&s, "ATTACH DATABASE '%s' AS c;\nBEGIN;\n", central)
 	s.WriteString(strings.Join(tables, "\n") + "\n")
 	for _, n := range names {

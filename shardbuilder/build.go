@@ -100,9 +100,11 @@ func build(ctx context.Context, src Source, accountID, path string, now time.Tim
 	// journal and no syncs; WriteFile fsyncs it once at the end. 16 KiB pages
 	// build a third faster than 4 KiB ones (fewer page writes and frees);
 	// larger pages would be faster still but make every later write of the
-	// device's small row updates costlier.
+	// device's small row updates costlier. Temporary data (the scope sets,
+	// the index sorter) stays in temp files: in memory, modernc's allocator
+	// returns every freed buffer to the OS, which costs more than the files.
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)"+
-		"&_pragma=page_size(16384)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-16000)&_pragma=busy_timeout(10000)")
+		"&_pragma=page_size(16384)&_pragma=cache_size(-16000)&_pragma=busy_timeout(10000)")
 	if err != nil {
 		return Meta{}, err
 	}
