@@ -180,14 +180,17 @@ return {1, 0}
 //	ARGV[7] failures that refuse the address  ARGV[8] "1" when the account is known
 //
 // Returns 1 for a match (consumed if asked), 0 for a miss, -1 when the
-// account or address is refused. A miss while consuming is not counted as a
-// guess: it lost a race to a login that consumed the same, verified code.
+// account or address is refused. A consumed code stays, marked used, until
+// it expires: trying it again is refused like a wrong code but not counted
+// as a guess (a double-tapped login must not lock the account), and neither
+// is a miss while consuming (it lost a race to a login with the same code).
 var verifyScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[7]) then return -1 end
 local h = redis.call('HGET', KEYS[1], 'h')
 if h and h == ARGV[1] then
-  if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+  if redis.call('HGET', KEYS[1], 'used') then return 0 end
+  if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'used', 1) end
   return 1
 end
 if ARGV[2] == '1' then return 0 end
@@ -293,9 +296,9 @@ func (s *Store) verify(ctx context.Context, h Holder, known bool, code, addr str
 // Live reports whether the account holds a code that is neither expired,
 // used nor voided.
 func (s *Store) Live(ctx context.Context, tenant, account string) (bool, error) {
-	n, err := s.rdb.Exists(ctx, keyCode(tenant, account)).Result()
+	v, err := s.rdb.HMGet(ctx, keyCode(tenant, account), "h", "used").Result()
 	if err != nil {
 		return false, fmt.Errorf("code status: %w", err)
 	}
-	return n == 1, nil
+	return v[0] != nil && v[1] == nil, nil
 }

@@ -213,3 +213,24 @@ func TestAddressLimit(t *testing.T) {
 		t.Errorf("Check from another address = %v; want ok", err)
 	}
 }
+
+// TestUsedCodeRetriesDoNotLock: trying a used code again is refused but not
+// counted as a guess, so a double-tapped login cannot lock the account.
+func TestUsedCodeRetriesDoNotLock(t *testing.T) {
+	s, _ := newStore(t, authcode.Config{ResendInterval: time.Millisecond})
+	ctx := context.Background()
+	code := issue(t, s, alice)
+	if err := s.Consume(ctx, alice, code, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		if err := s.Check(ctx, alice, code, "a"); !errors.Is(err, authcode.ErrInvalidCode) {
+			t.Fatalf("Check(used code) = %v; want ErrInvalidCode", err)
+		}
+	}
+	time.Sleep(2 * time.Millisecond)
+	next := issue(t, s, alice)
+	if err := s.Consume(ctx, alice, next, "a"); err != nil {
+		t.Errorf("a new code after 30 tries of a used one = %v; want ok (no lockout)", err)
+	}
+}

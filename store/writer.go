@@ -44,6 +44,15 @@ type Result struct {
 	// (recorded durably with it): accounts whose app access was enabled or
 	// whose role changed while enabled.
 	BuildRequests []string
+	// AccessChanges are the accounts whose app access the batch enabled or
+	// disabled.
+	AccessChanges []AccessChange
+}
+
+// AccessChange is an account whose app access was enabled or disabled.
+type AccessChange struct {
+	AccountID string
+	Enabled   bool
 }
 
 // Apply applies the batch in one durable transaction and returns once it is
@@ -159,6 +168,7 @@ type writer struct {
 
 	// Owned by loop.
 	builds  []string             // build requests of the batch being applied
+	access  []AccessChange       // app access changes of the batch being applied
 	stmts   map[string]*sql.Stmt // prepared on the connection
 	pending map[string]string    // name → query, to prepare after this group
 	local   map[string]*sql.Stmt // bound to the current group's transaction
@@ -303,6 +313,7 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 		}
 	}
 	w.builds = w.builds[:0]
+	w.access = w.access[:0]
 	logged := make([]model.Change, 0, len(b.Changes))
 	for i, c := range b.Changes {
 		lc, enc, err := w.applyChange(ctx, tx, i, c, r.enc[i], now)
@@ -333,6 +344,9 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 	res := Result{Seq: *seq, Changes: logged}
 	if len(w.builds) > 0 {
 		res.BuildRequests = append([]string(nil), w.builds...)
+	}
+	if len(w.access) > 0 {
+		res.AccessChanges = append([]AccessChange(nil), w.access...)
 	}
 	return res, nil
 }
@@ -426,11 +440,14 @@ func (w *writer) accountAccess(ctx context.Context, tx *sql.Tx, id string) (acco
 
 // requestBuildIfNeeded records a shard build request, in the batch's
 // transaction, when an account's app access was enabled or its role changed
-// while enabled.
+// while enabled, and notes changes of the app access.
 func (w *writer) requestBuildIfNeeded(ctx context.Context, tx *sql.Tx, id string, before accountAccess, now time.Time) error {
 	after, err := w.accountAccess(ctx, tx, id)
 	if err != nil {
 		return err
+	}
+	if after.enabled != before.enabled {
+		w.access = append(w.access, AccessChange{AccountID: id, Enabled: after.enabled})
 	}
 	if !after.enabled || !model.ValidRole(after.role) || (before.enabled && before.role == after.role) {
 		return nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
 )
@@ -42,42 +43,65 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Error: code, Message: msg})
 }
 
-// fail maps err to its status and error code, answers with it, and logs
-// errors that are the server's fault. It is the one place where store and
-// model errors become HTTP answers.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		maxBytes *http.MaxBytesError
-		status   int
-		code     string
-		msg      = err.Error()
-	)
+// classify maps an error to its status, error code and message. It is the
+// one place where store, model and authcode errors become HTTP answers;
+// internal is true for errors that are the server's fault.
+func classify(err error) (status int, code, msg string, internal bool) {
+	var maxBytes *http.MaxBytesError
+	msg = err.Error()
 	switch {
 	case errors.As(err, &maxBytes):
-		status, code = http.StatusRequestEntityTooLarge, codeTooLarge
-		msg = fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit)
+		return http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit), false
 	case errors.Is(err, model.ErrInvalid), errors.Is(err, errBadRequest):
-		status, code = http.StatusBadRequest, codeBadRequest
+		return http.StatusBadRequest, codeBadRequest, msg, false
+	case errors.Is(err, authcode.ErrInvalidCode):
+		return http.StatusUnauthorized, codeInvalidCode, "wrong, expired or used code, or unknown email", false
+	case errors.Is(err, authcode.ErrTooManyAttempts):
+		return http.StatusTooManyRequests, codeTooMany, "too many wrong codes; logins are refused for a while", false
+	case errors.Is(err, store.ErrRevoked):
+		return http.StatusForbidden, codeDeviceRevoked, "this device's access was withdrawn by the practice", false
 	case errors.Is(err, errAppDisabled):
-		status, code = http.StatusForbidden, codeAppDisabled
+		return http.StatusForbidden, codeAppDisabled, msg, false
+	case errors.Is(err, errNoEmail):
+		return http.StatusForbidden, codeNoEmail, msg, false
+	case errors.Is(err, errShardNotReady):
+		return http.StatusConflict, codeShardNotReady, msg, false
+	case errors.Is(err, errTOTPRequired):
+		return http.StatusForbidden, codeTOTPRequired, msg, false
 	case errors.Is(err, model.ErrForbidden):
-		status, code = http.StatusForbidden, codeForbidden
+		return http.StatusForbidden, codeForbidden, msg, false
 	case errors.Is(err, store.ErrConflict):
-		status, code = http.StatusConflict, codeConflict
+		return http.StatusConflict, codeConflict, msg, false
 	case errors.Is(err, store.ErrUnauthorized):
-		status, code, msg = http.StatusUnauthorized, codeUnauthorized, "missing or wrong practice key"
+		return http.StatusUnauthorized, codeUnauthorized, "missing or invalid key or token", false
 	case errors.Is(err, store.ErrLicenseMissing):
-		status, code = http.StatusForbidden, codeLicenseMissing
+		return http.StatusForbidden, codeLicenseMissing, msg, false
 	case errors.Is(err, store.ErrNotFound):
-		status, code = http.StatusNotFound, codeNotFound
+		return http.StatusNotFound, codeNotFound, msg, false
 	case errors.Is(err, store.ErrClosed):
-		status, code, msg = http.StatusServiceUnavailable, codeUnavailable, "server is shutting down"
-	case r.Context().Err() != nil:
-		// The client is gone; there is nobody to answer.
-		return
-	default:
-		status, code, msg = http.StatusInternalServerError, codeInternal, "internal error"
+		return http.StatusServiceUnavailable, codeUnavailable, "server is shutting down", false
+	}
+	return http.StatusInternalServerError, codeInternal, "internal error", true
+}
+
+// errorCode returns the error code an error answers with.
+func errorCode(err error) string {
+	_, code, _, _ := classify(err)
+	return code
+}
+
+// fail answers with err's status and error code, and logs errors that are
+// the server's fault.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg, internal := classify(err)
+	if internal {
+		if r.Context().Err() != nil {
+			return // the client is gone; there is nobody to answer
+		}
 		s.log.Error("request failed", "route", r.Pattern, "err", err)
+	}
+	if code == codeShardNotReady {
+		w.Header().Set("Retry-After", "5")
 	}
 	writeError(w, status, code, msg)
 }

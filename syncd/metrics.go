@@ -14,6 +14,7 @@ type metrics struct {
 	pushes         *prometheus.CounterVec
 	changesApplied prometheus.Counter
 	changesPulled  prometheus.Counter
+	logins         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,8 +40,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "therasync_changes_pulled_total",
 			Help: "Changes served by GET /v1/practice/changes.",
 		}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "therasync_device_logins_total",
+			Help: "Device logins by result: ok or the error code.",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.pushes, m.changesApplied, m.changesPulled,
+	reg.MustRegister(m.requests, m.latency, m.pushes, m.changesApplied, m.changesPulled, m.logins,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

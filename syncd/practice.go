@@ -42,6 +42,7 @@ func (s *Server) handlePushChanges(w http.ResponseWriter, r *http.Request, t *st
 		s.metrics.pushes.WithLabelValues("applied").Inc()
 		s.metrics.changesApplied.Add(float64(len(res.Changes)))
 		s.enqueueBuilds(r.Context(), t.ID(), res.BuildRequests)
+		s.accessChanged(r.Context(), t, res.AccessChanges, clientAddr(r))
 	}
 	writeJSON(w, http.StatusOK, pushResponse{Seq: res.Seq})
 }

@@ -13,7 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/therasync/therasync/authcode"
+	"github.com/therasync/therasync/internal/seal"
 	"github.com/therasync/therasync/store"
 )
 
@@ -37,6 +40,17 @@ type Config struct {
 	// Builds enqueues shard builds for the worker; nil leaves builds
 	// recorded in the store for the worker's reconcile to enqueue.
 	Builds BuildQueue
+	// Redis carries revocation events to every syncd and marks used TOTP
+	// codes; nil publishes nothing (devices are still refused on their next
+	// request).
+	Redis redis.UniversalClient
+	// Codes keeps access codes; nil refuses to send codes and log in.
+	Codes *authcode.Store
+	// Mail enqueues access-code and login-notice mails; nil sends none.
+	Mail Mailer
+	// Secret is the server's secret (at least 32 bytes): it seals TOTP
+	// secrets at rest; nil refuses TOTP enrolment.
+	Secret []byte
 	// Checks are run by /healthz, by name; each must return nil when healthy.
 	Checks map[string]func(context.Context) error
 	// MaxBodyBytes caps a request body; zero means DefaultMaxBodyBytes.
@@ -52,6 +66,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	mux     *http.ServeMux
+	totpBox *seal.Box
 
 	srv *http.Server
 	ln  net.Listener
@@ -74,6 +89,9 @@ func New(cfg Config) *Server {
 		cfg.MaxBatchChanges = DefaultMaxBatchChanges
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux()}
+	if box, err := seal.New(cfg.Secret, "totp"); err == nil {
+		s.totpBox = box
+	}
 	s.routes()
 	return s
 }
@@ -87,6 +105,16 @@ func (s *Server) routes() {
 	s.handle("GET /v1/practice/accounts/{id}/shard", s.practice(s.handleAccountShard))
 	s.handle("GET /v1/practice/backup", s.practice(s.handleBackup))
 	s.handle("GET /v1/practice/stats", s.practice(s.handleStats))
+	s.handle("POST /v1/practice/accounts/{id}/access-code", s.practice(s.handleSendCode))
+	s.handle("GET /v1/practice/accounts/{id}/access-code", s.practice(s.handleCodeStatus))
+	s.handle("GET /v1/practice/accounts/{id}/devices", s.practice(s.handleDevices))
+	s.handle("POST /v1/practice/devices/{id}/revoke", s.practice(s.handleRevoke))
+	s.handle("POST /v1/practice/accounts/{id}/totp", s.practice(s.handleEnrolTOTP))
+	s.handle("POST /v1/practice/key/rotate", s.practice(s.handleRotateKey))
+	s.handle("GET /v1/practice/audit", s.practice(s.handleAudit))
+	s.handle("POST /v1/device/login", s.handleLogin)
+	s.handle("GET /v1/device/shard", s.device(s.handleShard))
+	s.handle("POST /v1/device/logout", s.handleLogout)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

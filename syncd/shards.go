@@ -130,12 +130,21 @@ func (s *Server) view(ctx context.Context, t *store.Tenant, account string) (str
 // handleBackup serves GET /v1/practice/backup?as=ACCOUNT: a SQLite file
 // with exactly what the account sees (an admin's is the whole tenant).
 func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
-	path, m, err := s.view(r.Context(), t, r.URL.Query().Get("as"))
+	as := r.URL.Query().Get("as")
+	if acc, err := t.Account(r.Context(), as); err == nil && acc.Role == model.RoleAdmin {
+		// An admin's backup is the whole tenant: it needs the step-up.
+		if err := s.stepUp(r.Context(), t, r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	path, m, err := s.view(r.Context(), t, as)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	defer os.Remove(path)
+	s.audit(r.Context(), t, store.AuditEntry{Actor: "practice", AccountID: m.AccountID, Action: "backup_export", Detail: fmt.Sprintf("seq %d", m.Seq), Addr: clientAddr(r)})
 	f, err := os.Open(path)
 	if err != nil {
 		s.fail(w, r, err)

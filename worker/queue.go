@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/therasync/therasync/internal/seal"
 )
 
 // Task types.
@@ -25,15 +27,27 @@ type BuildPayload struct {
 	Account string `json:"account"`
 }
 
-// Queue enqueues shard builds into Asynq, one task per account at a time.
+// Queue enqueues the worker's tasks: shard builds (one task per account at
+// a time) and mails.
 type Queue struct {
-	client *asynq.Client
-	insp   *asynq.Inspector
+	client  *asynq.Client
+	insp    *asynq.Inspector
+	mailBox *seal.Box // seals access codes; nil without a secret
 }
 
-// NewQueue returns a Queue on the Redis connection opt.
-func NewQueue(opt asynq.RedisConnOpt) *Queue {
-	return &Queue{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
+// NewQueue returns a Queue on the Redis connection opt. secret (the
+// server's, at least 32 bytes) seals access codes in mail tasks; without it
+// SendCode fails.
+func NewQueue(opt asynq.RedisConnOpt, secret []byte) (*Queue, error) {
+	q := &Queue{client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
+	if secret != nil {
+		var err error
+		if q.mailBox, err = seal.New(secret, "mail"); err != nil {
+			q.Close()
+			return nil, err
+		}
+	}
+	return q, nil
 }
 
 // Close closes the Queue's Redis connections.

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/therasync/therasync/internal/seal"
 	"github.com/therasync/therasync/shardbuilder"
 	"github.com/therasync/therasync/store"
 )
@@ -45,6 +47,18 @@ type Config struct {
 	Registry prometheus.Registerer
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Secret is the server's secret (at least 32 bytes) that seals access
+	// codes in mail tasks; required with a Store.
+	Secret []byte
+	// SMTPURL sends mail through an SMTP server; empty writes every mail as
+	// an .eml file into OutboxDir instead.
+	SMTPURL string
+	// OutboxDir receives mails when SMTPURL is empty; empty means
+	// DATA/outbox.
+	OutboxDir string
+	// MailFrom is the sender of mails; empty means
+	// "Therasync <noreply@therasync.invalid>".
+	MailFrom string
 }
 
 // Server is the worker process's Asynq server and scheduler.
@@ -57,6 +71,8 @@ type Server struct {
 	queue     *Queue
 	builder   *shardbuilder.Builder
 	metrics   *metrics
+	mailer    mailer
+	mailBox   *seal.Box
 }
 
 // New returns a Server for cfg; it processes nothing until Start.
@@ -98,11 +114,32 @@ func New(cfg Config) (*Server, error) {
 		mux:     asynq.NewServeMux(),
 		metrics: newMetrics(cfg.Registry),
 	}
+	if cfg.MailFrom == "" {
+		cfg.MailFrom = "Therasync <noreply@therasync.invalid>"
+		s.cfg.MailFrom = cfg.MailFrom
+	}
 	if cfg.Store != nil {
-		s.queue = NewQueue(cfg.Redis)
+		var err error
+		if s.mailBox, err = seal.New(cfg.Secret, "mail"); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		if cfg.SMTPURL != "" {
+			if s.mailer, err = newSMTP(cfg.SMTPURL); err != nil {
+				return nil, fmt.Errorf("worker: %w", err)
+			}
+		} else {
+			if cfg.OutboxDir == "" {
+				cfg.OutboxDir = filepath.Join(cfg.Store.Dir(), "outbox")
+			}
+			s.mailer = outbox{dir: cfg.OutboxDir}
+		}
+		if s.queue, err = NewQueue(cfg.Redis, cfg.Secret); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
 		s.builder = shardbuilder.New(cfg.Store.Dir(), cfg.Now)
 		s.mux.HandleFunc(TypeShardBuild, s.handleBuild)
 		s.mux.HandleFunc(TypeTick, s.handleTick)
+		s.mux.HandleFunc(TypeMail, s.handleMail)
 		s.scheduler = asynq.NewScheduler(cfg.Redis, &asynq.SchedulerOpts{
 			Logger:   asynqLogger{cfg.Logger},
 			LogLevel: asynq.WarnLevel,

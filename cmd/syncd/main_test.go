@@ -33,7 +33,8 @@ func TestProcesses(t *testing.T) {
 	syncdBin := testbin.Build(t, "github.com/therasync/therasync/cmd/syncd")
 	workerBin := testbin.Build(t, "github.com/therasync/therasync/cmd/worker")
 	addr := testbin.FreeAddr(t)
-	env := []string{"ADDR=" + addr, "DATA_DIR=" + data, "REDIS_URL=" + rs.URL(), "SHUTDOWN_TIMEOUT=5s"}
+	env := []string{"ADDR=" + addr, "DATA_DIR=" + data, "REDIS_URL=" + rs.URL(), "SHUTDOWN_TIMEOUT=5s",
+		"SECRET=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}
 	sp := testbin.Start(t, syncdBin, env)
 	wp := testbin.Start(t, workerBin, env)
 	testbin.WaitHTTP(t, sp, "http://"+addr+"/healthz", 30*time.Second)
@@ -87,12 +88,24 @@ func TestProcesses(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
+	t.Setenv("SECRET", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+	m := NewMain()
+	if err := m.ParseFlags(nil); err != nil {
+		t.Fatalf("ParseFlags(defaults) = %v; want ok", err)
+	}
+	t.Setenv("SECRET", "tooshort")
+	if err := NewMain().ParseFlags(nil); err == nil || !strings.Contains(err.Error(), "SECRET") {
+		t.Errorf("ParseFlags(short SECRET) = %v; want a SECRET error", err)
+	}
+	t.Setenv("SECRET", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 	for _, args := range [][]string{
 		{"-redis", "mysql://x"},
 		{"-log-level", "loud"},
 		{"-max-body", "10"},
 		{"-addr", ""},
 		{"-shutdown-timeout", "0s"},
+		{"-code-digits", "5"},
+		{"-code-digits", "11"},
 	} {
 		m := NewMain()
 		if err := m.ParseFlags(args); err == nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -38,12 +41,17 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var err error
 	mr := miniredis.NewMiniRedis()
 	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 		return fmt.Errorf("start embedded redis: %w", err)
 	}
 	m.closers = append(m.closers, func() error { mr.Close(); return nil })
 	cfg.RedisURL = "redis://" + mr.Addr()
+	cfg.SMTPURL = "" // the dev server never sends mail: it writes DATA/outbox/*.eml
+	if cfg.Secret, err = devSecret(cfg.DataDir); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -73,6 +81,24 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	<-ctx.Done()
 	fmt.Fprintln(m.Stdout, "therasync dev: shutting down")
 	return nil
+}
+
+// devSecret returns the dev server's secret from DATA/secret, made on first
+// start: TOTP secrets sealed with it must open after a restart.
+func devSecret(dir string) (string, error) {
+	path := filepath.Join(dir, "secret")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(b)
+	return secret, os.WriteFile(path, []byte(secret+"\n"), 0o600)
 }
 
 // devTenant loads DATA/dev.json, or creates the demo tenant and seeds it

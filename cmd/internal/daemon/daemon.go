@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/syncd"
 	"github.com/therasync/therasync/worker"
@@ -35,6 +37,16 @@ type Config struct {
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT / -shutdown-timeout: the one deadline of a shutdown
 	Concurrency     int           // WORKER_CONCURRENCY / -concurrency: tasks run at once by a worker
 	TickInterval    time.Duration // TICK_INTERVAL / -tick: how often the worker runs its periodic jobs
+	Secret          string        // SECRET: hex, at least 32 bytes; keys code HMACs and seals secrets (required)
+	CodeDigits      int           // CODE_DIGITS / -code-digits: digits of an access code, 6 to 10
+	SMTPURL         string        // SMTP_URL: smtp://user:pass@host:port; empty writes mails to DATA/outbox
+	MailFrom        string        // MAIL_FROM: the sender of mails
+}
+
+// SecretBytes returns the decoded SECRET.
+func (c Config) SecretBytes() []byte {
+	b, _ := hex.DecodeString(c.Secret)
+	return b
 }
 
 // DefaultConfig returns the defaults, overridden by the environment.
@@ -48,6 +60,8 @@ func DefaultConfig(getenv func(string) string) Config {
 		ShutdownTimeout: 15 * time.Second,
 		Concurrency:     4,
 		TickInterval:    30 * time.Second,
+		CodeDigits:      6,
+		MailFrom:        "Therasync <noreply@therasync.invalid>",
 	}
 	env := func(name string, set func(string)) {
 		if v := getenv(name); v != "" {
@@ -62,12 +76,16 @@ func DefaultConfig(getenv func(string) string) Config {
 	env("SHUTDOWN_TIMEOUT", func(v string) { c.ShutdownTimeout, _ = time.ParseDuration(v) })
 	env("WORKER_CONCURRENCY", func(v string) { c.Concurrency, _ = strconv.Atoi(v) })
 	env("TICK_INTERVAL", func(v string) { c.TickInterval, _ = time.ParseDuration(v) })
+	env("SECRET", func(v string) { c.Secret = v })
+	env("CODE_DIGITS", func(v string) { c.CodeDigits, _ = strconv.Atoi(v) })
+	env("SMTP_URL", func(v string) { c.SMTPURL = v })
+	env("MAIL_FROM", func(v string) { c.MailFrom = v })
 	return c
 }
 
 // RegisterFlags registers the flags of the fields the process uses: any of
 // "addr", "data", "redis", "log-level", "max-body", "shutdown-timeout",
-// "concurrency", "tick".
+// "concurrency", "tick", "code-digits".
 func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 	for _, n := range names {
 		switch n {
@@ -85,6 +103,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 			fs.DurationVar(&c.ShutdownTimeout, n, c.ShutdownTimeout, "deadline of a graceful shutdown (env SHUTDOWN_TIMEOUT)")
 		case "concurrency":
 			fs.IntVar(&c.Concurrency, n, c.Concurrency, "tasks a worker runs at once (env WORKER_CONCURRENCY)")
+		case "code-digits":
+			fs.IntVar(&c.CodeDigits, n, c.CodeDigits, "digits of an access code, 6 to 10 (env CODE_DIGITS)")
 		case "tick":
 			fs.DurationVar(&c.TickInterval, n, c.TickInterval, "how often the worker runs its periodic jobs (env TICK_INTERVAL)")
 		default:
@@ -113,6 +133,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT must be a positive duration such as 15s"))
+	}
+	if b, err := hex.DecodeString(c.Secret); err != nil || len(b) < 32 {
+		errs = append(errs, errors.New("SECRET must be at least 32 bytes in hex (64 hex digits), e.g. from: openssl rand -hex 32"))
+	}
+	if c.CodeDigits < 6 || c.CodeDigits > 10 {
+		errs = append(errs, fmt.Errorf("CODE_DIGITS must be between 6 and 10, got %d", c.CodeDigits))
 	}
 	if c.TickInterval < time.Second {
 		errs = append(errs, fmt.Errorf("TICK_INTERVAL must be at least 1s, got %s", c.TickInterval))
@@ -161,10 +187,26 @@ func StartSyncd(ctx context.Context, c Config, log *slog.Logger) (*Syncd, error)
 		return nil, err
 	}
 	rdb := redis.NewClient(opt)
-	s := &Syncd{Store: st, redis: rdb, queue: worker.NewQueue(aopt)}
+	codes, err := authcode.New(authcode.Config{Redis: rdb, Secret: c.SecretBytes(), Digits: c.CodeDigits})
+	if err != nil {
+		rdb.Close()
+		st.Close()
+		return nil, err
+	}
+	q, err := worker.NewQueue(aopt, c.SecretBytes())
+	if err != nil {
+		rdb.Close()
+		st.Close()
+		return nil, err
+	}
+	s := &Syncd{Store: st, redis: rdb, queue: q}
 	s.Server = syncd.New(syncd.Config{
 		Store:        st,
 		Builds:       s.queue,
+		Mail:         s.queue,
+		Codes:        codes,
+		Redis:        rdb,
+		Secret:       c.SecretBytes(),
 		Logger:       log,
 		Registry:     prometheus.NewRegistry(),
 		MaxBodyBytes: c.MaxBodyBytes,
@@ -215,7 +257,7 @@ func StartWorker(c Config, log *slog.Logger, st *store.Store) (*Worker, error) {
 		}
 	}
 	w, err := worker.New(worker.Config{Redis: opt, Store: st, Concurrency: c.Concurrency, TickInterval: c.TickInterval,
-		ShutdownTimeout: c.ShutdownTimeout, Logger: log})
+		ShutdownTimeout: c.ShutdownTimeout, Logger: log, Secret: c.SecretBytes(), SMTPURL: c.SMTPURL, MailFrom: c.MailFrom})
 	if err == nil {
 		err = w.Start()
 	}

@@ -1,4 +1,7 @@
-package worker_test
+// Package e2e_test drives syncd and the worker together over loopback
+// HTTP, against a real Redis and real SQLite files, the way a practice PC
+// and a phone would.
+package e2e_test
 
 import (
 	"bytes"
@@ -22,7 +25,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/internal/redistest"
 	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/syncd"
@@ -43,6 +48,10 @@ type system struct {
 	workers []*worker.Server
 	regs    []*prometheus.Registry
 	logs    *syncBuffer
+	rdb     *redis.Client
+	codes   *authcode.Store
+	codeTTL time.Duration
+	resend  time.Duration
 }
 
 type syncBuffer struct {
@@ -62,9 +71,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newSystem(tb testing.TB) *system {
+// testSecret is the server secret of the tests.
+var testSecret = []byte("e2e-secret-0123456789abcdef-0123456789")
+
+func newSystem(tb testing.TB, opts ...func(*system)) *system {
 	tb.Helper()
 	sys := &system{t: tb, redis: redistest.Start(tb), data: tb.TempDir(), logs: &syncBuffer{}}
+	for _, o := range opts {
+		o(sys)
+	}
 	var err error
 	if sys.store, err = store.Open(sys.data, store.Options{}); err != nil {
 		tb.Fatal(err)
@@ -78,9 +93,17 @@ func newSystem(tb testing.TB) *system {
 	if sys.tenant, err = sys.store.Tenant(context.Background(), st.ID); err != nil {
 		tb.Fatal(err)
 	}
-	sys.queue = worker.NewQueue(asynq.RedisClientOpt{Addr: sys.redis.Addr})
+	if sys.queue, err = worker.NewQueue(asynq.RedisClientOpt{Addr: sys.redis.Addr}, testSecret); err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() { sys.queue.Close() })
-	srv := httptest.NewServer(syncd.New(syncd.Config{Store: sys.store, Builds: sys.queue}))
+	sys.rdb = redis.NewClient(&redis.Options{Addr: sys.redis.Addr})
+	tb.Cleanup(func() { sys.rdb.Close() })
+	if sys.codes, err = authcode.New(authcode.Config{Redis: sys.rdb, Secret: testSecret, TTL: sys.codeTTL, ResendInterval: sys.resend}); err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(syncd.New(syncd.Config{Store: sys.store, Builds: sys.queue, Mail: sys.queue, Codes: sys.codes,
+		Redis: sys.rdb, Secret: testSecret, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil))}))
 	tb.Cleanup(srv.Close)
 	sys.url = srv.URL
 	return sys
@@ -96,7 +119,7 @@ func (sys *system) startWorker(tick time.Duration) *worker.Server {
 	}
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Config{Redis: asynq.RedisClientOpt{Addr: sys.redis.Addr}, Store: st, TickInterval: tick,
-		Registry: reg, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil))})
+		Registry: reg, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil)), Secret: testSecret})
 	if err != nil {
 		sys.t.Fatal(err)
 	}

@@ -1,0 +1,347 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/therasync/therasync/model"
+)
+
+// ErrRevoked refuses a device whose access was revoked, by the device
+// revoke or by disabling its account's app access.
+var ErrRevoked = errors.New("device revoked")
+
+// Device is a logged-in device of an account.
+type Device struct {
+	ID          string     `json:"device_id"`
+	AccountID   string     `json:"account_id"`
+	Name        string     `json:"name"`
+	Platform    string     `json:"platform"`
+	State       string     `json:"state"` // active, revoked, wiped (revoked as lost), logged_out
+	CreatedAt   time.Time  `json:"created_at"`
+	LastLoginAt time.Time  `json:"last_login_at"`
+	LastSeenAt  *time.Time `json:"last_seen_at,omitempty"`
+	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
+	Wipe        bool       `json:"wipe"`
+}
+
+const deviceCols = `id, account_id, name, platform, created_at, last_login_at, last_seen_at, revoked_at, wipe, logged_out_at`
+
+func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
+	var (
+		d                        Device
+		created, login           string
+		seen, revoked, loggedOut sql.NullString
+		wipe                     int64
+	)
+	if err := sc.Scan(&d.ID, &d.AccountID, &d.Name, &d.Platform, &created, &login, &seen, &revoked, &wipe, &loggedOut); err != nil {
+		return Device{}, err
+	}
+	d.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	d.LastLoginAt, _ = time.Parse(time.RFC3339Nano, login)
+	d.LastSeenAt = parseNullTime(seen)
+	d.RevokedAt = parseNullTime(revoked)
+	d.Wipe = wipe != 0
+	switch {
+	case loggedOut.Valid:
+		d.State = "logged_out"
+	case d.RevokedAt != nil && d.Wipe:
+		d.State = "wiped"
+	case d.RevokedAt != nil:
+		d.State = "revoked"
+	default:
+		d.State = "active"
+	}
+	return d, nil
+}
+
+func parseNullTime(s sql.NullString) *time.Time {
+	if !s.Valid {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s.String)
+	if err != nil {
+		return nil
+	}
+	return &t
+}
+
+func (t *Tenant) nowString() string { return t.opts.Now().UTC().Format(time.RFC3339Nano) }
+
+// LoginDevice records a login of the account on the device: it creates the
+// device or replaces its token (a revoke of the device is lifted by a new
+// login with a code the practice sent). It returns the new token, shown
+// only here, and whether the device is new to the account.
+func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, platform string) (token string, isNew bool, err error) {
+	secret, err := randomToken(32)
+	if err != nil {
+		return "", false, fmt.Errorf("login device: %w", err)
+	}
+	hash := sha256.Sum256([]byte(secret))
+	tx, err := t.w.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", false, fmt.Errorf("login device: %w", err)
+	}
+	defer tx.Rollback()
+	var prev string
+	err = tx.QueryRowContext(ctx, `SELECT account_id FROM devices WHERE id = ?`, deviceID).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", false, fmt.Errorf("login device: %w", err)
+	}
+	isNew = prev != accountID
+	now := t.nowString()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO devices(id, account_id, name, platform, token_hash, created_at, last_login_at)
+		VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET account_id = excluded.account_id, name = excluded.name,
+		platform = excluded.platform, token_hash = excluded.token_hash, last_login_at = excluded.last_login_at,
+		created_at = CASE WHEN devices.account_id = excluded.account_id THEN devices.created_at ELSE excluded.created_at END,
+		revoked_at = NULL, wipe = 0, logged_out_at = NULL`,
+		deviceID, accountID, name, platform, hash[:], now, now); err != nil {
+		return "", false, fmt.Errorf("login device: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return "", false, fmt.Errorf("login device: %w", err)
+	}
+	return t.id + "." + secret, isNew, nil
+}
+
+// AuthenticateDevice returns the tenant and device of a device token, or
+// ErrUnauthorized for an unknown or logged-out token. It does not judge
+// revocation: see Tenant.DeviceAccess.
+func (s *Store) AuthenticateDevice(ctx context.Context, token string) (*Tenant, Device, error) {
+	id, secret, ok := strings.Cut(token, ".")
+	if !ok || secret == "" {
+		return nil, Device{}, ErrUnauthorized
+	}
+	t, err := s.Tenant(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, Device{}, ErrUnauthorized
+	}
+	if err != nil {
+		return nil, Device{}, err
+	}
+	// Looked up by the hash of the secret: the secret itself is never
+	// compared, so the lookup's timing tells nothing about it.
+	hash := sha256.Sum256([]byte(secret))
+	d, err := scanDevice(t.rdb.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE token_hash = ?`, hash[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, Device{}, ErrUnauthorized
+	}
+	if err != nil {
+		return nil, Device{}, fmt.Errorf("authenticate device: %w", err)
+	}
+	if d.State == "logged_out" {
+		return nil, Device{}, ErrUnauthorized
+	}
+	return t, d, nil
+}
+
+// DeviceAccess returns the device's account if the device may sync now:
+// ErrRevoked when the device was revoked or the account's app access is
+// disabled (or the account is gone or has no role).
+func (t *Tenant) DeviceAccess(ctx context.Context, d Device) (Account, error) {
+	if d.RevokedAt != nil {
+		return Account{}, ErrRevoked
+	}
+	acc, err := t.Account(ctx, d.AccountID)
+	if errors.Is(err, ErrNotFound) {
+		return Account{}, ErrRevoked
+	}
+	if err != nil {
+		return Account{}, err
+	}
+	if !acc.AppEnabled || !model.ValidRole(acc.Role) {
+		return acc, ErrRevoked
+	}
+	return acc, nil
+}
+
+// Devices lists the account's devices, newest login first.
+func (t *Tenant) Devices(ctx context.Context, accountID string) ([]Device, error) {
+	rows, err := t.rdb.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE account_id = ? ORDER BY last_login_at DESC, id`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("devices of %s: %w", accountID, err)
+	}
+	defer rows.Close()
+	out := []Device{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("devices of %s: %w", accountID, err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Device returns the device id, or ErrNotFound.
+func (t *Tenant) Device(ctx context.Context, id string) (Device, error) {
+	d, err := scanDevice(t.rdb.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Device{}, ErrNotFound
+	}
+	if err != nil {
+		return Device{}, fmt.Errorf("device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// RevokeDevice revokes the device; with wipe, the device is told to delete
+// its local data when it next reaches the server.
+func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool) (Device, error) {
+	res, err := t.w.db.ExecContext(ctx, `UPDATE devices SET revoked_at = coalesce(revoked_at, ?), wipe = max(wipe, ?) WHERE id = ?`,
+		t.nowString(), wipe, id)
+	if err != nil {
+		return Device{}, fmt.Errorf("revoke device %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return Device{}, ErrNotFound
+	}
+	return t.Device(ctx, id)
+}
+
+// LogoutDevice invalidates the device's token.
+func (t *Tenant) LogoutDevice(ctx context.Context, id string) error {
+	if _, err := t.w.db.ExecContext(ctx, `UPDATE devices SET token_hash = NULL, logged_out_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
+		return fmt.Errorf("logout device %s: %w", id, err)
+	}
+	return nil
+}
+
+// TouchDevice records that the device was seen now.
+func (t *Tenant) TouchDevice(ctx context.Context, id string) error {
+	if _, err := t.w.db.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
+		return fmt.Errorf("touch device %s: %w", id, err)
+	}
+	return nil
+}
+
+// RecordCodeSent records when the account's newest access code was sent.
+func (t *Tenant) RecordCodeSent(ctx context.Context, accountID string, sent, expires time.Time) error {
+	_, err := t.w.db.ExecContext(ctx, `INSERT INTO access_codes(account_id, sent_at, expires_at) VALUES (?,?,?)
+		ON CONFLICT(account_id) DO UPDATE SET sent_at = excluded.sent_at, expires_at = excluded.expires_at`,
+		accountID, sent.UTC().Format(time.RFC3339), expires.UTC().Format(time.RFC3339))
+	if err != nil {
+		return fmt.Errorf("record code sent: %w", err)
+	}
+	return nil
+}
+
+// LastCodeSent returns when the account's newest code was sent and until
+// when it is valid, or ErrNotFound.
+func (t *Tenant) LastCodeSent(ctx context.Context, accountID string) (sent, expires time.Time, err error) {
+	var s, e string
+	err = t.rdb.QueryRowContext(ctx, `SELECT sent_at, expires_at FROM access_codes WHERE account_id = ?`, accountID).Scan(&s, &e)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, time.Time{}, ErrNotFound
+	}
+	if err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("last code sent: %w", err)
+	}
+	sent, _ = time.Parse(time.RFC3339, s)
+	expires, _ = time.Parse(time.RFC3339, e)
+	return sent, expires, nil
+}
+
+// SetTOTP stores an admin's sealed TOTP secret, replacing an earlier one.
+func (t *Tenant) SetTOTP(ctx context.Context, accountID string, sealed []byte) error {
+	_, err := t.w.db.ExecContext(ctx, `INSERT INTO totp(account_id, secret, enrolled_at) VALUES (?,?,?)
+		ON CONFLICT(account_id) DO UPDATE SET secret = excluded.secret, enrolled_at = excluded.enrolled_at`,
+		accountID, sealed, t.nowString())
+	if err != nil {
+		return fmt.Errorf("set totp: %w", err)
+	}
+	return nil
+}
+
+// TOTPSecrets returns the sealed TOTP secrets of the accounts that are
+// admins now, by account id.
+func (t *Tenant) TOTPSecrets(ctx context.Context) (map[string][]byte, error) {
+	rows, err := t.rdb.QueryContext(ctx, `SELECT t.account_id, t.secret FROM totp t JOIN accounts a ON a.id = t.account_id WHERE a.role = ?`, model.RoleAdmin)
+	if err != nil {
+		return nil, fmt.Errorf("totp secrets: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var (
+			id     string
+			secret []byte
+		)
+		if err := rows.Scan(&id, &secret); err != nil {
+			return nil, fmt.Errorf("totp secrets: %w", err)
+		}
+		out[id] = secret
+	}
+	return out, rows.Err()
+}
+
+// RotateKey replaces the practice key and returns the new one; the old one
+// stops working at once.
+func (t *Tenant) RotateKey(ctx context.Context) (string, error) {
+	secret, err := randomToken(32)
+	if err != nil {
+		return "", fmt.Errorf("rotate key: %w", err)
+	}
+	hash := sha256.Sum256([]byte(secret))
+	if _, err := t.w.db.ExecContext(ctx, `UPDATE tenant SET key_hash = ?`, hash[:]); err != nil {
+		return "", fmt.Errorf("rotate key: %w", err)
+	}
+	return t.id + "." + secret, nil
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID        int64     `json:"id"`
+	At        time.Time `json:"at"`
+	Actor     string    `json:"actor"` // practice, device or system
+	AccountID string    `json:"account_id,omitempty"`
+	DeviceID  string    `json:"device_id,omitempty"`
+	Action    string    `json:"action"`
+	Detail    string    `json:"detail,omitempty"`
+	Addr      string    `json:"addr,omitempty"`
+}
+
+// Audit appends an entry to the audit log.
+func (t *Tenant) Audit(ctx context.Context, e AuditEntry) error {
+	_, err := t.w.db.ExecContext(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`,
+		t.nowString(), e.Actor, nullString(e.AccountID), nullString(e.DeviceID), e.Action, nullString(e.Detail), nullString(e.Addr))
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", e.Action, err)
+	}
+	return nil
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// AuditLog returns at most limit entries after id since, oldest first.
+func (t *Tenant) AuditLog(ctx context.Context, since int64, limit int) ([]AuditEntry, error) {
+	rows, err := t.rdb.QueryContext(ctx, `SELECT id, at, actor, coalesce(account_id, ''), coalesce(device_id, ''), action,
+		coalesce(detail, ''), coalesce(addr, '') FROM audit WHERE id > ? ORDER BY id LIMIT ?`, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var (
+			e  AuditEntry
+			at string
+		)
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.AccountID, &e.DeviceID, &e.Action, &e.Detail, &e.Addr); err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		e.At, _ = time.Parse(time.RFC3339Nano, at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,372 @@
+package syncd
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"net"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/therasync/therasync/authcode"
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/store"
+)
+
+// Mailer enqueues mails for the worker to send.
+type Mailer interface {
+	SendCode(ctx context.Context, tenant, account, code string, expires time.Time) error
+	SendLoginNotice(ctx context.Context, tenant, account, device string, at time.Time) error
+}
+
+// Revocation is the event published on Redis when devices lose access, so
+// that every syncd process closes their live connections.
+type Revocation struct {
+	Tenant    string `json:"tenant"`
+	AccountID string `json:"account_id"`
+	// DeviceID names the one device revoked; empty means every device of
+	// the account (its app access was disabled).
+	DeviceID string `json:"device_id,omitempty"`
+	Wipe     bool   `json:"wipe,omitempty"`
+}
+
+// keyRevocations is the Redis channel of Revocation events.
+func keyRevocations() string { return "therasync:revocations" }
+
+// keyTOTPUsed marks a TOTP code as used, so that it is not accepted twice.
+func keyTOTPUsed(tenant, account, code string) string {
+	return "therasync:totp-used:" + fmt.Sprint(len(tenant)) + ":" + tenant + ":" + account + ":" + code
+}
+
+// More error codes of DESIGN §6 and of the step-up.
+const (
+	codeInvalidCode     = "invalid_code"
+	codeTooMany         = "too_many_attempts"
+	codeNoEmail         = "no_email"
+	codeShardNotReady   = "shard_not_ready"
+	codeDeviceRevoked   = "device_revoked"
+	codeTOTPRequired    = "totp_required"
+	headerTOTP          = "X-TOTP"
+	maxDeviceNameLength = 100
+)
+
+var (
+	errNoEmail       = errors.New("the account has no valid email address")
+	errShardNotReady = errors.New("the account's shard is not built yet; try again shortly")
+	errTOTPRequired  = errors.New("a current TOTP code of an enrolled admin is required in the X-TOTP header")
+)
+
+// publishRevocation tells every syncd process to close the affected live
+// connections. The store already refuses the devices; a failed publish
+// only delays the closing until their next request, so it is logged.
+func (s *Server) publishRevocation(ctx context.Context, rev Revocation) {
+	if s.cfg.Redis == nil {
+		return
+	}
+	b, _ := json.Marshal(rev)
+	if err := s.cfg.Redis.Publish(ctx, keyRevocations(), b).Err(); err != nil {
+		s.log.Error("publish revocation", "tenant", rev.Tenant, "account", rev.AccountID, "err", err)
+	}
+}
+
+// audit appends to the tenant's audit log; a failure is the request's
+// failure where the caller returns it, and logged where the answer is
+// already decided.
+func (s *Server) audit(ctx context.Context, t *store.Tenant, e store.AuditEntry) {
+	if err := t.Audit(ctx, e); err != nil {
+		s.log.Error("audit", "tenant", t.ID(), "action", e.Action, "err", err)
+	}
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// validEmail reports whether s is one plain, syntactically valid address.
+func validEmail(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && strings.Contains(s, "@")
+}
+
+type codeStatus struct {
+	SentAt    *time.Time `json:"sent_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	Valid     bool       `json:"valid"`
+}
+
+// handleSendCode serves POST /v1/practice/accounts/{id}/access-code.
+func (s *Server) handleSendCode(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
+	ctx := r.Context()
+	if s.cfg.Codes == nil || s.cfg.Mail == nil {
+		s.fail(w, r, errors.New("access codes are not configured"))
+		return
+	}
+	acc, err := s.appAccount(ctx, t, st, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	code, expires, err := s.cfg.Codes.Issue(ctx, t.ID(), acc.ID, acc.Email)
+	var tooSoon *authcode.TooSoonError
+	if errors.As(err, &tooSoon) {
+		secs := int(tooSoon.RetryAfter.Seconds() + 0.999)
+		w.Header().Set("Retry-After", fmt.Sprint(secs))
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": codeTooMany, "message": tooSoon.Error(), "retry_after": secs})
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sent := expires.Add(-s.cfg.Codes.TTL())
+	if err := t.RecordCodeSent(ctx, acc.ID, sent, expires); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.cfg.Mail.SendCode(ctx, t.ID(), acc.ID, code, expires); err != nil {
+		s.fail(w, r, fmt.Errorf("send code: %w", err))
+		return
+	}
+	s.audit(ctx, t, store.AuditEntry{Actor: "practice", AccountID: acc.ID, Action: "code_sent", Addr: clientAddr(r)})
+	writeJSON(w, http.StatusOK, codeStatus{SentAt: &sent, ExpiresAt: &expires, Valid: true})
+}
+
+// appAccount returns the account if it can use the app: the tenant holds
+// both licenses, the account exists, its app access is enabled and it has a
+// valid email.
+func (s *Server) appAccount(ctx context.Context, t *store.Tenant, st store.Settings, id string) (store.Account, error) {
+	for _, l := range []string{store.LicenseSync, store.LicenseApp} {
+		if !st.HasLicense(l) {
+			return store.Account{}, fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing)
+		}
+	}
+	acc, err := t.Account(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Account{}, fmt.Errorf("account %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Account{}, err
+	}
+	if !acc.AppEnabled {
+		return acc, fmt.Errorf("account %q: %w", id, errAppDisabled)
+	}
+	if !validEmail(acc.Email) {
+		return acc, fmt.Errorf("account %q: %w", id, errNoEmail)
+	}
+	return acc, nil
+}
+
+// handleCodeStatus serves GET /v1/practice/accounts/{id}/access-code.
+func (s *Server) handleCodeStatus(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	if _, err := t.Account(ctx, id); err != nil {
+		s.fail(w, r, fmt.Errorf("account %q: %w", id, err))
+		return
+	}
+	sent, expires, err := t.LastCodeSent(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusOK, codeStatus{})
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	live := false
+	if s.cfg.Codes != nil {
+		if live, err = s.cfg.Codes.Live(ctx, t.ID(), id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, codeStatus{SentAt: &sent, ExpiresAt: &expires, Valid: live && time.Now().Before(expires)})
+}
+
+// handleDevices serves GET /v1/practice/accounts/{id}/devices.
+func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	id := r.PathValue("id")
+	if _, err := t.Account(r.Context(), id); err != nil {
+		s.fail(w, r, fmt.Errorf("account %q: %w", id, err))
+		return
+	}
+	ds, err := t.Devices(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": ds})
+}
+
+type revokeRequest struct {
+	Wipe bool `json:"wipe"`
+}
+
+// handleRevoke serves POST /v1/practice/devices/{id}/revoke.
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	var req revokeRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &req); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	d, err := t.RevokeDevice(r.Context(), r.PathValue("id"), req.Wipe)
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("device %q: %w", r.PathValue("id"), err))
+		return
+	}
+	detail := ""
+	if req.Wipe {
+		detail = "wipe"
+	}
+	s.audit(r.Context(), t, store.AuditEntry{Actor: "practice", AccountID: d.AccountID, DeviceID: d.ID, Action: "device_revoked", Detail: detail, Addr: clientAddr(r)})
+	s.publishRevocation(r.Context(), Revocation{Tenant: t.ID(), AccountID: d.AccountID, DeviceID: d.ID, Wipe: d.Wipe})
+	writeJSON(w, http.StatusOK, d)
+}
+
+// accessChanged audits app access enabled or disabled by a push and
+// publishes the revocations.
+func (s *Server) accessChanged(ctx context.Context, t *store.Tenant, changes []store.AccessChange, addr string) {
+	for _, c := range changes {
+		action := "app_enabled"
+		if !c.Enabled {
+			action = "app_disabled"
+			s.publishRevocation(ctx, Revocation{Tenant: t.ID(), AccountID: c.AccountID})
+		}
+		s.audit(ctx, t, store.AuditEntry{Actor: "practice", AccountID: c.AccountID, Action: action, Addr: addr})
+	}
+}
+
+// stepUp checks the X-TOTP header against the enrolled admins' secrets; a
+// code is accepted once.
+func (s *Server) stepUp(ctx context.Context, t *store.Tenant, r *http.Request) error {
+	code := strings.TrimSpace(r.Header.Get(headerTOTP))
+	if code == "" {
+		return errTOTPRequired
+	}
+	secrets, err := t.TOTPSecrets(ctx)
+	if err != nil {
+		return err
+	}
+	for account, sealed := range secrets {
+		secret, err := s.totpBox.Open(sealed)
+		if err != nil {
+			return fmt.Errorf("open totp secret of %s: %w", account, err)
+		}
+		if !totp.Validate(code, string(secret)) {
+			continue
+		}
+		if s.cfg.Redis != nil {
+			fresh, err := s.cfg.Redis.SetNX(ctx, keyTOTPUsed(t.ID(), account, code), 1, 2*time.Minute).Result()
+			if err != nil {
+				return err
+			}
+			if !fresh {
+				return fmt.Errorf("this TOTP code was used already: %w", errTOTPRequired)
+			}
+		}
+		return nil
+	}
+	return errTOTPRequired
+}
+
+// handleEnrolTOTP serves POST /v1/practice/accounts/{id}/totp: it enrols an
+// admin for the step-up. Once any admin is enrolled, enrolling (again or
+// another) needs the step-up itself, so that the practice key alone cannot
+// replace the second factor.
+func (s *Server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
+	ctx := r.Context()
+	acc, err := t.Account(ctx, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("account %q: %w", r.PathValue("id"), err))
+		return
+	}
+	if acc.Role != model.RoleAdmin {
+		s.fail(w, r, badRequest("only admin accounts enrol TOTP; %q is %q", acc.ID, acc.Role))
+		return
+	}
+	enrolled, err := t.TOTPSecrets(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(enrolled) > 0 {
+		if err := s.stepUp(ctx, t, r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	name := acc.Email
+	if name == "" {
+		name = acc.ID
+	}
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Therasync " + st.Name, AccountName: name})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	img, err := key.Image(256, 256)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := t.SetTOTP(ctx, acc.ID, s.totpBox.Seal([]byte(key.Secret()))); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(ctx, t, store.AuditEntry{Actor: "practice", AccountID: acc.ID, Action: "totp_enrolled", Addr: clientAddr(r)})
+	writeJSON(w, http.StatusOK, map[string]string{"otpauth_uri": key.URL(), "qr_png": base64.StdEncoding.EncodeToString(buf.Bytes())})
+}
+
+// handleRotateKey serves POST /v1/practice/key/rotate (step-up required).
+func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	if err := s.stepUp(r.Context(), t, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	key, err := t.RotateKey(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(r.Context(), t, store.AuditEntry{Actor: "practice", Action: "key_rotated", Addr: clientAddr(r)})
+	writeJSON(w, http.StatusOK, map[string]string{"practice_key": key})
+}
+
+// handleAudit serves GET /v1/practice/audit?since=ID&limit=N.
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	since, err := queryInt(r.URL.Query().Get("since"), "since", 0, 0, 1<<62)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	limit, err := queryInt(r.URL.Query().Get("limit"), "limit", 100, 1, 1000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	es, err := t.AuditLog(r.Context(), since, int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": es})
+}

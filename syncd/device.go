@@ -1,0 +1,310 @@
+package syncd
+
+import (
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/therasync/therasync/authcode"
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/store"
+)
+
+type loginRequest struct {
+	Email      string `json:"email"`
+	Code       string `json:"code"`
+	DeviceID   string `json:"device_id"`
+	DeviceName string `json:"device_name"`
+	Platform   string `json:"platform"`
+}
+
+type shardRef struct {
+	Seq    int64  `json:"seq"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+type loginResponse struct {
+	Token     string   `json:"token"`
+	TenantID  string   `json:"tenant_id"`
+	AccountID string   `json:"account_id"`
+	Role      string   `json:"role"`
+	Shard     shardRef `json:"shard"`
+}
+
+func (req loginRequest) validate() error {
+	switch {
+	case strings.TrimSpace(req.Email) == "":
+		return badRequest("email is missing")
+	case strings.TrimSpace(req.Code) == "":
+		return badRequest("code is missing")
+	case len(req.Code) > 32:
+		return badRequest("code is too long")
+	case len(req.DeviceName) > maxDeviceNameLength || len(req.Platform) > maxDeviceNameLength:
+		return badRequest("device_name and platform have at most %d bytes", maxDeviceNameLength)
+	}
+	if err := model.ValidID(req.DeviceID); err != nil {
+		return badRequest("device_id: %v", err)
+	}
+	return nil
+}
+
+// handleLogin serves POST /v1/device/login: email + code + device id for a
+// device token. Unknown emails and wrong, expired or used codes answer the
+// same; a code is consumed only when the login succeeds.
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if s.cfg.Codes == nil {
+		s.fail(w, r, errors.New("access codes are not configured"))
+		return
+	}
+	var req loginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := req.validate(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	addr := clientAddr(r)
+	code := strings.TrimSpace(req.Code)
+	holders, err := s.cfg.Codes.Holders(ctx, req.Email)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(holders) == 0 {
+		s.metrics.logins.WithLabelValues("invalid_code").Inc()
+		s.fail(w, r, s.cfg.Codes.Fail(ctx, code, addr))
+		return
+	}
+	var (
+		h     authcode.Holder
+		found bool
+		last  error
+	)
+	for _, c := range holders {
+		if last = s.cfg.Codes.Check(ctx, c, code, addr); last == nil {
+			h, found = c, true
+			break
+		}
+	}
+	if !found {
+		for _, c := range holders {
+			if t, err := s.cfg.Store.Tenant(ctx, c.Tenant); err == nil {
+				s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: c.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(last), Addr: addr})
+			}
+		}
+		s.metrics.logins.WithLabelValues(errorCode(last)).Inc()
+		s.fail(w, r, last)
+		return
+	}
+	t, err := s.cfg.Store.Tenant(ctx, h.Tenant)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.login(r, t, h, req, code, addr)
+	if err != nil {
+		s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: h.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(err), Addr: addr})
+		s.metrics.logins.WithLabelValues(errorCode(err)).Inc()
+		s.fail(w, r, err)
+		return
+	}
+	s.metrics.logins.WithLabelValues("ok").Inc()
+	writeJSON(w, http.StatusOK, res)
+}
+
+// login checks the preconditions of DESIGN §5 for a verified code, then
+// consumes it and issues the device token.
+func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req loginRequest, code, addr string) (loginResponse, error) {
+	ctx := r.Context()
+	st, err := t.Settings(ctx)
+	if err != nil {
+		return loginResponse{}, err
+	}
+	acc, err := s.appAccount(ctx, t, st, h.Account)
+	if errors.Is(err, store.ErrNotFound) {
+		return loginResponse{}, authcode.ErrInvalidCode // the account is gone
+	}
+	if err != nil {
+		return loginResponse{}, err
+	}
+	sh, err := t.LatestShard(ctx, acc.ID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && sh.Role != acc.Role) {
+		// Make sure a build is on its way; the code stays valid.
+		if ids, err := t.RequestBuilds(ctx, acc.ID); err == nil {
+			s.enqueueBuilds(ctx, t.ID(), ids)
+		}
+		return loginResponse{}, errShardNotReady
+	}
+	if err != nil {
+		return loginResponse{}, err
+	}
+	if err := s.cfg.Codes.Consume(ctx, h, code, addr); err != nil {
+		return loginResponse{}, err
+	}
+	token, isNew, err := t.LoginDevice(ctx, acc.ID, req.DeviceID, req.DeviceName, req.Platform)
+	if err != nil {
+		return loginResponse{}, err
+	}
+	s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: acc.ID, DeviceID: req.DeviceID, Action: "login", Detail: req.Platform, Addr: addr})
+	if isNew && s.cfg.Mail != nil {
+		name := req.DeviceName
+		if name == "" {
+			name = req.DeviceID
+		}
+		if err := s.cfg.Mail.SendLoginNotice(ctx, t.ID(), acc.ID, name, time.Now()); err != nil {
+			s.log.Error("enqueue login notice", "tenant", t.ID(), "account", acc.ID, "err", err)
+		}
+	}
+	return loginResponse{Token: token, TenantID: t.ID(), AccountID: acc.ID, Role: acc.Role,
+		Shard: shardRef{Seq: sh.Seq, Size: sh.Size, SHA256: sh.SHA256}}, nil
+}
+
+// deviceHandler is a handler of the device API, called for an
+// authenticated device allowed to sync.
+type deviceHandler func(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account)
+
+// device authenticates the device token of the request and refuses
+// revoked devices and disabled accounts with device_revoked.
+func (s *Server) device(h deviceHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, ok := bearer(r)
+		if !ok {
+			s.fail(w, r, fmt.Errorf("missing device token: %w", store.ErrUnauthorized))
+			return
+		}
+		t, d, err := s.cfg.Store.AuthenticateDevice(r.Context(), token)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		st, err := t.Settings(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for _, l := range []string{store.LicenseSync, store.LicenseApp} {
+			if !st.HasLicense(l) {
+				s.fail(w, r, fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing))
+				return
+			}
+		}
+		acc, err := t.DeviceAccess(r.Context(), d)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r, t, d, acc)
+	}
+}
+
+// handleShard serves GET /v1/device/shard: the newest shard file of the
+// device's account, with its sha256 as ETag, Range requests and gzip.
+func (s *Server) handleShard(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account) {
+	ctx := r.Context()
+	var (
+		f   *os.File
+		sh  store.Shard
+		err error
+	)
+	for attempt := 0; attempt < 3; attempt++ { // a newer build may prune the file in between
+		sh, err = t.LatestShard(ctx, acc.ID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && sh.Role != acc.Role) {
+			s.fail(w, r, errShardNotReady)
+			return
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if f, err = os.Open(filepath.Join(s.cfg.Store.Dir(), sh.Path)); err == nil || !os.IsNotExist(err) {
+			break
+		}
+	}
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("open shard: %w", err))
+		return
+	}
+	defer f.Close()
+	etag := `"` + sh.SHA256 + `"`
+	h := w.Header()
+	h.Set("Content-Type", "application/vnd.sqlite3")
+	h.Set("X-Therasync-Seq", fmt.Sprint(sh.Seq))
+	h.Set("X-Therasync-SHA256", sh.SHA256)
+	h.Set("Cache-Control", "private, no-cache")
+	h.Set("Vary", "Accept-Encoding")
+	full := r.Header.Get("Range") == ""
+	if full && r.Method == http.MethodGet {
+		s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: acc.ID, DeviceID: d.ID, Action: "shard_download", Detail: fmt.Sprintf("seq %d", sh.Seq), Addr: clientAddr(r)})
+		if err := t.TouchDevice(ctx, d.ID); err != nil {
+			s.log.Warn("touch device", "tenant", t.ID(), "device", d.ID, "err", err)
+		}
+	}
+	if full && acceptsGzip(r) && !matchesETag(r.Header.Get("If-None-Match"), sh.SHA256) {
+		h.Set("ETag", `"`+sh.SHA256+`-gzip"`)
+		h.Set("Content-Encoding", "gzip")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodHead {
+			return
+		}
+		zw := gzip.NewWriter(w)
+		if _, err := io.Copy(zw, f); err == nil {
+			err = zw.Close()
+		}
+		return
+	}
+	h.Set("ETag", etag)
+	http.ServeContent(w, r, "shard.db", sh.BuiltAt, f)
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(enc), "gzip") && strings.TrimSpace(q) != "q=0" {
+			return true
+		}
+	}
+	return false
+}
+
+// matchesETag reports whether If-None-Match names the shard, in either
+// encoding.
+func matchesETag(header, sha string) bool {
+	for _, tag := range strings.Split(header, ",") {
+		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+		if tag == `"`+sha+`"` || tag == `"`+sha+`-gzip"` || tag == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// handleLogout serves POST /v1/device/logout: the token stops working. A
+// revoked device may log out too.
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	token, ok := bearer(r)
+	if !ok {
+		s.fail(w, r, fmt.Errorf("missing device token: %w", store.ErrUnauthorized))
+		return
+	}
+	t, d, err := s.cfg.Store.AuthenticateDevice(r.Context(), token)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := t.LogoutDevice(r.Context(), d.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(r.Context(), t, store.AuditEntry{Actor: "device", AccountID: d.AccountID, DeviceID: d.ID, Action: "logout", Addr: clientAddr(r)})
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+}
