@@ -197,9 +197,15 @@ Try it:
   curl -s -H 'Authorization: Bearer %s' -d '{"batch_id":"try-1","changes":[{"entity":"profiles","op":"upsert","id":"pat-new","fields":{"first_name":"Erika","last_name":"Mustermann","owner_id":"acc-jonas"}}]}' %s/v1/practice/changes
   curl -s %s/metrics | grep therasync_
 
+Log a phone in (the code arrives as a mail in %s):
+  curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/practice/accounts/acc-jonas/access-code
+  curl -s -d '{"email":"jonas.becker@praxis-demo.de","code":"CODE","device_id":"my-phone","device_name":"Terminal","platform":"curl"}' %s/v1/device/login
+  curl -s -o shard.db -H 'Authorization: Bearer TOKEN' %s/v1/device/shard && sqlite3 shard.db 'select * from sync_meta'
+
 Stop with Ctrl-C. Started again on the same data directory, it reuses what is there.
 `, base, dir, st.TenantID, st.PracticeKey, accountEmails(st.Accounts), filepath.Join(dir, "dev.json"),
-		base, st.PracticeKey, base, st.PracticeKey, base, base)
+		base, st.PracticeKey, base, st.PracticeKey, base, base,
+		filepath.Join(dir, "outbox"), st.PracticeKey, base, base, base)
 }
 
 func accountEmails(as []demoAccount) string {
