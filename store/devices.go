@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/therasync/therasync/model"
@@ -113,14 +112,7 @@ func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, pla
 // ErrUnauthorized for an unknown or logged-out token. It does not judge
 // revocation: see Tenant.DeviceAccess.
 func (s *Store) AuthenticateDevice(ctx context.Context, token string) (*Tenant, Device, error) {
-	id, secret, ok := strings.Cut(token, ".")
-	if !ok || secret == "" {
-		return nil, Device{}, ErrUnauthorized
-	}
-	t, err := s.Tenant(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		return nil, Device{}, ErrUnauthorized
-	}
+	t, secret, err := s.credentialTenant(ctx, token)
 	if err != nil {
 		return nil, Device{}, err
 	}

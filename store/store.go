@@ -233,14 +233,7 @@ func (s *Store) Tenant(ctx context.Context, id string) (*Tenant, error) {
 // Authenticate returns the tenant whose practice key is key, or
 // ErrUnauthorized.
 func (s *Store) Authenticate(ctx context.Context, key string) (*Tenant, Settings, error) {
-	id, secret, ok := strings.Cut(key, ".")
-	if !ok || secret == "" {
-		return nil, Settings{}, ErrUnauthorized
-	}
-	t, err := s.Tenant(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		return nil, Settings{}, ErrUnauthorized
-	}
+	t, secret, err := s.credentialTenant(ctx, key)
 	if err != nil {
 		return nil, Settings{}, err
 	}
@@ -253,6 +246,24 @@ func (s *Store) Authenticate(ctx context.Context, key string) (*Tenant, Settings
 		return nil, Settings{}, ErrUnauthorized
 	}
 	return t, st, nil
+}
+
+// credentialTenant splits a practice key or device token,
+// "<tenant id>.<secret>", and returns the open tenant it names and the
+// secret; ErrUnauthorized when it names none.
+func (s *Store) credentialTenant(ctx context.Context, cred string) (*Tenant, string, error) {
+	id, secret, ok := strings.Cut(cred, ".")
+	if !ok || secret == "" {
+		return nil, "", ErrUnauthorized
+	}
+	t, err := s.Tenant(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", ErrUnauthorized
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return t, secret, nil
 }
 
 func newTenantID() (string, error) {

@@ -147,10 +147,8 @@ func (s *Server) handleSendCode(w http.ResponseWriter, r *http.Request, t *store
 // both licenses, the account exists, its app access is enabled and it has a
 // valid email.
 func (s *Server) appAccount(ctx context.Context, t *store.Tenant, st store.Settings, id string) (store.Account, error) {
-	for _, l := range []string{store.LicenseSync, store.LicenseApp} {
-		if !st.HasLicense(l) {
-			return store.Account{}, fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing)
-		}
+	if err := appLicenses(st); err != nil {
+		return store.Account{}, err
 	}
 	acc, err := t.Account(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -166,6 +164,16 @@ func (s *Server) appAccount(ctx context.Context, t *store.Tenant, st store.Setti
 		return acc, fmt.Errorf("account %q: %w", id, errNoEmail)
 	}
 	return acc, nil
+}
+
+// appLicenses refuses a tenant without both licenses the app needs.
+func appLicenses(st store.Settings) error {
+	for _, l := range []string{store.LicenseSync, store.LicenseApp} {
+		if !st.HasLicense(l) {
+			return fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing)
+		}
+	}
+	return nil
 }
 
 // handleCodeStatus serves GET /v1/practice/accounts/{id}/access-code.

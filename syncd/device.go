@@ -177,26 +177,18 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, t *store.Tenant,
 // revoked devices and disabled accounts with device_revoked.
 func (s *Server) device(h deviceHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		token, ok := bearer(r)
-		if !ok {
-			s.fail(w, r, fmt.Errorf("missing device token: %w", store.ErrUnauthorized))
-			return
-		}
-		t, d, err := s.cfg.Store.AuthenticateDevice(r.Context(), token)
+		t, d, err := s.authDevice(r)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		st, err := t.Settings(r.Context())
+		if err == nil {
+			err = appLicenses(st)
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
-		}
-		for _, l := range []string{store.LicenseSync, store.LicenseApp} {
-			if !st.HasLicense(l) {
-				s.fail(w, r, fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing))
-				return
-			}
 		}
 		acc, err := t.DeviceAccess(r.Context(), d)
 		if err != nil {
@@ -205,6 +197,15 @@ func (s *Server) device(h deviceHandler) http.HandlerFunc {
 		}
 		h(w, r, t, d, acc)
 	}
+}
+
+// authDevice authenticates the request's device token.
+func (s *Server) authDevice(r *http.Request) (*store.Tenant, store.Device, error) {
+	token, ok := bearer(r)
+	if !ok {
+		return nil, store.Device{}, fmt.Errorf("missing device token: %w", store.ErrUnauthorized)
+	}
+	return s.cfg.Store.AuthenticateDevice(r.Context(), token)
 }
 
 // handleShard serves GET /v1/device/shard: the newest shard file of the
@@ -291,12 +292,7 @@ func matchesETag(header, sha string) bool {
 // handleLogout serves POST /v1/device/logout: the token stops working. A
 // revoked device may log out too.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	token, ok := bearer(r)
-	if !ok {
-		s.fail(w, r, fmt.Errorf("missing device token: %w", store.ErrUnauthorized))
-		return
-	}
-	t, d, err := s.cfg.Store.AuthenticateDevice(r.Context(), token)
+	t, d, err := s.authDevice(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
