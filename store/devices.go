@@ -82,27 +82,23 @@ func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, pla
 		return "", false, fmt.Errorf("login device: %w", err)
 	}
 	hash := sha256.Sum256([]byte(secret))
-	tx, err := t.w.db.BeginTx(ctx, nil)
-	if err != nil {
-		return "", false, fmt.Errorf("login device: %w", err)
-	}
-	defer tx.Rollback()
-	var prev string
-	err = tx.QueryRowContext(ctx, `SELECT account_id FROM devices WHERE id = ?`, deviceID).Scan(&prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return "", false, fmt.Errorf("login device: %w", err)
-	}
-	isNew = prev != accountID
-	now := t.nowString()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO devices(id, account_id, name, platform, token_hash, created_at, last_login_at)
+	err = t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var prev string
+		err := tx.QueryRowContext(ctx, `SELECT account_id FROM devices WHERE id = ?`, deviceID).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		isNew = prev != accountID
+		now := t.nowString()
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices(id, account_id, name, platform, token_hash, created_at, last_login_at)
 		VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET account_id = excluded.account_id, name = excluded.name,
 		platform = excluded.platform, token_hash = excluded.token_hash, last_login_at = excluded.last_login_at,
 		created_at = CASE WHEN devices.account_id = excluded.account_id THEN devices.created_at ELSE excluded.created_at END,
 		revoked_at = NULL, wipe = 0, logged_out_at = NULL`,
-		deviceID, accountID, name, platform, hash[:], now, now); err != nil {
-		return "", false, fmt.Errorf("login device: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
+			deviceID, accountID, name, platform, hash[:], now, now)
+		return err
+	})
+	if err != nil {
 		return "", false, fmt.Errorf("login device: %w", err)
 	}
 	return t.id + "." + secret, isNew, nil
@@ -185,20 +181,26 @@ func (t *Tenant) Device(ctx context.Context, id string) (Device, error) {
 // RevokeDevice revokes the device; with wipe, the device is told to delete
 // its local data when it next reaches the server.
 func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool) (Device, error) {
-	res, err := t.w.db.ExecContext(ctx, `UPDATE devices SET revoked_at = coalesce(revoked_at, ?), wipe = max(wipe, ?) WHERE id = ?`,
-		t.nowString(), wipe, id)
+	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET revoked_at = coalesce(revoked_at, ?), wipe = max(wipe, ?) WHERE id = ?`,
+			t.nowString(), wipe, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 	if err != nil {
 		return Device{}, fmt.Errorf("revoke device %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return Device{}, ErrNotFound
 	}
 	return t.Device(ctx, id)
 }
 
 // LogoutDevice invalidates the device's token.
 func (t *Tenant) LogoutDevice(ctx context.Context, id string) error {
-	if _, err := t.w.db.ExecContext(ctx, `UPDATE devices SET token_hash = NULL, logged_out_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
+	if _, err := t.execWrite(ctx, `UPDATE devices SET token_hash = NULL, logged_out_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
 		return fmt.Errorf("logout device %s: %w", id, err)
 	}
 	return nil
@@ -206,7 +208,7 @@ func (t *Tenant) LogoutDevice(ctx context.Context, id string) error {
 
 // TouchDevice records that the device was seen now.
 func (t *Tenant) TouchDevice(ctx context.Context, id string) error {
-	if _, err := t.w.db.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
+	if _, err := t.execWrite(ctx, `UPDATE devices SET last_seen_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
 		return fmt.Errorf("touch device %s: %w", id, err)
 	}
 	return nil
@@ -214,7 +216,7 @@ func (t *Tenant) TouchDevice(ctx context.Context, id string) error {
 
 // RecordCodeSent records when the account's newest access code was sent.
 func (t *Tenant) RecordCodeSent(ctx context.Context, accountID string, sent, expires time.Time) error {
-	_, err := t.w.db.ExecContext(ctx, `INSERT INTO access_codes(account_id, sent_at, expires_at) VALUES (?,?,?)
+	_, err := t.execWrite(ctx, `INSERT INTO access_codes(account_id, sent_at, expires_at) VALUES (?,?,?)
 		ON CONFLICT(account_id) DO UPDATE SET sent_at = excluded.sent_at, expires_at = excluded.expires_at`,
 		accountID, sent.UTC().Format(time.RFC3339), expires.UTC().Format(time.RFC3339))
 	if err != nil {
@@ -241,7 +243,7 @@ func (t *Tenant) LastCodeSent(ctx context.Context, accountID string) (sent, expi
 
 // SetTOTP stores an admin's sealed TOTP secret, replacing an earlier one.
 func (t *Tenant) SetTOTP(ctx context.Context, accountID string, sealed []byte) error {
-	_, err := t.w.db.ExecContext(ctx, `INSERT INTO totp(account_id, secret, enrolled_at) VALUES (?,?,?)
+	_, err := t.execWrite(ctx, `INSERT INTO totp(account_id, secret, enrolled_at) VALUES (?,?,?)
 		ON CONFLICT(account_id) DO UPDATE SET secret = excluded.secret, enrolled_at = excluded.enrolled_at`,
 		accountID, sealed, t.nowString())
 	if err != nil {
@@ -280,7 +282,7 @@ func (t *Tenant) RotateKey(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
 	hash := sha256.Sum256([]byte(secret))
-	if _, err := t.w.db.ExecContext(ctx, `UPDATE tenant SET key_hash = ?`, hash[:]); err != nil {
+	if _, err := t.execWrite(ctx, `UPDATE tenant SET key_hash = ?`, hash[:]); err != nil {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
 	return t.id + "." + secret, nil
@@ -300,7 +302,7 @@ type AuditEntry struct {
 
 // Audit appends an entry to the audit log.
 func (t *Tenant) Audit(ctx context.Context, e AuditEntry) error {
-	_, err := t.w.db.ExecContext(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`,
+	_, err := t.execWrite(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`,
 		t.nowString(), e.Actor, nullString(e.AccountID), nullString(e.DeviceID), e.Action, nullString(e.Detail), nullString(e.Addr))
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Action, err)

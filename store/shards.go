@@ -28,22 +28,18 @@ const KeepShards = 2
 // RecordShard records a built shard and forgets all but the newest
 // KeepShards of the account (the builder removes their files).
 func (t *Tenant) RecordShard(ctx context.Context, s Shard) error {
-	tx, err := t.w.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("record shard: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO shards(account_id, seq, path, size, sha256, role, schema_version, built_at)
+	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO shards(account_id, seq, path, size, sha256, role, schema_version, built_at)
 		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(account_id, seq) DO UPDATE SET path=excluded.path, size=excluded.size,
 		sha256=excluded.sha256, role=excluded.role, schema_version=excluded.schema_version, built_at=excluded.built_at`,
-		s.AccountID, s.Seq, s.Path, s.Size, s.SHA256, s.Role, s.SchemaVersion, s.BuiltAt.UTC().Format(time.RFC3339Nano)); err != nil {
-		return fmt.Errorf("record shard: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM shards WHERE account_id = ? AND seq NOT IN
-		(SELECT seq FROM shards WHERE account_id = ? ORDER BY seq DESC LIMIT ?)`, s.AccountID, s.AccountID, KeepShards); err != nil {
-		return fmt.Errorf("record shard: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
+			s.AccountID, s.Seq, s.Path, s.Size, s.SHA256, s.Role, s.SchemaVersion, s.BuiltAt.UTC().Format(time.RFC3339Nano)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM shards WHERE account_id = ? AND seq NOT IN
+		(SELECT seq FROM shards WHERE account_id = ? ORDER BY seq DESC LIMIT ?)`, s.AccountID, s.AccountID, KeepShards)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("record shard: %w", err)
 	}
 	return nil
@@ -103,7 +99,7 @@ func (t *Tenant) RequestBuilds(ctx context.Context, accountIDs ...string) ([]str
 	now := t.opts.Now().UTC().Format(time.RFC3339Nano)
 	var out []string
 	for _, id := range accountIDs {
-		res, err := t.w.db.ExecContext(ctx, `INSERT INTO shard_requests(account_id, requested_at)
+		res, err := t.execWrite(ctx, `INSERT INTO shard_requests(account_id, requested_at)
 			SELECT id, ? FROM accounts WHERE id = ? AND app_enabled = 1 AND role IN (?, ?, ?)
 			ON CONFLICT(account_id) DO UPDATE SET requested_at = excluded.requested_at`,
 			now, id, model.RoleAdmin, model.RoleMember, model.RoleSecretary)
@@ -163,7 +159,7 @@ func (t *Tenant) BuildStarted() time.Time { return t.opts.Now() }
 // BuildDone forgets the account's build request if it was made no later than
 // started: a request that came in during the build stays due.
 func (t *Tenant) BuildDone(ctx context.Context, accountID string, started time.Time) error {
-	_, err := t.w.db.ExecContext(ctx, `DELETE FROM shard_requests WHERE account_id = ? AND requested_at <= ?`,
+	_, err := t.execWrite(ctx, `DELETE FROM shard_requests WHERE account_id = ? AND requested_at <= ?`,
 		accountID, started.UTC().Format(time.RFC3339Nano))
 	if err != nil {
 		return fmt.Errorf("build done for %s: %w", accountID, err)
@@ -174,7 +170,7 @@ func (t *Tenant) BuildDone(ctx context.Context, accountID string, started time.T
 // ClaimWeekly records the weekly run named week and reports whether this
 // call claimed it; of any number of processes, one does.
 func (t *Tenant) ClaimWeekly(ctx context.Context, week string) (bool, error) {
-	res, err := t.w.db.ExecContext(ctx, `INSERT INTO weekly_runs(week, ran_at) VALUES (?, ?) ON CONFLICT(week) DO NOTHING`,
+	res, err := t.execWrite(ctx, `INSERT INTO weekly_runs(week, ran_at) VALUES (?, ?) ON CONFLICT(week) DO NOTHING`,
 		week, t.opts.Now().UTC().Format(time.RFC3339))
 	if err != nil {
 		return false, fmt.Errorf("claim weekly run %s: %w", week, err)

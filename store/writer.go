@@ -61,6 +61,29 @@ type AccessChange struct {
 // (ErrForbidden) for a change that cannot be applied, ErrConflict for a batch
 // ID reused with other changes; on any error nothing of the batch is applied.
 func (t *Tenant) Apply(ctx context.Context, b Batch) (Result, error) {
+	return t.submit(ctx, b)
+}
+
+// write runs fn in the writer's next group commit, under a savepoint of its
+// own: fn's writes are durable when write returns nil, and undone when fn
+// fails. fn runs on the writer goroutine and must only use tx.
+func (t *Tenant) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	_, err := t.enqueue(ctx, &writeReq{ctx: ctx, fn: fn, done: make(chan writeRes, 1)})
+	return err
+}
+
+// execWrite runs one statement through the writer (see write).
+func (t *Tenant) execWrite(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
+}
+
+func (t *Tenant) submit(ctx context.Context, b Batch) (Result, error) {
 	// Encoding happens here, on the caller's goroutine, so that the one
 	// writer goroutine only executes statements.
 	enc := make([]encoded, len(b.Changes))
@@ -76,6 +99,11 @@ func (t *Tenant) Apply(ctx context.Context, b Batch) (Result, error) {
 	}
 	r := &writeReq{ctx: ctx, batch: b, enc: enc, done: make(chan writeRes, 1)}
 	h.Sum(r.digest[:0])
+	return t.enqueue(ctx, r)
+}
+
+// enqueue hands r to the writer and waits for its result.
+func (t *Tenant) enqueue(ctx context.Context, r *writeReq) (Result, error) {
 	select {
 	case t.w.reqs <- r:
 	case <-t.w.stop:
@@ -141,7 +169,9 @@ func encodeChange(index int, c model.Change) (encoded, error) {
 }
 
 type writeReq struct {
-	ctx    context.Context
+	ctx context.Context
+	// fn, when set, is run instead of applying batch.
+	fn     func(ctx context.Context, tx *sql.Tx) error
 	batch  Batch
 	enc    []encoded // one per change of batch
 	digest [32]byte
@@ -274,7 +304,15 @@ func (w *writer) commitTx(group []*writeReq, results []writeRes) error {
 			return fmt.Errorf("commit: savepoint: %w", err)
 		}
 		start := seq
-		res, err := w.applyBatch(ctx, tx, r, &seq, now)
+		var (
+			res Result
+			err error
+		)
+		if r.fn != nil {
+			err = r.fn(ctx, tx)
+		} else {
+			res, err = w.applyBatch(ctx, tx, r, &seq, now)
+		}
 		if err != nil {
 			seq = start
 			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO batch`); rerr != nil {
