@@ -62,6 +62,7 @@ var (
 	errNoEmail       = errors.New("the account has no valid email address")
 	errShardNotReady = errors.New("the account's shard is not built yet; try again shortly")
 	errTOTPRequired  = errors.New("a current TOTP code of an enrolled admin is required in the X-TOTP header")
+	errNoSecret      = errors.New("the server has no SECRET configured for TOTP")
 )
 
 // publishRevocation tells every syncd process to close the affected live
@@ -261,6 +262,9 @@ func (s *Server) accessChanged(ctx context.Context, t *store.Tenant, changes []s
 // stepUp checks the X-TOTP header against the enrolled admins' secrets; a
 // code is accepted once.
 func (s *Server) stepUp(ctx context.Context, t *store.Tenant, r *http.Request) error {
+	if s.totpBox == nil {
+		return errNoSecret
+	}
 	code := strings.TrimSpace(r.Header.Get(headerTOTP))
 	if code == "" {
 		return errTOTPRequired
@@ -297,6 +301,10 @@ func (s *Server) stepUp(ctx context.Context, t *store.Tenant, r *http.Request) e
 // replace the second factor.
 func (s *Server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
 	ctx := r.Context()
+	if s.totpBox == nil {
+		s.fail(w, r, errNoSecret)
+		return
+	}
 	acc, err := t.Account(ctx, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("account %q: %w", r.PathValue("id"), err))

@@ -293,3 +293,16 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutSecretTOTPFailsCleanly: a server configured without SECRET
+// refuses TOTP enrolment and step-ups with an error, not a crash.
+func TestWithoutSecretTOTPFailsCleanly(t *testing.T) {
+	e := newEnv(t, syncd.Config{})
+	e.do(t, "POST", "/v1/practice/changes", e.Key, []byte(`{"batch_id":"a","changes":[{"entity":"accounts","op":"upsert","id":"a1","fields":{"role":"admin"}}]}`))
+	for _, path := range []string{"/v1/practice/accounts/a1/totp", "/v1/practice/key/rotate"} {
+		code, body := e.do(t, "POST", path, e.Key, nil)
+		if code != http.StatusInternalServerError || !strings.Contains(string(body), `"error":"internal"`) {
+			t.Errorf("POST %s without a secret = %d %s; want 500 internal", path, code, body)
+		}
+	}
+}
