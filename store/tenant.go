@@ -134,6 +134,14 @@ func (t *Tenant) Changes(ctx context.Context, since int64, limit int) ([]model.C
 
 // Row returns the current fields of one row, or ErrNotFound.
 func (t *Tenant) Row(ctx context.Context, entity, id string) (map[string]any, error) {
+	return scanRow(ctx, t.rdb, entity, id)
+}
+
+type rowQueryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func scanRow(ctx context.Context, q rowQueryer, entity, id string) (map[string]any, error) {
 	e, ok := model.Lookup(entity)
 	if !ok {
 		return nil, fmt.Errorf("row: unknown entity %q", entity)
@@ -143,7 +151,7 @@ func (t *Tenant) Row(ctx context.Context, entity, id string) (map[string]any, er
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	err := t.rdb.QueryRowContext(ctx, `SELECT `+columnList(e)+` FROM `+quote(e.Name)+` WHERE id = ?`, id).Scan(ptrs...)
+	err := q.QueryRowContext(ctx, `SELECT `+columnList(e)+` FROM `+quote(e.Name)+` WHERE id = ?`, id).Scan(ptrs...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

@@ -27,6 +27,16 @@ type Batch struct {
 	Origin string
 	// Changes are the batch's changes, each validated by model.RawChange.Validate.
 	Changes []model.Change
+	// Writer, when set, makes this a device's push: every change is checked
+	// with model.CanWrite for this account and applied on its own, so that a
+	// refused change (reported in Result.Refused) changes nothing and
+	// blocks none of the others. Nil means a practice PC: all or nothing.
+	Writer *model.Viewer
+	// DeviceID and MutationIDs (one per change) make a device's changes
+	// idempotent: a mutation id applied before is acknowledged again and
+	// applied once.
+	DeviceID    string
+	MutationIDs []string
 }
 
 // Result is the outcome of an applied batch.
@@ -47,6 +57,9 @@ type Result struct {
 	// AccessChanges are the accounts whose app access the batch enabled or
 	// disabled.
 	AccessChanges []AccessChange
+	// Refused holds, for a device's push, the error of each refused change
+	// by its index (a *model.ValidationError or *model.ForbiddenError).
+	Refused map[int]error
 }
 
 // AccessChange is an account whose app access was enabled or disabled.
@@ -84,6 +97,9 @@ func (t *Tenant) execWrite(ctx context.Context, query string, args ...any) (sql.
 }
 
 func (t *Tenant) submit(ctx context.Context, b Batch) (Result, error) {
+	if b.Writer != nil && (b.DeviceID == "" || len(b.MutationIDs) != len(b.Changes)) {
+		return Result{}, fmt.Errorf("apply: a device's push needs its device id and one mutation id per change")
+	}
 	// Encoding happens here, on the caller's goroutine, so that the one
 	// writer goroutine only executes statements.
 	enc := make([]encoded, len(b.Changes))
@@ -353,25 +369,33 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 	w.builds = w.builds[:0]
 	w.access = w.access[:0]
 	logged := make([]model.Change, 0, len(b.Changes))
+	var refused map[int]error
 	for i, c := range b.Changes {
-		lc, enc, err := w.applyChange(ctx, tx, i, c, r.enc[i], now)
+		if b.Writer != nil {
+			lc, err := w.applyMutation(ctx, tx, r, i, seq, now)
+			if err != nil {
+				var ve *model.ValidationError
+				var fe *model.ForbiddenError
+				if !errors.As(err, &ve) && !errors.As(err, &fe) {
+					return Result{}, err
+				}
+				if refused == nil {
+					refused = map[int]error{}
+				}
+				refused[i] = err
+			}
+			if lc != nil {
+				logged = append(logged, *lc)
+			}
+			continue
+		}
+		lc, err := w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now)
 		if err != nil {
 			return Result{}, err
 		}
-		if lc == nil {
-			continue
+		if lc != nil {
+			logged = append(logged, *lc)
 		}
-		*seq++
-		lc.Seq = *seq
-		var fields any
-		if enc.fields != nil {
-			fields = enc.fields
-		}
-		if _, err := w.exec(ctx, tx, "log", `INSERT INTO changes(seq, entity, op, row_id, fields, origin, created_at) VALUES (?,?,?,?,?,?,?)`,
-			lc.Seq, lc.Entity, string(lc.Op), lc.ID, fields, b.Origin, now.UTC().Format(time.RFC3339Nano)); err != nil {
-			return Result{}, fmt.Errorf("log change: %w", err)
-		}
-		logged = append(logged, *lc)
 	}
 	if b.ID != "" {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO batches(batch_id, digest, seq, created_at) VALUES (?,?,?,?)`,
@@ -379,7 +403,7 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 			return Result{}, fmt.Errorf("record batch: %w", err)
 		}
 	}
-	res := Result{Seq: *seq, Changes: logged}
+	res := Result{Seq: *seq, Changes: logged, Refused: refused}
 	if len(w.builds) > 0 {
 		res.BuildRequests = append([]string(nil), w.builds...)
 	}
@@ -387,6 +411,92 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 		res.AccessChanges = append([]AccessChange(nil), w.access...)
 	}
 	return res, nil
+}
+
+// applyAndLog applies one change and appends it to the change log with the
+// next seq; it returns the logged change, or nil when nothing changed.
+func (w *writer) applyAndLog(ctx context.Context, tx *sql.Tx, i int, c model.Change, enc encoded, origin string, seq *int64, now time.Time) (*model.Change, error) {
+	lc, enc, err := w.applyChange(ctx, tx, i, c, enc, now)
+	if err != nil || lc == nil {
+		return nil, err
+	}
+	*seq++
+	lc.Seq = *seq
+	var fields any
+	if enc.fields != nil {
+		fields = enc.fields
+	}
+	if _, err := w.exec(ctx, tx, "log", `INSERT INTO changes(seq, entity, op, row_id, fields, origin, created_at) VALUES (?,?,?,?,?,?,?)`,
+		lc.Seq, lc.Entity, string(lc.Op), lc.ID, fields, origin, now.UTC().Format(time.RFC3339Nano)); err != nil {
+		return nil, fmt.Errorf("log change: %w", err)
+	}
+	return lc, nil
+}
+
+// applyMutation applies change i of a device's push under a savepoint of
+// its own, once per mutation id, if the writer may make it.
+func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq *int64, now time.Time) (lc *model.Change, err error) {
+	b := r.batch
+	c := b.Changes[i]
+	var first int64
+	err = w.scan(ctx, tx, "mutation", `SELECT seq FROM mutations WHERE device_id = ? AND id = ?`, []any{b.DeviceID, b.MutationIDs[i]}, &first)
+	if err == nil {
+		return nil, nil // applied before: acknowledged again
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("look up mutation: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT mutation`); err != nil {
+		return nil, err
+	}
+	start := *seq
+	defer func() {
+		if err != nil {
+			*seq = start
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO mutation`); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if _, rerr := tx.ExecContext(ctx, `RELEASE mutation`); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	before, err := readRow(ctx, tx, c.Entity, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	var lookupErr error
+	rows := func(entity, id string) map[string]any {
+		row, err := readRow(ctx, tx, entity, id)
+		if err != nil {
+			lookupErr = err
+		}
+		return row
+	}
+	if err := model.CanWrite(*b.Writer, i, c, before, rows); err != nil {
+		return nil, errors.Join(err, lookupErr)
+	}
+	if lookupErr != nil {
+		return nil, lookupErr
+	}
+	if lc, err = w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now); err != nil {
+		return nil, err
+	}
+	if _, err := w.exec(ctx, tx, "mutated", `INSERT INTO mutations(device_id, id, seq, created_at) VALUES (?,?,?,?)`,
+		b.DeviceID, b.MutationIDs[i], *seq, now.UTC().Format(time.RFC3339)); err != nil {
+		return nil, fmt.Errorf("record mutation: %w", err)
+	}
+	return lc, nil
+}
+
+// readRow returns the current fields of a row within tx, nil when there is
+// none.
+func readRow(ctx context.Context, tx *sql.Tx, entity, id string) (map[string]any, error) {
+	row, err := scanRow(ctx, tx, entity, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return row, err
 }
 
 // applyChange applies one change and returns it as it is to be logged, or

@@ -1,0 +1,98 @@
+package model_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/therasync/therasync/model"
+)
+
+func TestCanWrite(t *testing.T) {
+	rows := map[string]map[string]map[string]any{
+		model.Profiles: {
+			"p-m1": {"owner_id": "m1"},
+			"p-m2": {"owner_id": "m2"},
+		},
+		model.Courses: {
+			"c-m1": {"therapist_id": "m1"},
+			"c-m2": {"therapist_id": "m2"},
+		},
+		model.Sessions: {
+			"s-m1": {"therapist_id": "m1", "profile_id": "p-m2"},
+			"s-m2": {"therapist_id": "m2", "profile_id": "p-m1"},
+		},
+		model.Transactions: {
+			"t-m1": {"account_id": "m1"},
+			"t-m2": {"account_id": "m2"},
+		},
+		model.Attendances: {
+			"a-m2": {"course_id": "c-m2"},
+		},
+		model.ProfileShares: {
+			"sh1": {"profile_id": "p-m1", "account_id": "*"},
+		},
+	}
+	lookup := func(entity, id string) map[string]any { return rows[entity][id] }
+	member := model.Viewer{ID: "m1", Role: model.RoleMember}
+	secretary := model.Viewer{ID: "s1", Role: model.RoleSecretary}
+	admin := model.Viewer{ID: "a1", Role: model.RoleAdmin}
+	up := func(entity, id string, f map[string]any) model.Change {
+		return model.Change{Entity: entity, Op: model.OpUpsert, ID: id, Fields: f}
+	}
+	del := func(entity, id string) model.Change { return model.Change{Entity: entity, Op: model.OpDelete, ID: id} }
+	tests := []struct {
+		name string
+		v    model.Viewer
+		c    model.Change
+		ok   bool
+	}{
+		{"member creates own profile", member, up("profiles", "new", map[string]any{"owner_id": "m1", "first_name": "A"}), true},
+		{"member creates a profile for another", member, up("profiles", "new", map[string]any{"owner_id": "m2"}), false},
+		{"member creates a profile without owner", member, up("profiles", "new", map[string]any{"first_name": "A"}), false},
+		{"member updates own profile", member, up("profiles", "p-m1", map[string]any{"phone": "1"}), true},
+		{"member updates another's profile", member, up("profiles", "p-m2", map[string]any{"phone": "1"}), false},
+		{"member gives its profile away", member, up("profiles", "p-m1", map[string]any{"owner_id": "m2"}), false},
+		{"member deletes own profile", member, del("profiles", "p-m1"), false},
+		{"member shares own profile", member, up("profile_shares", "sh-new", map[string]any{"profile_id": "p-m1", "account_id": "m2", "shared_by": "m1"}), true},
+		{"member shares another's profile", member, up("profile_shares", "sh-new", map[string]any{"profile_id": "p-m2", "account_id": "m3"}), false},
+		{"member shares in another's name", member, up("profile_shares", "sh-new", map[string]any{"profile_id": "p-m1", "account_id": "m2", "shared_by": "m2"}), false},
+		{"member changes a share", member, up("profile_shares", "sh1", map[string]any{"account_id": "m2"}), false},
+		{"admin changes a share", admin, up("profile_shares", "sh1", map[string]any{"account_id": "m2"}), false},
+		{"admin deletes a share", admin, del("profile_shares", "sh1"), false},
+		{"member creates a session as therapist", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "protocol": "x"}), true},
+		{"member writes protocol of own session", member, up("sessions", "s-m1", map[string]any{"protocol": "Befund"}), true},
+		{"member writes another's session", member, up("sessions", "s-m2", map[string]any{"protocol": "x"}), false},
+		{"member hands its session over", member, up("sessions", "s-m1", map[string]any{"therapist_id": "m2"}), false},
+		{"member checks in at own course", member, up("attendances", "new", map[string]any{"course_id": "c-m1", "profile_id": "p-m2"}), true},
+		{"member checks in at another's course", member, up("attendances", "new", map[string]any{"course_id": "c-m2"}), false},
+		{"member moves another's attendance to own course", member, up("attendances", "a-m2", map[string]any{"course_id": "c-m1"}), false},
+		{"member books own transaction", member, up("transactions", "new", map[string]any{"account_id": "m1", "kind": "invoice"}), true},
+		{"member books for another", member, up("transactions", "new", map[string]any{"account_id": "m2"}), false},
+		{"member edits another's transaction", member, up("transactions", "t-m2", map[string]any{"status": "paid"}), false},
+		{"member writes a course", member, up("courses", "c-m1", map[string]any{"title": "x"}), false},
+		{"member writes an account", member, up("accounts", "m1", map[string]any{"role": "admin"}), false},
+		{"secretary writes a profile", secretary, up("profiles", "p-m2", map[string]any{"phone": "1"}), true},
+		{"secretary reschedules a session", secretary, up("sessions", "s-m2", map[string]any{"starts_at": "2026-11-23T09:00:00Z", "status": "planned", "price_cents": int64(1), "duration_min": int64(30)}), true},
+		{"secretary writes a protocol", secretary, up("sessions", "s-m2", map[string]any{"protocol": "x"}), false},
+		{"secretary reassigns a session", secretary, up("sessions", "s-m2", map[string]any{"therapist_id": "m1"}), false},
+		{"secretary creates a session", secretary, up("sessions", "new", map[string]any{"status": "planned"}), false},
+		{"secretary books a transaction", secretary, up("transactions", "new", map[string]any{"account_id": "m2"}), true},
+		{"secretary checks a participant in", secretary, up("attendances", "new", map[string]any{"course_id": "c-m2"}), true},
+		{"secretary writes a course", secretary, up("courses", "c-m2", map[string]any{"capacity": int64(3)}), false},
+		{"secretary deletes a profile", secretary, del("profiles", "p-m2"), false},
+		{"admin writes anything", admin, up("accounts", "m1", map[string]any{"role": "secretary"}), true},
+		{"admin deletes a session", admin, del("sessions", "s-m2"), true},
+		{"no role writes nothing", model.Viewer{ID: "x"}, up("profiles", "new", map[string]any{"owner_id": "x"}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := model.CanWrite(tt.v, 0, tt.c, rows[tt.c.Entity][tt.c.ID], lookup)
+			if tt.ok && err != nil {
+				t.Errorf("CanWrite(%s, %+v) = %v; want allowed", tt.v.Role, tt.c, err)
+			}
+			if !tt.ok && !errors.Is(err, model.ErrForbidden) {
+				t.Errorf("CanWrite(%s, %+v) = %v; want ErrForbidden", tt.v.Role, tt.c, err)
+			}
+		})
+	}
+}
