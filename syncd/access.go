@@ -69,6 +69,7 @@ var (
 // connections. The store already refuses the devices; a failed publish
 // only delays the closing until their next request, so it is logged.
 func (s *Server) publishRevocation(ctx context.Context, rev Revocation) {
+	s.revoke(rev) // this process's connections at once
 	if s.cfg.Redis == nil {
 		return
 	}

@@ -1,9 +1,11 @@
 package syncd
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -64,6 +66,8 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusForbidden, codeAppDisabled, msg, false
 	case errors.Is(err, errNoEmail):
 		return http.StatusForbidden, codeNoEmail, msg, false
+	case errors.Is(err, errMemberStream):
+		return http.StatusNotImplemented, "not_implemented", msg, false
 	case errors.Is(err, errShardNotReady):
 		return http.StatusConflict, codeShardNotReady, msg, false
 	case errors.Is(err, errTOTPRequired):
@@ -134,6 +138,16 @@ func (sw *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+// Hijack lets a WebSocket take the connection over.
+func (sw *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := sw.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the connection cannot be taken over")
+	}
+	sw.status = http.StatusSwitchingProtocols
+	return h.Hijack()
+}
 
 // handle registers h for pattern, counted, timed and logged.
 func (s *Server) handle(pattern string, h http.HandlerFunc) {

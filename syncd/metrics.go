@@ -15,6 +15,14 @@ type metrics struct {
 	changesApplied prometheus.Counter
 	changesPulled  prometheus.Counter
 	logins         *prometheus.CounterVec
+
+	connected        prometheus.Gauge
+	framesSent       prometheus.Counter
+	changesSent      prometheus.Counter
+	sendDrops        prometheus.Counter
+	acks             prometheus.Counter
+	rejects          prometheus.Counter
+	revocationCloses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,8 +52,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "therasync_device_logins_total",
 			Help: "Device logins by result: ok or the error code.",
 		}, []string{"result"}),
+		connected:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "therasync_live_connections", Help: "Live sync connections (devices and practice PCs)."}),
+		framesSent:       prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_frames_sent_total", Help: "WebSocket frames sent."}),
+		changesSent:      prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_changes_sent_total", Help: "Changes streamed to live connections."}),
+		sendDrops:        prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_send_queue_drops_total", Help: "Connections dropped because their send queue was full."}),
+		acks:             prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_mutations_acked_total", Help: "Device mutations acknowledged."}),
+		rejects:          prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_mutations_rejected_total", Help: "Device mutations rejected."}),
+		revocationCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_revocation_closes_total", Help: "Live connections closed by a revocation."}),
 	}
 	reg.MustRegister(m.requests, m.latency, m.pushes, m.changesApplied, m.changesPulled, m.logins,
+		m.connected, m.framesSent, m.changesSent, m.sendDrops, m.acks, m.rejects, m.revocationCloses,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

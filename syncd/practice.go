@@ -43,6 +43,9 @@ func (s *Server) handlePushChanges(w http.ResponseWriter, r *http.Request, t *st
 		s.metrics.changesApplied.Add(float64(len(res.Changes)))
 		s.enqueueBuilds(r.Context(), t.ID(), res.BuildRequests)
 		s.accessChanged(r.Context(), t, res.AccessChanges, clientAddr(r))
+		if len(res.Changes) > 0 {
+			s.committed(r.Context(), t.ID(), res.Seq)
+		}
 	}
 	writeJSON(w, http.StatusOK, pushResponse{Seq: res.Seq})
 }

@@ -51,6 +51,9 @@ type Config struct {
 	// Secret is the server's secret (at least 32 bytes): it seals TOTP
 	// secrets at rest; nil refuses TOTP enrolment.
 	Secret []byte
+	// LiveWriteTimeout is how long a write to a live connection may take
+	// before the device counts as too slow and is dropped; zero means 10s.
+	LiveWriteTimeout time.Duration
 	// Checks are run by /healthz, by name; each must return nil when healthy.
 	Checks map[string]func(context.Context) error
 	// MaxBodyBytes caps a request body; zero means DefaultMaxBodyBytes.
@@ -68,8 +71,13 @@ type Server struct {
 	mux     *http.ServeMux
 	totpBox *seal.Box
 
+	hub *hub
+
 	srv *http.Server
 	ln  net.Listener
+	// stopSub ends the Redis subscription; subDone is closed when it ended.
+	stopSub context.CancelFunc
+	subDone chan struct{}
 	// serveErr receives the result of srv.Serve once it returns.
 	serveErr chan error
 }
@@ -85,10 +93,13 @@ func New(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.LiveWriteTimeout <= 0 {
+		cfg.LiveWriteTimeout = 10 * time.Second
+	}
 	if cfg.MaxBatchChanges <= 0 {
 		cfg.MaxBatchChanges = DefaultMaxBatchChanges
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub()}
 	if box, err := seal.New(cfg.Secret, "totp"); err == nil {
 		s.totpBox = box
 	}
@@ -115,6 +126,8 @@ func (s *Server) routes() {
 	s.handle("POST /v1/device/login", s.handleLogin)
 	s.handle("GET /v1/device/shard", s.device(s.handleShard))
 	s.handle("POST /v1/device/logout", s.handleLogout)
+	s.handle("GET /v1/device/sync", s.device(s.handleDeviceSync))
+	s.handle("GET /v1/practice/sync", s.practice(s.handlePracticeSync))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -123,9 +136,34 @@ func (s *Server) routes() {
 // ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// Start subscribes to the commit and revocation events of the other syncd
+// processes (when Redis is configured); Open calls it. Stop with Close.
+func (s *Server) Start() error {
+	if s.cfg.Redis == nil || s.stopSub != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan error, 1)
+	s.stopSub, s.subDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.subDone)
+		s.subscribe(ctx, ready)
+	}()
+	if err := <-ready; err != nil {
+		cancel()
+		<-s.subDone
+		s.stopSub = nil
+		return fmt.Errorf("subscribe to events: %w", err)
+	}
+	return nil
+}
+
 // Open listens on addr (host:port; port 0 picks a free one) and serves in
 // the background until Close.
 func (s *Server) Open(addr string) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
@@ -150,13 +188,24 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Close stops accepting requests and waits, until ctx is done, for the
-// running ones to finish.
+// Close stops accepting requests, closes live connections with 1001 and
+// waits, until ctx is done, for the running requests and connections to
+// finish; then it ends the Redis subscription.
 func (s *Server) Close(ctx context.Context) error {
+	defer func() {
+		if s.stopSub != nil {
+			s.stopSub()
+			<-s.subDone
+		}
+	}()
 	if s.srv == nil {
-		return nil
+		return s.closeLive(ctx)
 	}
-	err := s.srv.Shutdown(ctx)
+	// Shutdown does not track hijacked (WebSocket) connections: close them
+	// alongside.
+	liveErr := make(chan error, 1)
+	go func() { liveErr <- s.closeLive(ctx) }()
+	err := errors.Join(s.srv.Shutdown(ctx), <-liveErr)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = errors.Join(err, s.srv.Close())
 	}

@@ -1,0 +1,508 @@
+package syncd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/store"
+)
+
+// Timing and sizes of live connections.
+const (
+	pongWait        = 60 * time.Second // a device silent that long is gone
+	pingPeriod      = 25 * time.Second
+	sendQueueSize   = 64 // frames waiting for the writer; a full queue drops the connection
+	catchUpBatch    = 500
+	closeRevoked    = 4003
+	closeTokenGone  = 4001
+	keyCommitsTopic = "therasync:commits"
+)
+
+// keyCommits is the Redis channel on which every syncd announces the seq a
+// tenant reached, so that the others wake their connections.
+func keyCommits() string { return keyCommitsTopic }
+
+// commitEvent is the message on keyCommits.
+type commitEvent struct {
+	Tenant string `json:"tenant"`
+	Seq    int64  `json:"seq"`
+}
+
+var errMemberStream = errors.New("live sync for member accounts is not available yet: download the shard again later")
+
+// hub knows the live connections of this process.
+type hub struct {
+	mu     sync.Mutex
+	conns  map[string]map[*liveConn]struct{} // tenant → connections
+	closed bool
+	wg     sync.WaitGroup // one per connection, done when both its goroutines ended
+}
+
+func newHub() *hub { return &hub{conns: map[string]map[*liveConn]struct{}{}} }
+
+func (h *hub) add(c *liveConn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	if h.conns[c.tenant.ID()] == nil {
+		h.conns[c.tenant.ID()] = map[*liveConn]struct{}{}
+	}
+	h.conns[c.tenant.ID()][c] = struct{}{}
+	h.wg.Add(1)
+	return true
+}
+
+func (h *hub) remove(c *liveConn) {
+	h.mu.Lock()
+	delete(h.conns[c.tenant.ID()], c)
+	h.mu.Unlock()
+	h.wg.Done()
+}
+
+// each calls fn for the tenant's connections (all tenants for ""), outside
+// the lock.
+func (h *hub) each(tenant string, fn func(*liveConn)) {
+	h.mu.Lock()
+	var cs []*liveConn
+	for t, m := range h.conns {
+		if tenant != "" && t != tenant {
+			continue
+		}
+		for c := range m {
+			cs = append(cs, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		fn(c)
+	}
+}
+
+func (h *hub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.conns {
+		n += len(m)
+	}
+	return n
+}
+
+// committed wakes this process's connections of the tenant and tells the
+// other syncd processes through Redis.
+func (s *Server) committed(ctx context.Context, tenant string, seq int64) {
+	s.hub.each(tenant, func(c *liveConn) { c.wakeUp() })
+	if s.cfg.Redis == nil {
+		return
+	}
+	if err := s.cfg.Redis.Publish(ctx, keyCommits(), mustJSON(commitEvent{Tenant: tenant, Seq: seq})).Err(); err != nil {
+		s.log.Warn("publish commit; other syncd processes wake on their next commit", "tenant", tenant, "err", err)
+	}
+}
+
+// revoke closes the live connections that a revocation affects.
+func (s *Server) revoke(rev Revocation) {
+	s.hub.each(rev.Tenant, func(c *liveConn) {
+		if c.practice || c.accountID != rev.AccountID || (rev.DeviceID != "" && c.deviceID != rev.DeviceID) {
+			return
+		}
+		s.metrics.revocationCloses.Inc()
+		if rev.Wipe {
+			c.stop(closeRevoked, "device revoked", mustJSON(wipeFrame{Type: "wipe"}))
+			return
+		}
+		c.stop(closeRevoked, "device revoked", nil)
+	})
+}
+
+// subscribe follows the commit and revocation channels until ctx ends.
+func (s *Server) subscribe(ctx context.Context, ready chan<- error) {
+	sub := s.cfg.Redis.Subscribe(ctx, keyCommits(), keyRevocations())
+	defer sub.Close()
+	_, err := sub.Receive(ctx) // the subscription confirmation
+	ready <- err
+	if err != nil {
+		return
+	}
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch msg.Channel {
+			case keyCommits():
+				var ev commitEvent
+				if json.Unmarshal([]byte(msg.Payload), &ev) == nil {
+					s.hub.each(ev.Tenant, func(c *liveConn) { c.wakeUp() })
+				}
+			case keyRevocations():
+				var rev Revocation
+				if json.Unmarshal([]byte(msg.Payload), &rev) == nil {
+					s.revoke(rev)
+				}
+			}
+		}
+	}
+}
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  16 << 10,
+	WriteBufferSize: 16 << 10,
+	// Devices and practice PCs are not browsers; the check-in page is served
+	// from the same origin.
+	CheckOrigin: func(r *http.Request) bool { return true },
+}
+
+// liveConn is one WebSocket: a reader goroutine (pushes, pongs) and a
+// writer goroutine (the stream, acks, pings), with a bounded queue between.
+type liveConn struct {
+	s         *Server
+	ws        *websocket.Conn
+	tenant    *store.Tenant
+	practice  bool
+	viewer    model.Viewer
+	accountID string
+	deviceID  string
+	cursor    int64
+
+	wake       chan struct{} // capacity 1: the tenant's seq may have moved
+	send       chan []byte   // frames from the reader (acks, rejects)
+	done       chan struct{} // closed by stop
+	readerDone chan struct{} // closed when readLoop returned
+
+	stopOnce  sync.Once
+	closeCode int
+	closeText string
+	lastFrame []byte // sent before the close frame (the wipe)
+}
+
+func (c *liveConn) wakeUp() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the connection: the writer sends last (if any), then a close
+// frame with code, and hangs up.
+func (c *liveConn) stop(code int, text string, last []byte) {
+	c.stopOnce.Do(func() {
+		c.closeCode, c.closeText, c.lastFrame = code, text, last
+		close(c.done)
+	})
+}
+
+// enqueue hands a frame to the writer; a device whose queue is full cannot
+// keep up and is dropped (it catches up from its cursor later).
+func (c *liveConn) enqueue(frame []byte) {
+	select {
+	case c.send <- frame:
+	case <-c.done:
+	default:
+		c.s.metrics.sendDrops.Inc()
+		c.stop(websocket.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
+	}
+}
+
+// handleDeviceSync serves GET /v1/device/sync?cursor=N.
+func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account) {
+	if acc.Role == model.RoleMember {
+		s.fail(w, r, errMemberStream)
+		return
+	}
+	s.serveLive(w, r, &liveConn{tenant: t, viewer: model.Viewer{ID: acc.ID, Role: acc.Role}, accountID: acc.ID, deviceID: d.ID})
+}
+
+// handlePracticeSync serves GET /v1/practice/sync?cursor=N: a practice PC
+// sees every change of its tenant.
+func (s *Server) handlePracticeSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	s.serveLive(w, r, &liveConn{tenant: t, practice: true, viewer: model.Viewer{Role: model.RoleAdmin}})
+}
+
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) {
+	cursor, err := queryInt(r.URL.Query().Get("cursor"), "cursor", 0, 0, 1<<62)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered the client
+	}
+	c.s, c.ws, c.cursor = s, ws, cursor
+	c.wake = make(chan struct{}, 1)
+	c.send = make(chan []byte, sendQueueSize)
+	c.done = make(chan struct{})
+	c.readerDone = make(chan struct{})
+	ws.SetReadLimit(maxFrameBytes)
+	if !s.hub.add(c) {
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
+	s.metrics.connected.Inc()
+	if !c.practice {
+		if err := c.tenant.TouchDevice(r.Context(), c.deviceID); err != nil {
+			s.log.Warn("touch device", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
+		}
+		s.audit(r.Context(), c.tenant, store.AuditEntry{Actor: "device", AccountID: c.accountID, DeviceID: c.deviceID, Action: "sync", Detail: "cursor " + strconv.FormatInt(cursor, 10), Addr: clientAddr(r)})
+	}
+	c.wakeUp()
+	go c.readLoop()
+	go c.writeLoop()
+}
+
+// readLoop reads the device's frames until the connection ends.
+func (c *liveConn) readLoop() {
+	defer close(c.readerDone)
+	defer c.stop(websocket.CloseNormalClosure, "", nil)
+	c.ws.SetReadDeadline(time.Now().Add(pongWait))
+	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(pongWait)) })
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.stop(websocket.CloseMessageTooBig, fmt.Sprintf("a frame has at most %d bytes", maxFrameBytes), nil)
+			}
+			return
+		}
+		c.ws.SetReadDeadline(time.Now().Add(pongWait))
+		if typ != websocket.TextMessage {
+			c.enqueue(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "frames are JSON text"}))
+			continue
+		}
+		c.handlePush(data)
+	}
+}
+
+// handlePush applies a push frame: every valid, allowed mutation durably,
+// then one ack; a reject for each refused one.
+func (c *liveConn) handlePush(data []byte) {
+	ctx := context.Background() // a push that started is finished, even if the device goes away
+	ms, err := decodePush(data)
+	if err != nil {
+		c.enqueue(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: err.Error()}))
+		return
+	}
+	if c.practice {
+		c.enqueue(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "practice PCs push with POST /v1/practice/changes"}))
+		return
+	}
+	// The device's access is checked again: it may have been revoked since
+	// the connection opened.
+	d, err := c.tenant.Device(ctx, c.deviceID)
+	if err == nil {
+		_, err = c.tenant.DeviceAccess(ctx, d)
+	}
+	if errors.Is(err, store.ErrRevoked) {
+		c.stop(closeRevoked, "device revoked", nil)
+		return
+	}
+	if err != nil {
+		c.s.log.Error("device push", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
+		c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+		return
+	}
+	b := store.Batch{Origin: "device:" + c.deviceID, Writer: &c.viewer, DeviceID: c.deviceID}
+	var valid []mutation
+	for _, m := range ms {
+		if m.Err != nil {
+			c.reject(m.ID, m.Err)
+			continue
+		}
+		b.Changes = append(b.Changes, m.Change)
+		b.MutationIDs = append(b.MutationIDs, m.ID)
+		valid = append(valid, m)
+	}
+	if len(valid) == 0 {
+		return
+	}
+	res, err := c.tenant.Apply(ctx, b)
+	if err != nil {
+		c.s.log.Error("device push", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
+		c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+		return
+	}
+	ack := ackFrame{Type: "ack", Seq: res.Seq, MutationIDs: []string{}}
+	for i, m := range valid {
+		if err := res.Refused[i]; err != nil {
+			c.reject(m.ID, err)
+			c.s.audit(ctx, c.tenant, store.AuditEntry{Actor: "device", AccountID: c.accountID, DeviceID: c.deviceID, Action: "write_rejected", Detail: m.Change.Entity + " " + errorCode(err)})
+			continue
+		}
+		ack.MutationIDs = append(ack.MutationIDs, m.ID)
+	}
+	if len(ack.MutationIDs) > 0 {
+		c.s.metrics.acks.Add(float64(len(ack.MutationIDs)))
+		c.enqueue(mustJSON(ack))
+	}
+	if len(res.Changes) > 0 {
+		c.s.metrics.changesApplied.Add(float64(len(res.Changes)))
+		c.s.committed(ctx, c.tenant.ID(), res.Seq)
+	}
+}
+
+func (c *liveConn) reject(id string, err error) {
+	_, code, msg, _ := classify(err)
+	c.s.metrics.rejects.Inc()
+	c.enqueue(mustJSON(rejectFrame{Type: "reject", MutationID: id, Error: code, Message: msg}))
+}
+
+// writeLoop sends the stream: catch-up from the cursor, caught_up, then
+// every commit as it comes, and the reader's frames, and pings.
+func (c *liveConn) writeLoop() {
+	ping := time.NewTicker(pingPeriod)
+	defer func() {
+		ping.Stop()
+		c.ws.Close() // ends the reader's ReadMessage
+		<-c.readerDone
+		c.s.hub.remove(c)
+		c.s.metrics.connected.Dec()
+	}()
+	for {
+		select {
+		case <-c.done:
+			c.hangUp()
+			return
+		case <-c.wake:
+			if err := c.catchUp(); err != nil {
+				c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+				c.s.log.Error("sync stream", "tenant", c.tenant.ID(), "err", err)
+			}
+		case f := <-c.send:
+			if err := c.write(f); err != nil {
+				c.stop(websocket.CloseAbnormalClosure, "", nil)
+			}
+		case <-ping.C:
+			c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.LiveWriteTimeout))
+			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+				c.stop(websocket.CloseAbnormalClosure, "", nil)
+			}
+		}
+	}
+}
+
+func (c *liveConn) write(frame []byte) error {
+	c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.LiveWriteTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+		return err
+	}
+	c.s.metrics.framesSent.Inc()
+	return nil
+}
+
+// hangUp sends the last frame and the close frame, best effort.
+func (c *liveConn) hangUp() {
+	if c.lastFrame != nil {
+		c.write(c.lastFrame)
+	}
+	code := c.closeCode
+	if code == websocket.CloseAbnormalClosure {
+		return // the connection is broken: nothing can be sent
+	}
+	c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, c.closeText))
+}
+
+// catchUp sends every change after the cursor that the viewer sees, in
+// batches, then caught_up with the tenant's seq.
+func (c *liveConn) catchUp() error {
+	ctx := context.Background()
+	latest, err := c.tenant.Seq(ctx)
+	if err != nil {
+		return err
+	}
+	if c.cursor > latest {
+		c.stop(websocket.CloseNormalClosure, "resync", mustJSON(resyncFrame{Type: "resync", Reason: fmt.Sprintf("cursor %d is ahead of the server's seq %d: download the shard again", c.cursor, latest)}))
+		return nil
+	}
+	sent := false
+	for c.cursor < latest {
+		cs, _, err := c.tenant.Changes(ctx, c.cursor, catchUpBatch)
+		if err != nil {
+			return err
+		}
+		if len(cs) == 0 {
+			break
+		}
+		out := make([]model.Change, 0, len(cs))
+		for _, ch := range cs {
+			if v, ok := c.project(ch); ok {
+				out = append(out, v)
+			}
+		}
+		c.cursor = cs[len(cs)-1].Seq
+		if len(out) > 0 {
+			if err := c.write(mustJSON(changesFrame{Type: "changes", Changes: out})); err != nil {
+				c.stop(websocket.CloseAbnormalClosure, "", nil)
+				return nil
+			}
+			c.s.metrics.changesSent.Add(float64(len(out)))
+			sent = true
+		}
+		select {
+		case <-c.done:
+			return nil
+		default:
+		}
+	}
+	if sent || c.cursor == latest {
+		if err := c.write(mustJSON(caughtUpFrame{Type: "caught_up", Seq: c.cursor})); err != nil {
+			c.stop(websocket.CloseAbnormalClosure, "", nil)
+		}
+	}
+	return nil
+}
+
+// project returns the change as the viewer may see it: its visible fields
+// only. Practice PCs and admins see everything, secretaries every row
+// without session protocols (model.Fields).
+func (c *liveConn) project(ch model.Change) (model.Change, bool) {
+	if c.practice || ch.Fields == nil {
+		return ch, true
+	}
+	fields := model.Fields(c.viewer.Role, ch.Entity)
+	keep := make(map[string]any, len(ch.Fields))
+	for _, f := range fields {
+		if v, ok := ch.Fields[f.Name]; ok {
+			keep[f.Name] = v
+		}
+	}
+	ch.Fields = keep
+	return ch, true
+}
+
+// closeLive ends every live connection with 1001 and waits, until ctx is
+// done, for their goroutines.
+func (s *Server) closeLive(ctx context.Context) error {
+	s.hub.mu.Lock()
+	s.hub.closed = true
+	s.hub.mu.Unlock()
+	s.hub.each("", func(c *liveConn) { c.stop(websocket.CloseGoingAway, "server shutting down", nil) })
+	done := make(chan struct{})
+	go func() {
+		s.hub.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close live connections: %w", ctx.Err())
+	}
+}
