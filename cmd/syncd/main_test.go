@@ -32,12 +32,11 @@ func TestProcesses(t *testing.T) {
 	}
 	syncdBin := testbin.Build(t, "github.com/therasync/therasync/cmd/syncd")
 	workerBin := testbin.Build(t, "github.com/therasync/therasync/cmd/worker")
-	addr := testbin.FreeAddr(t)
-	env := []string{"ADDR=" + addr, "DATA_DIR=" + data, "REDIS_URL=" + rs.URL(), "SHUTDOWN_TIMEOUT=5s",
+	env := []string{"DATA_DIR=" + data, "REDIS_URL=" + rs.URL(), "SHUTDOWN_TIMEOUT=5s",
 		"SECRET=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}
-	sp := testbin.Start(t, syncdBin, env)
+	sp, addr := testbin.StartServer(t, syncdBin, func(a string) []string { return append(env, "ADDR="+a) },
+		func(string) []string { return nil }, 30*time.Second)
 	wp := testbin.Start(t, workerBin, env)
-	testbin.WaitHTTP(t, sp, "http://"+addr+"/healthz", 30*time.Second)
 
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {

@@ -76,10 +76,11 @@ func readDevState(tb testing.TB, dir string) devState {
 func TestDevEndToEnd(t *testing.T) {
 	bin := testbin.Build(t, "github.com/therasync/therasync/cmd/therasync")
 	data := t.TempDir()
-	addr := testbin.FreeAddr(t)
+	var addr string
 	start := func() *testbin.Proc {
-		p := testbin.Start(t, bin, []string{"LOG_LEVEL=warn"}, "dev", "--addr", addr, "--data", data)
-		testbin.WaitHTTP(t, p, "http://"+addr+"/healthz", 60*time.Second)
+		var p *testbin.Proc
+		p, addr = testbin.StartServer(t, bin, func(string) []string { return []string{"LOG_LEVEL=warn"} },
+			func(a string) []string { return []string{"dev", "--addr", a, "--data", data} }, 60*time.Second)
 		deadline := time.Now().Add(60 * time.Second)
 		for !strings.Contains(p.Output(), "Therasync dev server") {
 			if time.Now().After(deadline) {
@@ -178,6 +179,7 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 
 	p = start()
+	c.base = "http://" + addr
 	if st2 := readDevState(t, data); st2.TenantID != st.TenantID || st2.PracticeKey != st.PracticeKey {
 		t.Errorf("restart made a new tenant: %s; want %s reused", st2.TenantID, st.TenantID)
 	}

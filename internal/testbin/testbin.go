@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -109,25 +110,50 @@ func FreeAddr(tb testing.TB) string {
 	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
+// StartServer starts a server binary on a free loopback address, made into
+// its environment and arguments by env and args, and waits until
+// http://addr/healthz answers 200. A port taken between finding it free and
+// the server binding it is retried with another one.
+func StartServer(tb testing.TB, bin string, env func(addr string) []string, args func(addr string) []string, within time.Duration) (*Proc, string) {
+	tb.Helper()
+	for attempt := 0; ; attempt++ {
+		addr := FreeAddr(tb)
+		p := Start(tb, bin, env(addr), args(addr)...)
+		if err := waitHTTP(p, "http://"+addr+"/healthz", within); err == nil {
+			return p, addr
+		} else if attempt < 5 && strings.Contains(p.Output(), "address already in use") {
+			continue
+		} else {
+			tb.Fatalf("%v\n%s", err, p.Output())
+		}
+	}
+}
+
 // WaitHTTP polls url until it answers 200 or d passes.
 func WaitHTTP(tb testing.TB, p *Proc, url string, d time.Duration) {
 	tb.Helper()
+	if err := waitHTTP(p, url, d); err != nil {
+		tb.Fatalf("%v\n%s", err, p.Output())
+	}
+}
+
+func waitHTTP(p *Proc, url string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-p.exited:
-			tb.Fatalf("process exited before %s answered: %v\n%s", url, p.err, p.Output())
+			return fmt.Errorf("process exited before %s answered: %v", url, p.err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("%s did not answer 200 within %v: %v\n%s", url, d, err, p.Output())
+			return fmt.Errorf("%s did not answer 200 within %v: %v", url, d, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
