@@ -179,6 +179,7 @@ type liveConn struct {
 	accountID string
 	deviceID  string
 	cursor    int64
+	announced int64 // the seq of the last caught_up sent; -1 before the first
 
 	wake       chan struct{} // capacity 1: the tenant's seq may have moved
 	send       chan []byte   // frames from the reader (acks, rejects)
@@ -244,7 +245,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 	if err != nil {
 		return // the upgrader answered the client
 	}
-	c.s, c.ws, c.cursor = s, ws, cursor
+	c.s, c.ws, c.cursor, c.announced = s, ws, cursor, -1
 	c.wake = make(chan struct{}, 1)
 	c.send = make(chan []byte, sendQueueSize)
 	c.done = make(chan struct{})
@@ -431,7 +432,6 @@ func (c *liveConn) catchUp() error {
 		c.stop(websocket.CloseNormalClosure, "resync", mustJSON(resyncFrame{Type: "resync", Reason: fmt.Sprintf("cursor %d is ahead of the server's seq %d: download the shard again", c.cursor, latest)}))
 		return nil
 	}
-	sent := false
 	for c.cursor < latest {
 		cs, _, err := c.tenant.Changes(ctx, c.cursor, catchUpBatch)
 		if err != nil {
@@ -453,7 +453,6 @@ func (c *liveConn) catchUp() error {
 				return nil
 			}
 			c.s.metrics.changesSent.Add(float64(len(out)))
-			sent = true
 		}
 		select {
 		case <-c.done:
@@ -461,10 +460,12 @@ func (c *liveConn) catchUp() error {
 		default:
 		}
 	}
-	if sent || c.cursor == latest {
+	if c.cursor != c.announced { // a wake-up that found nothing new says nothing
 		if err := c.write(mustJSON(caughtUpFrame{Type: "caught_up", Seq: c.cursor})); err != nil {
 			c.stop(websocket.CloseAbnormalClosure, "", nil)
+			return nil
 		}
+		c.announced = c.cursor
 	}
 	return nil
 }
