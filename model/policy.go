@@ -10,46 +10,113 @@ type Viewer struct {
 	Role string // RoleAdmin, RoleMember or RoleSecretary; anything else sees nothing
 }
 
-// Links is the part of a tenant's rows that visibility depends on: for each
-// row, only its id and link fields. Feed every row of the tenant with Add.
-type Links struct {
-	profileOwner    map[string]string   // profile id → owner_id
-	shares          map[string][]string // profile id → account ids shared to (or ShareAll)
-	sessions        []link2             // profile_id, therapist_id
-	courseTherapist map[string]string   // course id → therapist_id
-	courseMembers   []link2             // course_id, profile_id
+// LinkRow is the link fields of one row: the fields visibility depends on
+// (see linkFields), A and B by entity.
+type LinkRow struct{ A, B string }
+
+// linkFields names, for every entity whose rows' visibility depends on
+// other rows, its link fields A and B ("" for none).
+var linkFields = map[string][2]string{
+	Profiles:      {"owner_id", ""},
+	ProfileShares: {"profile_id", "account_id"},
+	Sessions:      {"profile_id", "therapist_id"},
+	Courses:       {"therapist_id", ""},
+	CourseMembers: {"course_id", "profile_id"},
+	Attendances:   {"course_id", ""},
+	Transactions:  {"account_id", "profile_id"},
 }
 
-type link2 struct{ a, b string }
+// HasLinks reports whether the visibility of entity's rows depends on
+// link fields.
+func HasLinks(entity string) bool { _, ok := linkFields[entity]; return ok }
+
+// Links is the part of a tenant's rows that visibility depends on: for each
+// row of a linked entity, its id and link fields. It is built from the rows
+// (Set) or kept current by applying every change (Apply).
+type Links struct {
+	rows map[string]map[string]LinkRow // entity → id → link fields
+}
 
 // NewLinks returns empty Links.
 func NewLinks() *Links {
-	return &Links{
-		profileOwner:    map[string]string{},
-		shares:          map[string][]string{},
-		courseTherapist: map[string]string{},
+	l := &Links{rows: make(map[string]map[string]LinkRow, len(linkFields))}
+	for e := range linkFields {
+		l.rows[e] = map[string]LinkRow{}
+	}
+	return l
+}
+
+// Set records a row's link fields.
+func (l *Links) Set(entity, id string, r LinkRow) {
+	if m := l.rows[entity]; m != nil {
+		m[id] = r
 	}
 }
 
-// AddProfile records a profile and its owner.
-func (l *Links) AddProfile(id, ownerID string) { l.profileOwner[id] = ownerID }
-
-// AddShare records a profile share.
-func (l *Links) AddShare(profileID, accountID string) {
-	l.shares[profileID] = append(l.shares[profileID], accountID)
+// Get returns a row's link fields, and whether the row exists.
+func (l *Links) Get(entity, id string) (LinkRow, bool) {
+	r, ok := l.rows[entity][id]
+	return r, ok
 }
 
-// AddSession records a session's profile and therapist.
-func (l *Links) AddSession(profileID, therapistID string) {
-	l.sessions = append(l.sessions, link2{profileID, therapistID})
+// Apply applies a change: an upsert merges the link fields it carries, a
+// delete removes the row.
+func (l *Links) Apply(c Change) {
+	m := l.rows[c.Entity]
+	if m == nil {
+		return
+	}
+	if c.Op == OpDelete {
+		delete(m, c.ID)
+		return
+	}
+	r := m[c.ID]
+	names := linkFields[c.Entity]
+	if v, ok := c.Fields[names[0]]; ok {
+		r.A, _ = v.(string)
+	}
+	if v, ok := c.Fields[names[1]]; ok && names[1] != "" {
+		r.B, _ = v.(string)
+	}
+	m[c.ID] = r
 }
 
-// AddCourse records a course's therapist.
-func (l *Links) AddCourse(id, therapistID string) { l.courseTherapist[id] = therapistID }
-
-// AddCourseMember records a course membership.
-func (l *Links) AddCourseMember(courseID, profileID string) {
-	l.courseMembers = append(l.courseMembers, link2{courseID, profileID})
+// Affects reports whether applying c to l may change what v sees of
+// profiles and courses, judged before the change is applied: it touches
+// the owner of a profile, a share to v or to all, a session or course v is
+// (or was) the therapist of, or a member of such a course.
+func (l *Links) Affects(v Viewer, c Change) bool {
+	if v.Role != RoleMember {
+		return false
+	}
+	before, _ := l.Get(c.Entity, c.ID)
+	after := before
+	if c.Op == OpUpsert {
+		names := linkFields[c.Entity]
+		if val, ok := c.Fields[names[0]]; ok {
+			after.A, _ = val.(string)
+		}
+		if val, ok := c.Fields[names[1]]; ok && names[1] != "" {
+			after.B, _ = val.(string)
+		}
+	}
+	either := func(f func(LinkRow) bool) bool { return f(before) || f(after) }
+	switch c.Entity {
+	case Profiles:
+		return either(func(r LinkRow) bool { return r.A == v.ID })
+	case ProfileShares:
+		return either(func(r LinkRow) bool { return r.B == v.ID || r.B == ShareAll })
+	case Sessions:
+		return either(func(r LinkRow) bool { return r.B == v.ID })
+	case Courses:
+		return either(func(r LinkRow) bool { return r.A == v.ID })
+	case CourseMembers:
+		return either(func(r LinkRow) bool {
+			crs, ok := l.Get(Courses, r.A)
+			return ok && crs.A == v.ID
+		})
+	}
+	return false
 }
 
 // Scope is what one viewer sees of one state of a tenant.
@@ -72,31 +139,29 @@ func NewScope(v Viewer, l *Links) *Scope {
 	}
 	s.Profiles = map[string]bool{}
 	s.Courses = map[string]bool{}
-	for id, owner := range l.profileOwner {
-		if owner == v.ID {
+	for id, p := range l.rows[Profiles] {
+		if p.A == v.ID {
 			s.Profiles[id] = true
 		}
 	}
-	for profile, to := range l.shares {
-		for _, a := range to {
-			if a == v.ID || a == ShareAll {
-				s.Profiles[profile] = true
-			}
+	for _, sh := range l.rows[ProfileShares] {
+		if sh.A != "" && (sh.B == v.ID || sh.B == ShareAll) {
+			s.Profiles[sh.A] = true
 		}
 	}
-	for _, ses := range l.sessions {
-		if ses.b == v.ID && ses.a != "" {
-			s.Profiles[ses.a] = true
+	for _, ses := range l.rows[Sessions] {
+		if ses.B == v.ID && ses.A != "" {
+			s.Profiles[ses.A] = true
 		}
 	}
-	for id, therapist := range l.courseTherapist {
-		if therapist == v.ID {
+	for id, c := range l.rows[Courses] {
+		if c.A == v.ID {
 			s.Courses[id] = true
 		}
 	}
-	for _, m := range l.courseMembers {
-		if s.Courses[m.a] && m.b != "" {
-			s.Profiles[m.b] = true
+	for _, m := range l.rows[CourseMembers] {
+		if s.Courses[m.A] && m.B != "" {
+			s.Profiles[m.B] = true
 		}
 	}
 	return s
@@ -160,6 +225,25 @@ func (s *Scope) RuleFor(entity string) Rule {
 
 // Sees reports whether the viewer sees the row (id plus fields) of entity.
 func (s *Scope) Sees(entity, id string, fields map[string]any) bool {
+	return s.see(entity, id, func(f string) string { v, _ := fields[f].(string); return v })
+}
+
+// SeesRow reports whether the viewer sees the row of entity with these link
+// fields.
+func (s *Scope) SeesRow(entity, id string, r LinkRow) bool {
+	names := linkFields[entity]
+	return s.see(entity, id, func(f string) string {
+		switch f {
+		case names[0]:
+			return r.A
+		case names[1]:
+			return r.B
+		}
+		return ""
+	})
+}
+
+func (s *Scope) see(entity, id string, field func(string) string) bool {
 	r := s.RuleFor(entity)
 	if r.All {
 		return true
@@ -169,7 +253,7 @@ func (s *Scope) Sees(entity, id string, fields map[string]any) bool {
 		if c.Field == "id" {
 			v = id
 		} else {
-			v, _ = fields[c.Field].(string)
+			v = field(c.Field)
 		}
 		if v == "" {
 			continue

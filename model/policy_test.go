@@ -17,16 +17,16 @@ import (
 func fixture() *model.Links {
 	l := model.NewLinks()
 	for id, owner := range map[string]string{"p-own": "m1", "p-shared": "m2", "p-star": "m2", "p-ses": "m2", "p-course": "m2", "p-other": "m2"} {
-		l.AddProfile(id, owner)
+		l.Set(model.Profiles, id, model.LinkRow{A: owner})
 	}
-	l.AddShare("p-shared", "m1")
-	l.AddShare("p-star", model.ShareAll)
-	l.AddSession("p-ses", "m1")
-	l.AddSession("p-other", "m2")
-	l.AddCourse("c1", "m1")
-	l.AddCourse("c2", "m2")
-	l.AddCourseMember("c1", "p-course")
-	l.AddCourseMember("c2", "p-other")
+	l.Set(model.ProfileShares, "sh1", model.LinkRow{A: "p-shared", B: "m1"})
+	l.Set(model.ProfileShares, "sh2", model.LinkRow{A: "p-star", B: model.ShareAll})
+	l.Set(model.Sessions, "s1", model.LinkRow{A: "p-ses", B: "m1"})
+	l.Set(model.Sessions, "s2", model.LinkRow{A: "p-other", B: "m2"})
+	l.Set(model.Courses, "c1", model.LinkRow{A: "m1"})
+	l.Set(model.Courses, "c2", model.LinkRow{A: "m2"})
+	l.Set(model.CourseMembers, "cm1", model.LinkRow{A: "c1", B: "p-course"})
+	l.Set(model.CourseMembers, "cm2", model.LinkRow{A: "c2", B: "p-other"})
 	return l
 }
 

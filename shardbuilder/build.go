@@ -183,32 +183,32 @@ func loadScope(ctx context.Context, tx *sql.Tx, v model.Viewer) (*model.Scope, e
 	if v.Role != model.RoleMember {
 		return model.NewScope(v, l), nil
 	}
-	load := func(query string, add func(a, b string)) error {
+	load := func(query string, add func(id, a, b string)) error {
 		rows, err := tx.QueryContext(ctx, query)
 		if err != nil {
 			return fmt.Errorf("load links: %w", err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var a, b sql.NullString
-			if err := rows.Scan(&a, &b); err != nil {
+			var (
+				id   string
+				a, b sql.NullString
+			)
+			if err := rows.Scan(&id, &a, &b); err != nil {
 				return fmt.Errorf("load links: %w", err)
 			}
-			add(a.String, b.String)
+			add(id, a.String, b.String)
 		}
 		return rows.Err()
 	}
-	for _, q := range []struct {
-		query string
-		add   func(a, b string)
-	}{
-		{`SELECT id, owner_id FROM c.profiles`, l.AddProfile},
-		{`SELECT profile_id, account_id FROM c.profile_shares`, l.AddShare},
-		{`SELECT profile_id, therapist_id FROM c.sessions`, l.AddSession},
-		{`SELECT id, therapist_id FROM c.courses`, l.AddCourse},
-		{`SELECT course_id, profile_id FROM c.course_members`, l.AddCourseMember},
+	for _, q := range []struct{ entity, query string }{
+		{model.Profiles, `SELECT id, owner_id, NULL FROM c.profiles`},
+		{model.ProfileShares, `SELECT id, profile_id, account_id FROM c.profile_shares`},
+		{model.Sessions, `SELECT id, profile_id, therapist_id FROM c.sessions`},
+		{model.Courses, `SELECT id, therapist_id, NULL FROM c.courses`},
+		{model.CourseMembers, `SELECT id, course_id, profile_id FROM c.course_members`},
 	} {
-		if err := load(q.query, q.add); err != nil {
+		if err := load(q.query, func(id, a, b string) { l.Set(q.entity, id, model.LinkRow{A: a, B: b}) }); err != nil {
 			return nil, err
 		}
 	}

@@ -168,3 +168,42 @@ func scanRow(ctx context.Context, q rowQueryer, entity, id string) (map[string]a
 	}
 	return out, nil
 }
+
+// RowsBy returns the current rows of entity whose field equals value, by
+// id; field must be one of the entity's fields.
+func (t *Tenant) RowsBy(ctx context.Context, entity, field, value string) (map[string]map[string]any, error) {
+	e, ok := model.Lookup(entity)
+	if !ok {
+		return nil, fmt.Errorf("rows: unknown entity %q", entity)
+	}
+	if _, ok := e.Field(field); !ok {
+		return nil, fmt.Errorf("rows: unknown field %s.%s", entity, field)
+	}
+	rows, err := t.rdb.QueryContext(ctx, `SELECT id, `+columnList(e)+` FROM `+quote(e.Name)+` WHERE `+quote(field)+` = ?`, value)
+	if err != nil {
+		return nil, fmt.Errorf("rows of %s: %w", entity, err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]any{}
+	for rows.Next() {
+		var id string
+		vals := make([]any, len(e.Fields))
+		ptrs := []any{&id}
+		for i := range vals {
+			ptrs = append(ptrs, &vals[i])
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("rows of %s: %w", entity, err)
+		}
+		fields := make(map[string]any, len(e.Fields))
+		for i, f := range e.Fields {
+			v, err := fromColumn(f, vals[i])
+			if err != nil {
+				return nil, fmt.Errorf("rows of %s: %w", entity, err)
+			}
+			fields[f.Name] = v
+		}
+		out[id] = fields
+	}
+	return out, rows.Err()
+}

@@ -66,8 +66,6 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusForbidden, codeAppDisabled, msg, false
 	case errors.Is(err, errNoEmail):
 		return http.StatusForbidden, codeNoEmail, msg, false
-	case errors.Is(err, errMemberStream):
-		return http.StatusNotImplemented, "not_implemented", msg, false
 	case errors.Is(err, errShardNotReady):
 		return http.StatusConflict, codeShardNotReady, msg, false
 	case errors.Is(err, errTOTPRequired):

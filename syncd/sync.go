@@ -37,8 +37,6 @@ type commitEvent struct {
 	Seq    int64  `json:"seq"`
 }
 
-var errMemberStream = errors.New("live sync for member accounts is not available yet: download the shard again later")
-
 // hub knows the live connections of this process.
 type hub struct {
 	mu     sync.Mutex
@@ -179,7 +177,8 @@ type liveConn struct {
 	accountID string
 	deviceID  string
 	cursor    int64
-	announced int64 // the seq of the last caught_up sent; -1 before the first
+	announced int64       // the seq of the last caught_up sent; -1 before the first
+	member    *memberView // what a member sees at cursor; nil for others, loaded on first catch-up
 
 	wake       chan struct{} // capacity 1: the tenant's seq may have moved
 	send       chan []byte   // frames from the reader (acks, rejects)
@@ -222,10 +221,6 @@ func (c *liveConn) enqueue(frame []byte) {
 
 // handleDeviceSync serves GET /v1/device/sync?cursor=N.
 func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account) {
-	if acc.Role == model.RoleMember {
-		s.fail(w, r, errMemberStream)
-		return
-	}
 	s.serveLive(w, r, &liveConn{tenant: t, viewer: model.Viewer{ID: acc.ID, Role: acc.Role}, accountID: acc.ID, deviceID: d.ID})
 }
 
@@ -429,8 +424,13 @@ func (c *liveConn) catchUp() error {
 		return err
 	}
 	if c.cursor > latest {
-		c.stop(websocket.CloseNormalClosure, "resync", mustJSON(resyncFrame{Type: "resync", Reason: fmt.Sprintf("cursor %d is ahead of the server's seq %d: download the shard again", c.cursor, latest)}))
+		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
 		return nil
+	}
+	if c.viewer.Role == model.RoleMember && !c.practice && c.member == nil {
+		if c.member, err = loadMemberView(ctx, c.tenant, c.viewer, c.cursor); err != nil {
+			return err
+		}
 	}
 	for c.cursor < latest {
 		cs, _, err := c.tenant.Changes(ctx, c.cursor, catchUpBatch)
@@ -442,9 +442,24 @@ func (c *liveConn) catchUp() error {
 		}
 		out := make([]model.Change, 0, len(cs))
 		for _, ch := range cs {
-			if v, ok := c.project(ch); ok {
+			if c.member == nil {
+				v, _ := c.project(ch)
 				out = append(out, v)
+				continue
 			}
+			vs, err := c.memberChanges(ctx, ch)
+			var rs *errResync
+			if errors.As(err, &rs) {
+				if len(out) > 0 { // what came before the shrink is sound
+					c.write(mustJSON(changesFrame{Type: "changes", Changes: out}))
+				}
+				c.resync(rs.reason)
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, vs...)
 		}
 		c.cursor = cs[len(cs)-1].Seq
 		if len(out) > 0 {
@@ -470,9 +485,22 @@ func (c *liveConn) catchUp() error {
 	return nil
 }
 
+// resync tells the device to replace its data by a fresh shard (a build of
+// which is requested) and ends the stream.
+func (c *liveConn) resync(reason string) {
+	ctx := context.Background()
+	if !c.practice {
+		if ids, err := c.tenant.RequestBuilds(ctx, c.accountID); err == nil {
+			c.s.enqueueBuilds(ctx, c.tenant.ID(), ids)
+		}
+	}
+	c.stop(websocket.CloseNormalClosure, "resync", mustJSON(resyncFrame{Type: "resync", Reason: reason + ": download the shard again"}))
+}
+
 // project returns the change as the viewer may see it: its visible fields
-// only. Practice PCs and admins see everything, secretaries every row
-// without session protocols (model.Fields).
+// only (model.Fields: a secretary never sees a protocol, a member only the
+// name and role of accounts). Which rows a member sees, memberChanges
+// decides.
 func (c *liveConn) project(ch model.Change) (model.Change, bool) {
 	if c.practice || ch.Fields == nil {
 		return ch, true

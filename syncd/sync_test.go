@@ -225,12 +225,18 @@ func TestStreamRefusals(t *testing.T) {
 		{"/v1/device/sync", "nope", 401, "unauthorized"},
 		{"/v1/device/sync?cursor=-1", tok, 400, "bad_request"},
 		{"/v1/device/sync?cursor=x", tok, 400, "bad_request"},
-		{"/v1/device/sync", e.token(t, "m1", "member-phone"), 501, "not_implemented"},
 		{"/v1/practice/sync", "wrong.key", 401, "unauthorized"},
 	} {
 		if _, st, code := dial(t, e.URL, tt.path, tt.token); st != tt.status || code != tt.code {
 			t.Errorf("dial %s = %d %s; want %d %s", tt.path, st, code, tt.status, tt.code)
 		}
+	}
+	// A frame over the read limit ends the connection with 1009.
+	big, _, _ := dial(t, e.URL, "/v1/device/sync?cursor=0", tok)
+	until(t, big, "caught_up")
+	big.WriteMessage(websocket.TextMessage, []byte(`{"type":"push","mutations":[{"id":"x","entity":"profiles","op":"upsert","row_id":"p","fields":{"address":"`+strings.Repeat("x", 5<<20)+`"}}]}`))
+	if code, _ := closeCode(t, big, 3*time.Second); code != websocket.CloseMessageTooBig {
+		t.Errorf("oversize frame: close %d; want 1009", code)
 	}
 	// A cursor ahead of the server: resync.
 	ws, _, _ := dial(t, e.URL, "/v1/device/sync?cursor=999", tok)
