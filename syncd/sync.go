@@ -159,8 +159,10 @@ func (s *Server) subscribe(ctx context.Context, ready chan<- error) {
 }
 
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  16 << 10,
+	ReadBufferSize:  4 << 10,
 	WriteBufferSize: 16 << 10,
+	// Idle connections hold no write buffer: they borrow one per message.
+	WriteBufferPool: &sync.Pool{},
 	// Devices and practice PCs are not browsers; the check-in page is served
 	// from the same origin.
 	CheckOrigin: func(r *http.Request) bool { return true },
