@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -71,7 +72,8 @@ type Server struct {
 	mux     *http.ServeMux
 	totpBox *seal.Box
 
-	hub *hub
+	hub      *hub
+	upgrader *websocket.Upgrader
 
 	srv *http.Server
 	ln  net.Listener
@@ -99,7 +101,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxBatchChanges <= 0 {
 		cfg.MaxBatchChanges = DefaultMaxBatchChanges
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub()}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub(), upgrader: newUpgrader()}
 	if box, err := seal.New(cfg.Secret, "totp"); err == nil {
 		s.totpBox = box
 	}

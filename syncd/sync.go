@@ -158,14 +158,16 @@ func (s *Server) subscribe(ctx context.Context, ready chan<- error) {
 	}
 }
 
-var upgrader = websocket.Upgrader{
-	ReadBufferSize:  4 << 10,
-	WriteBufferSize: 16 << 10,
-	// Idle connections hold no write buffer: they borrow one per message.
-	WriteBufferPool: &sync.Pool{},
-	// Devices and practice PCs are not browsers; the check-in page is served
-	// from the same origin.
-	CheckOrigin: func(r *http.Request) bool { return true },
+func newUpgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		ReadBufferSize:  4 << 10,
+		WriteBufferSize: 16 << 10,
+		// Idle connections hold no write buffer: they borrow one per message.
+		WriteBufferPool: &sync.Pool{},
+		// Devices and practice PCs are not browsers; the check-in page is
+		// served from the same origin.
+		CheckOrigin: func(r *http.Request) bool { return true },
+	}
 }
 
 // liveConn is one WebSocket: a reader goroutine (pushes, pongs) and a
@@ -238,7 +240,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 		s.fail(w, r, err)
 		return
 	}
-	ws, err := upgrader.Upgrade(w, r, nil)
+	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered the client
 	}
