@@ -177,26 +177,32 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, t *store.Tenant,
 // revoked devices and disabled accounts with device_revoked.
 func (s *Server) device(h deviceHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		t, d, err := s.authDevice(r)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		st, err := t.Settings(r.Context())
-		if err == nil {
-			err = appLicenses(st)
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		acc, err := t.DeviceAccess(r.Context(), d)
+		t, d, acc, err := s.deviceAccess(r)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		h(w, r, t, d, acc)
 	}
+}
+
+// deviceAccess authenticates the request's device and checks that it may
+// sync; a revoked device comes back with store.ErrRevoked and its tenant
+// and device.
+func (s *Server) deviceAccess(r *http.Request) (*store.Tenant, store.Device, store.Account, error) {
+	t, d, err := s.authDevice(r)
+	if err != nil {
+		return nil, d, store.Account{}, err
+	}
+	st, err := t.Settings(r.Context())
+	if err == nil {
+		err = appLicenses(st)
+	}
+	if err != nil {
+		return t, d, store.Account{}, err
+	}
+	acc, err := t.DeviceAccess(r.Context(), d)
+	return t, d, acc, err
 }
 
 // authDevice authenticates the request's device token.

@@ -128,7 +128,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/device/login", s.handleLogin)
 	s.handle("GET /v1/device/shard", s.device(s.handleShard))
 	s.handle("POST /v1/device/logout", s.handleLogout)
-	s.handle("GET /v1/device/sync", s.device(s.handleDeviceSync))
+	s.handle("GET /v1/device/sync", s.handleDeviceSync)
 	s.handle("GET /v1/practice/sync", s.practice(s.handlePracticeSync))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

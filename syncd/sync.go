@@ -223,8 +223,28 @@ func (c *liveConn) enqueue(frame []byte) {
 	}
 }
 
-// handleDeviceSync serves GET /v1/device/sync?cursor=N.
-func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account) {
+// handleDeviceSync serves GET /v1/device/sync?cursor=N. A device revoked
+// as lost is told, on its next connection, to delete its data: it gets the
+// wipe frame and close 4003 instead of a refusal.
+func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
+	t, d, acc, err := s.deviceAccess(r)
+	if errors.Is(err, store.ErrRevoked) && d.Wipe {
+		ws, err := s.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		deadline := time.Now().Add(s.cfg.LiveWriteTimeout)
+		ws.SetWriteDeadline(deadline)
+		ws.WriteMessage(websocket.TextMessage, mustJSON(wipeFrame{Type: "wipe"}))
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeRevoked, "device revoked"), deadline)
+		s.audit(r.Context(), t, store.AuditEntry{Actor: "device", AccountID: d.AccountID, DeviceID: d.ID, Action: "wipe_sent", Addr: clientAddr(r)})
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.serveLive(w, r, &liveConn{tenant: t, viewer: model.Viewer{ID: acc.ID, Role: acc.Role}, accountID: acc.ID, deviceID: d.ID})
 }
 

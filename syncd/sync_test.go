@@ -363,8 +363,17 @@ func TestRevocationClosesLiveConnections(t *testing.T) {
 		t.Errorf("revoked socket: close %d after %v; want the wipe frame, then 4003", code, frames)
 	}
 	t.Logf("revoke on A → 4003 on B: %v", time.Since(start))
-	if _, status, c := dial(t, b.URL, "/v1/device/sync", tokB); status != 403 || c != "device_revoked" {
-		t.Errorf("reconnect of the revoked device = %d %s; want 403 device_revoked", status, c)
+	// Its next connection is told again to wipe; its other requests are
+	// refused.
+	if again, _, _ := dial(t, b.URL, "/v1/device/sync", tokB); again != nil {
+		if code, frames := closeCode(t, again, time.Second); code != 4003 || len(frames) != 1 || frames[0].Type != "wipe" {
+			t.Errorf("reconnect of the device revoked as lost: %v, close %d; want wipe then 4003", frames, code)
+		}
+	} else {
+		t.Errorf("reconnect of the device revoked as lost was refused; want the wipe frame")
+	}
+	if code, body := b.do(t, "GET", "/v1/device/shard", tokB, nil); code != 403 || !strings.Contains(string(body), "device_revoked") {
+		t.Errorf("shard download of the revoked device = %d %s; want 403 device_revoked", code, body)
 	}
 
 	// Disabling the account closes its other devices; re-enabling lets the

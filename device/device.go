@@ -1,0 +1,474 @@
+// Package device is the device client library: what a therapist's phone or
+// a check-in tablet does to log in, keep its shard as a local SQLite
+// database, write locally and sync both ways with syncd. It is the
+// reference the app teams port.
+//
+// A device directory holds three files: device.json (server, token, state),
+// data.db (the shard, with every streamed change applied; its sync_meta
+// holds the cursor) and outbox.db (local writes until the server
+// acknowledges them, and the server state of the rows they touch).
+package device
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/therasync/therasync/model"
+)
+
+// The states of a device.
+const (
+	StateLoggedOut = "logged_out"
+	StateActive    = "active"
+	StateRevoked   = "revoked" // data kept, read-only; sync retried rarely
+	StateWiped     = "wiped"
+)
+
+// Errors of the library.
+var (
+	ErrNotLoggedIn = errors.New("device: not logged in")
+	ErrReadOnly    = errors.New("device: access withdrawn by the practice: the data is read-only")
+	ErrWiped       = errors.New("device: the local data was deleted on the practice's request")
+)
+
+// APIError is an error answer of the server.
+type APIError struct {
+	Status  int
+	Code    string `json:"error"`
+	Message string `json:"message"`
+}
+
+// Error says what the server answered.
+func (e *APIError) Error() string {
+	return fmt.Sprintf("server: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// State is what device.json holds.
+type State struct {
+	Server    string `json:"server"`
+	DeviceID  string `json:"device_id"`
+	Token     string `json:"token,omitempty"`
+	TenantID  string `json:"tenant_id,omitempty"`
+	AccountID string `json:"account_id,omitempty"`
+	Role      string `json:"role,omitempty"`
+	State     string `json:"state"`
+}
+
+// Client is one device's local state and its connection to the server.
+type Client struct {
+	dir  string
+	http *http.Client
+
+	mu     sync.Mutex // guards st, data and outbox
+	st     State
+	data   *sql.DB // nil until a shard is downloaded
+	outbox *sql.DB
+}
+
+// Open opens the device directory dir, creating it for server when new.
+func Open(dir, server string) (*Client, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open device: %w", err)
+	}
+	c := &Client{dir: dir, http: &http.Client{Timeout: 5 * time.Minute}}
+	b, err := os.ReadFile(c.path("device.json"))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &c.st); err != nil {
+			return nil, fmt.Errorf("open device: %w", err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		id := make([]byte, 16)
+		rand.Read(id)
+		c.st = State{Server: strings.TrimRight(server, "/"), DeviceID: hex.EncodeToString(id), State: StateLoggedOut}
+	default:
+		return nil, fmt.Errorf("open device: %w", err)
+	}
+	if server != "" {
+		c.st.Server = strings.TrimRight(server, "/")
+	}
+	if c.outbox, err = openDB(c.path("outbox.db")); err != nil {
+		return nil, err
+	}
+	if _, err := c.outbox.Exec(`CREATE TABLE IF NOT EXISTS outbox (
+		n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, entity TEXT NOT NULL, op TEXT NOT NULL,
+		row_id TEXT NOT NULL, fields TEXT, rejected INTEGER NOT NULL DEFAULT 0, error TEXT, message TEXT);
+		CREATE TABLE IF NOT EXISTS base (entity TEXT NOT NULL, row_id TEXT NOT NULL, fields TEXT, PRIMARY KEY (entity, row_id));`); err != nil {
+		return nil, fmt.Errorf("open outbox: %w", err)
+	}
+	if _, err := os.Stat(c.path("data.db")); err == nil {
+		if c.data, err = openDB(c.path("data.db")); err != nil {
+			return nil, err
+		}
+	}
+	return c, c.saveLocked()
+}
+
+func openDB(path string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+func (c *Client) path(name string) string { return filepath.Join(c.dir, name) }
+
+// Dir returns the device directory.
+func (c *Client) Dir() string { return c.dir }
+
+// saveLocked writes device.json atomically.
+func (c *Client) saveLocked() error {
+	b, _ := json.MarshalIndent(c.st, "", "  ")
+	tmp := c.path("device.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.path("device.json"))
+}
+
+// Close closes the local databases.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	if c.data != nil {
+		errs = append(errs, c.data.Close())
+		c.data = nil
+	}
+	if c.outbox != nil {
+		errs = append(errs, c.outbox.Close())
+		c.outbox = nil
+	}
+	return errors.Join(errs...)
+}
+
+// State returns the device's state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// do sends a request and decodes a JSON answer into out (unless nil); an
+// error answer is an *APIError.
+func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.st.Server+path, r)
+	if err != nil {
+		return err
+	}
+	if c.st.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.st.Token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return apiError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func apiError(resp *http.Response) error {
+	e := &APIError{Status: resp.StatusCode}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if json.Unmarshal(b, e) != nil {
+		e.Message = strings.TrimSpace(string(b))
+	}
+	return e
+}
+
+// IsCode reports whether err is an APIError with the error code.
+func IsCode(err error, code string) bool {
+	var e *APIError
+	return errors.As(err, &e) && e.Code == code
+}
+
+type shardRef struct {
+	Seq    int64  `json:"seq"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Login trades an email and access code for a device token and downloads
+// the account's shard as the local database.
+func (c *Client) Login(ctx context.Context, email, code, name, platform string) error {
+	var res struct {
+		Token     string   `json:"token"`
+		TenantID  string   `json:"tenant_id"`
+		AccountID string   `json:"account_id"`
+		Role      string   `json:"role"`
+		Shard     shardRef `json:"shard"`
+	}
+	c.mu.Lock()
+	err := c.do(ctx, "POST", "/v1/device/login", map[string]string{"email": email, "code": code, "device_id": c.st.DeviceID, "device_name": name, "platform": platform}, &res)
+	if err == nil {
+		c.st.Token, c.st.TenantID, c.st.AccountID, c.st.Role, c.st.State = res.Token, res.TenantID, res.AccountID, res.Role, StateActive
+		err = c.saveLocked()
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("login: %w", err)
+	}
+	return c.downloadShard(ctx, res.Shard.SHA256)
+}
+
+// UseToken sets a token minted by an operator (therasync token issue)
+// instead of logging in.
+func (c *Client) UseToken(ctx context.Context, token string) error {
+	c.mu.Lock()
+	c.st.Token, c.st.State = token, StateActive
+	tenant, _, _ := strings.Cut(token, ".")
+	c.st.TenantID = tenant
+	err := c.saveLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.downloadShard(ctx, "")
+}
+
+// downloadShard fetches the newest shard into data.db.part, resuming a
+// broken download with a Range request, checks its sha256 and puts it in
+// place of the local database. Pending writes are applied on top again.
+func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
+	part := c.path("data.db.part")
+	for attempt := 0; ; attempt++ {
+		sha, err := c.fetchShard(ctx, part)
+		if err != nil {
+			if attempt < 3 && !isAPIError(err) {
+				continue // resumes from what arrived
+			}
+			return fmt.Errorf("download shard: %w", err)
+		}
+		got, err := fileSHA256(part)
+		if err != nil {
+			return err
+		}
+		if got != sha || (wantSHA != "" && got != wantSHA && attempt == 0 && sha == wantSHA) {
+			os.Remove(part)
+			if attempt < 3 {
+				continue
+			}
+			return fmt.Errorf("download shard: sha256 %s, want %s", got, sha)
+		}
+		break
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.data != nil {
+		c.data.Close()
+		c.data = nil
+	}
+	removeDB(c.path("data.db"))
+	if err := os.Rename(part, c.path("data.db")); err != nil {
+		return err
+	}
+	var err error
+	if c.data, err = openDB(c.path("data.db")); err != nil {
+		return err
+	}
+	if c.st.Role == "" {
+		c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'role'`).Scan(&c.st.Role)
+		c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'account_id'`).Scan(&c.st.AccountID)
+		c.saveLocked()
+	}
+	return c.rebaseLocked()
+}
+
+func isAPIError(err error) bool { var e *APIError; return errors.As(err, &e) }
+
+// fetchShard appends the rest of the shard to part and returns the sha256
+// the server gives for it.
+func (c *Client) fetchShard(ctx context.Context, part string) (string, error) {
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	have, _ := f.Seek(0, io.SeekEnd)
+	req, err := http.NewRequestWithContext(ctx, "GET", c.st.Server+"/v1/device/shard", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.st.Token)
+	if have > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if have > 0 { // the server sent the whole file
+			if err := f.Truncate(0); err != nil {
+				return "", err
+			}
+		}
+	case http.StatusPartialContent:
+	case http.StatusRequestedRangeNotSatisfiable:
+		f.Truncate(0)
+		return "", fmt.Errorf("the shard changed during the download")
+	default:
+		return "", apiError(resp)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		return "", err
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	return resp.Header.Get("X-Therasync-SHA256"), nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func removeDB(path string) {
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		os.Remove(p)
+	}
+}
+
+// Cursor returns the seq up to which the local database holds the stream.
+func (c *Client) Cursor() (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cursorLocked()
+}
+
+func (c *Client) cursorLocked() (int64, error) {
+	if c.data == nil {
+		return 0, ErrNotLoggedIn
+	}
+	var v string
+	err := c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'cursor'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'seq'`).Scan(&v)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// Query runs a read-only query on the local database; it works in every
+// state but wiped and logged out.
+func (c *Client) Query(ctx context.Context, query string, args ...any) ([]map[string]any, error) {
+	c.mu.Lock()
+	db := c.data
+	c.mu.Unlock()
+	if db == nil {
+		return nil, ErrNotLoggedIn
+	}
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []map[string]any
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		m := map[string]any{}
+		for i, col := range cols {
+			if b, ok := vals[i].([]byte); ok {
+				vals[i] = string(b)
+			}
+			m[col] = vals[i]
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Pending is a local write the server has not acknowledged, or rejected.
+type Pending struct {
+	ID       string         `json:"id"`
+	Entity   string         `json:"entity"`
+	Op       model.Op       `json:"op"`
+	RowID    string         `json:"row_id"`
+	Fields   map[string]any `json:"fields,omitempty"`
+	Rejected bool           `json:"rejected,omitempty"`
+	Error    string         `json:"error,omitempty"`
+	Message  string         `json:"message,omitempty"`
+}
+
+// Outbox returns the pending and rejected writes, oldest first.
+func (c *Client) Outbox(ctx context.Context) ([]Pending, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.outbox == nil {
+		return nil, nil
+	}
+	return c.outboxLocked(ctx, "1")
+}
+
+func (c *Client) outboxLocked(ctx context.Context, where string) ([]Pending, error) {
+	rows, err := c.outbox.QueryContext(ctx, `SELECT id, entity, op, row_id, coalesce(fields, ''), rejected, coalesce(error, ''), coalesce(message, '') FROM outbox WHERE `+where+` ORDER BY n`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Pending
+	for rows.Next() {
+		var (
+			p      Pending
+			fields string
+		)
+		if err := rows.Scan(&p.ID, &p.Entity, &p.Op, &p.RowID, &fields, &p.Rejected, &p.Error, &p.Message); err != nil {
+			return nil, err
+		}
+		if fields != "" {
+			json.Unmarshal([]byte(fields), &p.Fields)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}

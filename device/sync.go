@@ -1,0 +1,645 @@
+package device
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/therasync/therasync/model"
+)
+
+// change is a streamed change as it arrives.
+type change struct {
+	Seq    int64          `json:"seq"`
+	Entity string         `json:"entity"`
+	Op     model.Op       `json:"op"`
+	ID     string         `json:"id"`
+	Fields map[string]any `json:"fields"`
+}
+
+type frame struct {
+	Type        string   `json:"type"`
+	Changes     []change `json:"changes"`
+	Seq         int64    `json:"seq"`
+	MutationIDs []string `json:"mutation_ids"`
+	MutationID  string   `json:"mutation_id"`
+	Error       string   `json:"error"`
+	Message     string   `json:"message"`
+	Reason      string   `json:"reason"`
+}
+
+// Write applies a local change at once and keeps it in the outbox until the
+// server acknowledges it; it returns the mutation id. A revoked device's
+// data is read-only.
+func (c *Client) Write(ctx context.Context, ch model.Change) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.st.State {
+	case StateRevoked:
+		return "", ErrReadOnly
+	case StateWiped:
+		return "", ErrWiped
+	}
+	if c.data == nil || c.st.State != StateActive {
+		return "", ErrNotLoggedIn
+	}
+	b, _ := json.Marshal(ch.Fields)
+	var raw map[string]json.RawMessage
+	json.Unmarshal(b, &raw)
+	if _, err := (model.RawChange{Entity: ch.Entity, Op: ch.Op, ID: ch.ID, Fields: raw}).Validate(0); err != nil {
+		return "", err
+	}
+	id := newID()
+	if err := c.snapshotBaseLocked(ctx, ch.Entity, ch.ID); err != nil {
+		return "", err
+	}
+	var fields any
+	if ch.Op == model.OpUpsert {
+		fields = string(b)
+	}
+	if _, err := c.outbox.ExecContext(ctx, `INSERT INTO outbox(id, entity, op, row_id, fields) VALUES (?,?,?,?,?)`, id, ch.Entity, string(ch.Op), ch.ID, fields); err != nil {
+		return "", fmt.Errorf("write: %w", err)
+	}
+	tx, err := c.data.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback()
+	if err := applyLocal(ctx, tx, ch.Entity, ch.Op, ch.ID, ch.Fields); err != nil {
+		return "", fmt.Errorf("write: %w", err)
+	}
+	return id, tx.Commit()
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// snapshotBaseLocked keeps the server state of a row before its first
+// pending write, to put it back if the server rejects the write.
+func (c *Client) snapshotBaseLocked(ctx context.Context, entity, id string) error {
+	var n int
+	c.outbox.QueryRowContext(ctx, `SELECT count(*) FROM base WHERE entity = ? AND row_id = ?`, entity, id).Scan(&n)
+	if n > 0 {
+		return nil
+	}
+	row, err := readLocal(ctx, c.data, entity, id)
+	if err != nil {
+		return err
+	}
+	var fields any
+	if row != nil {
+		b, _ := json.Marshal(row)
+		fields = string(b)
+	}
+	_, err = c.outbox.ExecContext(ctx, `INSERT INTO base(entity, row_id, fields) VALUES (?,?,?)`, entity, id, fields)
+	return err
+}
+
+// readLocal returns a local row's fields, nil when there is none.
+func readLocal(ctx context.Context, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, entity, id string) (map[string]any, error) {
+	if _, ok := model.Lookup(entity); !ok {
+		return nil, fmt.Errorf("unknown entity %q", entity)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT * FROM "`+entity+`" WHERE id = ?`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	e, _ := model.Lookup(entity)
+	for i, col := range cols {
+		if col == "id" {
+			continue
+		}
+		f, _ := e.Field(col)
+		out[col] = fromLocal(f, vals[i])
+	}
+	return out, nil
+}
+
+// fromLocal turns a local column value into its JSON form.
+func fromLocal(f model.Field, v any) any {
+	switch v := v.(type) {
+	case int64:
+		if f.Kind == model.Bool {
+			return v != 0
+		}
+		return v
+	case []byte:
+		return string(v)
+	case string:
+		if f.Kind == model.StringList {
+			var l []any
+			json.Unmarshal([]byte(v), &l)
+			return l
+		}
+	}
+	return v
+}
+
+// applyLocal upserts or deletes a local row, writing only the columns the
+// local table has.
+func applyLocal(ctx context.Context, tx *sql.Tx, entity string, op model.Op, id string, fields map[string]any) error {
+	e, ok := model.Lookup(entity)
+	if !ok {
+		return fmt.Errorf("unknown entity %q", entity)
+	}
+	if op == model.OpDelete {
+		_, err := tx.ExecContext(ctx, `DELETE FROM "`+entity+`" WHERE id = ?`, id)
+		return err
+	}
+	cols := []string{`"id"`}
+	args := []any{id}
+	var sets []string
+	have, err := localColumns(ctx, tx, entity)
+	if err != nil {
+		return err
+	}
+	for name, v := range fields {
+		f, ok := e.Field(name)
+		if !ok || !have[name] {
+			continue // a field this device does not keep
+		}
+		cols = append(cols, `"`+name+`"`)
+		args = append(args, toLocal(f, v))
+		sets = append(sets, `"`+name+`"=excluded."`+name+`"`)
+	}
+	q := `INSERT INTO "` + entity + `" (` + strings.Join(cols, ",") + `) VALUES (?` + strings.Repeat(",?", len(cols)-1) + `) ON CONFLICT(id) DO `
+	if len(sets) == 0 {
+		q += `NOTHING`
+	} else {
+		q += `UPDATE SET ` + strings.Join(sets, ",")
+	}
+	_, err = tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+func localColumns(ctx context.Context, tx *sql.Tx, entity string) (map[string]bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, entity)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		out[n] = true
+	}
+	return out, rows.Err()
+}
+
+// toLocal turns a JSON field value into its local column value.
+func toLocal(f model.Field, v any) any {
+	switch v := v.(type) {
+	case float64:
+		return int64(v)
+	case bool:
+		if v {
+			return int64(1)
+		}
+		return int64(0)
+	case []any, []string:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	return v
+}
+
+// applyFrameLocked applies a batch of streamed changes: the server state of
+// rows with pending writes is updated first (outbox.db), then, in one local
+// transaction, the changes, the pending writes on top again, and the cursor.
+func (c *Client) applyFrameLocked(ctx context.Context, cs []change, cursor int64) error {
+	touched := map[[2]string]bool{}
+	for _, ch := range cs {
+		var fields sql.NullString
+		err := c.outbox.QueryRowContext(ctx, `SELECT fields FROM base WHERE entity = ? AND row_id = ?`, ch.Entity, ch.ID).Scan(&fields)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		touched[[2]string{ch.Entity, ch.ID}] = true
+		var merged any
+		if ch.Op == model.OpUpsert {
+			m := map[string]any{}
+			if fields.Valid {
+				json.Unmarshal([]byte(fields.String), &m)
+			}
+			for k, v := range ch.Fields {
+				m[k] = v
+			}
+			b, _ := json.Marshal(m)
+			merged = string(b)
+		}
+		if _, err := c.outbox.ExecContext(ctx, `UPDATE base SET fields = ? WHERE entity = ? AND row_id = ?`, merged, ch.Entity, ch.ID); err != nil {
+			return err
+		}
+	}
+	tx, err := c.data.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, ch := range cs {
+		if err := applyLocal(ctx, tx, ch.Entity, ch.Op, ch.ID, ch.Fields); err != nil {
+			return fmt.Errorf("apply seq %d: %w", ch.Seq, err)
+		}
+	}
+	for key := range touched {
+		if err := c.replayPendingLocked(ctx, tx, key[0], key[1]); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sync_meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.FormatInt(cursor, 10)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// replayPendingLocked applies the row's pending (not rejected) writes on
+// top of its local state.
+func (c *Client) replayPendingLocked(ctx context.Context, tx *sql.Tx, entity, id string) error {
+	ps, err := c.outboxLocked(ctx, fmt.Sprintf("rejected = 0 AND entity = %s AND row_id = %s", sqlQuote(entity), sqlQuote(id)))
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if err := applyLocal(ctx, tx, p.Entity, p.Op, p.RowID, p.Fields); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sqlQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// restoreRowLocked puts a row back to its server state plus the pending
+// writes that remain, after a rejection.
+func (c *Client) restoreRowLocked(ctx context.Context, entity, id string) error {
+	var fields sql.NullString
+	err := c.outbox.QueryRowContext(ctx, `SELECT fields FROM base WHERE entity = ? AND row_id = ?`, entity, id).Scan(&fields)
+	if err != nil {
+		return err
+	}
+	tx, err := c.data.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM "`+entity+`" WHERE id = ?`, id); err != nil {
+		return err
+	}
+	if fields.Valid {
+		m := map[string]any{}
+		json.Unmarshal([]byte(fields.String), &m)
+		if err := applyLocal(ctx, tx, entity, model.OpUpsert, id, m); err != nil {
+			return err
+		}
+	}
+	if err := c.replayPendingLocked(ctx, tx, entity, id); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// rebaseLocked applies the pending writes on top of a freshly downloaded
+// shard, taking its rows as their server state.
+func (c *Client) rebaseLocked() error {
+	ctx := context.Background()
+	if _, err := c.outbox.ExecContext(ctx, `DELETE FROM base`); err != nil {
+		return err
+	}
+	ps, err := c.outboxLocked(ctx, "rejected = 0")
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if err := c.snapshotBaseLocked(ctx, p.Entity, p.RowID); err != nil {
+			return err
+		}
+		tx, err := c.data.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		err = applyLocal(ctx, tx, p.Entity, p.Op, p.RowID, p.Fields)
+		if err == nil {
+			err = tx.Commit()
+		}
+		tx.Rollback()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forgetLocked drops acknowledged writes, and the server state of rows
+// without pending writes left.
+func (c *Client) forgetLocked(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		if _, err := c.outbox.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id); err != nil {
+			return err
+		}
+	}
+	_, err := c.outbox.ExecContext(ctx, `DELETE FROM base WHERE NOT EXISTS
+		(SELECT 1 FROM outbox o WHERE o.entity = base.entity AND o.row_id = base.row_id AND o.rejected = 0)`)
+	return err
+}
+
+// SyncOptions tune the sync loop.
+type SyncOptions struct {
+	// RevokedRetry is how often a revoked device tries again; zero means 5
+	// minutes.
+	RevokedRetry time.Duration
+	// MaxBackoff caps the wait between reconnects; zero means 30s.
+	MaxBackoff time.Duration
+	// UntilIdle returns once the device is caught up and its outbox holds
+	// no unacknowledged write (for one-shot syncs), instead of following
+	// live changes until ctx ends.
+	UntilIdle bool
+}
+
+// Sync keeps the device in sync: it connects, catches up, sends pending
+// writes, follows live changes, reconnects with backoff and jitter, handles
+// resync, revocation (read-only, rare retries, resumes when re-enabled) and
+// wipe. It returns when ctx ends (nil), when the device is wiped or logged
+// out, or, with UntilIdle, once idle.
+func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
+	if opts.RevokedRetry <= 0 {
+		opts.RevokedRetry = 5 * time.Minute
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		idle, err := c.session(ctx, opts.UntilIdle)
+		st := c.State()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case st.State == StateWiped:
+			return ErrWiped
+		case st.State == StateLoggedOut:
+			return ErrNotLoggedIn
+		case idle && opts.UntilIdle:
+			return nil
+		case err == nil:
+			backoff = 100 * time.Millisecond
+		}
+		wait := backoff
+		if st.State == StateRevoked {
+			wait = opts.RevokedRetry
+			if opts.UntilIdle {
+				return ErrReadOnly
+			}
+		} else {
+			backoff = min(backoff*2, opts.MaxBackoff)
+		}
+		jitter, _ := rand.Int(rand.Reader, big.NewInt(int64(wait/2)+1))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait/2 + time.Duration(jitter.Int64())):
+		}
+	}
+}
+
+// session runs one connection; it reports whether it ended idle.
+func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err error) {
+	cursor, err := c.Cursor()
+	if err != nil {
+		return false, err
+	}
+	st := c.State()
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+st.Token)
+	url := "ws" + strings.TrimPrefix(st.Server, "http") + "/v1/device/sync?cursor=" + strconv.FormatInt(cursor, 10)
+	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
+	if err != nil {
+		if resp != nil {
+			aerr := apiError(resp)
+			c.onRefused(aerr)
+			return false, aerr
+		}
+		return false, err
+	}
+	defer ws.Close()
+	c.setState(StateActive)
+	frames := make(chan frame)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			var f frame
+			_, b, err := ws.ReadMessage()
+			if err == nil {
+				err = json.Unmarshal(b, &f)
+			}
+			if err != nil {
+				readErr <- err
+				close(frames)
+				return
+			}
+			frames <- f
+		}
+	}()
+	defer func() {
+		ws.Close()
+		for range frames { // let the reader end
+		}
+	}()
+	if err := c.sendPending(ctx, ws); err != nil {
+		return false, err
+	}
+	caughtUp := false
+	for {
+		select {
+		case <-ctx.Done():
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			return false, nil
+		case f, ok := <-frames:
+			if !ok {
+				err := <-readErr
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) && ce.Code == 4003 {
+					c.setState(StateRevoked)
+				}
+				return false, err
+			}
+			if err := c.handleFrame(ctx, f); err != nil {
+				return false, err
+			}
+			switch f.Type {
+			case "caught_up":
+				caughtUp = true
+			case "resync":
+				if err := c.downloadShard(ctx, ""); err != nil {
+					return false, err
+				}
+				return false, nil // reconnect from the new shard's seq
+			case "wipe":
+				return false, nil
+			}
+			if untilIdle && caughtUp {
+				ps, err := c.Outbox(ctx)
+				if err != nil {
+					return false, err
+				}
+				waiting := false
+				for _, p := range ps {
+					waiting = waiting || !p.Rejected
+				}
+				if !waiting {
+					return true, nil
+				}
+			}
+		}
+	}
+}
+
+// onRefused records what a refused connection says about the device.
+func (c *Client) onRefused(err error) {
+	switch {
+	case IsCode(err, "device_revoked"):
+		c.setState(StateRevoked)
+	case IsCode(err, "unauthorized"):
+		c.setState(StateLoggedOut)
+	}
+}
+
+func (c *Client) setState(s string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.State != s && c.st.State != StateWiped {
+		c.st.State = s
+		c.saveLocked()
+	}
+}
+
+// sendPending pushes every pending write, with its mutation id.
+func (c *Client) sendPending(ctx context.Context, ws *websocket.Conn) error {
+	ps, err := c.Outbox(ctx)
+	if err != nil {
+		return err
+	}
+	var ms []map[string]any
+	for _, p := range ps {
+		if p.Rejected {
+			continue
+		}
+		m := map[string]any{"id": p.ID, "entity": p.Entity, "op": p.Op, "row_id": p.RowID}
+		if p.Fields != nil {
+			m["fields"] = p.Fields
+		}
+		ms = append(ms, m)
+	}
+	for len(ms) > 0 {
+		n := min(len(ms), 500)
+		b, _ := json.Marshal(map[string]any{"type": "push", "mutations": ms[:n]})
+		if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			return err
+		}
+		ms = ms[n:]
+	}
+	return nil
+}
+
+// handleFrame applies one server frame to the local state.
+func (c *Client) handleFrame(ctx context.Context, f frame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch f.Type {
+	case "changes":
+		if len(f.Changes) == 0 {
+			return nil
+		}
+		return c.applyFrameLocked(ctx, f.Changes, f.Changes[len(f.Changes)-1].Seq)
+	case "caught_up":
+		return c.applyFrameLocked(ctx, nil, f.Seq)
+	case "ack":
+		return c.forgetLocked(ctx, f.MutationIDs)
+	case "reject":
+		if f.MutationID == "" {
+			return fmt.Errorf("server refused a frame: %s: %s", f.Error, f.Message)
+		}
+		var entity, row string
+		err := c.outbox.QueryRowContext(ctx, `SELECT entity, row_id FROM outbox WHERE id = ?`, f.MutationID).Scan(&entity, &row)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := c.outbox.ExecContext(ctx, `UPDATE outbox SET rejected = 1, error = ?, message = ? WHERE id = ?`, f.Error, f.Message, f.MutationID); err != nil {
+			return err
+		}
+		return c.restoreRowLocked(ctx, entity, row)
+	case "wipe":
+		return c.wipeLocked()
+	}
+	return nil
+}
+
+// wipeLocked deletes every local database file.
+func (c *Client) wipeLocked() error {
+	if c.data != nil {
+		c.data.Close()
+		c.data = nil
+	}
+	if c.outbox != nil {
+		c.outbox.Close()
+		c.outbox = nil
+	}
+	removeDB(c.path("data.db"))
+	removeDB(c.path("outbox.db"))
+	os.Remove(c.path("data.db.part"))
+	c.st.Token, c.st.State = "", StateWiped
+	return c.saveLocked()
+}
+
+// Logout invalidates the token on the server and deletes the local data.
+func (c *Client) Logout(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Token != "" {
+		if err := c.do(ctx, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, "unauthorized") {
+			return fmt.Errorf("logout: %w", err)
+		}
+	}
+	if err := c.wipeLocked(); err != nil {
+		return err
+	}
+	c.st.State = StateLoggedOut
+	return c.saveLocked()
+}
