@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,6 +187,60 @@ func TestDevEndToEnd(t *testing.T) {
 	after := c.pull(t, demoSeq+2)
 	if after.Seq != demoSeq+3 || len(after.Changes) != 1 || after.Changes[0]["id"] != "pr-kill" {
 		t.Fatalf("after kill -9 and restart: %+v; want exactly the acknowledged change at seq %d", after, demoSeq+3)
+	}
+
+	// A phone from the terminal: a code from the outbox, login, sync, a
+	// local write that reaches the practice, logout.
+	if code, body := c.do(t, "POST", "/v1/practice/accounts/acc-sabine/access-code", nil); code != 200 {
+		t.Fatalf("send code = %d %s", code, body)
+	}
+	var mailCode string
+	for deadline := time.Now().Add(10 * time.Second); mailCode == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		files, _ := filepath.Glob(filepath.Join(data, "outbox", "*.eml"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			if m := regexp.MustCompile(`(?m)^    (\d{6})\r?$`).FindSubmatch(b); m != nil && strings.Contains(string(b), "sabine") {
+				mailCode = string(m[1])
+			}
+		}
+	}
+	if mailCode == "" {
+		t.Fatalf("no access code in the outbox")
+	}
+	dev := t.TempDir()
+	if out, err := run(t, "device", "login", "--dir", dev, "--server", c.base, "--email", "sabine.krueger@praxis-demo.de", "--code", mailCode); err != nil || !strings.Contains(out, `"state": "active"`) {
+		t.Fatalf("device login = %s, %v", out, err)
+	}
+	if out, err := run(t, "device", "write", "--dir", dev, "--entity", "profiles", "--id", "pat-e2e", "--fields", `{"phone":"0170 555"}`); err != nil {
+		t.Fatalf("device write = %s, %v", out, err)
+	}
+	out, err := run(t, "device", "sync", "--dir", dev)
+	if err != nil || !strings.Contains(out, `"pending": 0`) {
+		t.Fatalf("device sync = %s, %v", out, err)
+	}
+	if out, err := run(t, "device", "query", "--dir", dev, "SELECT phone FROM profiles WHERE id = 'pat-e2e'"); err != nil || !strings.Contains(out, "0170 555") {
+		t.Errorf("device query = %s, %v", out, err)
+	}
+	if pulled := c.pull(t, demoSeq); !strings.Contains(fmt.Sprint(pulled.Changes), "0170 555") {
+		t.Errorf("the device's write is not in the practice pull: %v", pulled.Changes)
+	}
+	if _, err := run(t, "device", "logout", "--dir", dev); err != nil {
+		t.Errorf("device logout = %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dev, "*.db*")); len(left) != 0 {
+		t.Errorf("files after logout: %v", left)
+	}
+	// The operator's token tool: minted tokens sync like logged-in devices.
+	tokens, err := run(t, "token", "issue", "--data", data, "--tenant", st.TenantID, "--account", "acc-admin", "--count", "2")
+	if lines := strings.Fields(tokens); err != nil || len(lines) != 2 {
+		t.Fatalf("token issue = %q, %v; want two tokens", tokens, err)
+	}
+	dev2 := t.TempDir()
+	if out, err := run(t, "device", "login", "--dir", dev2, "--server", c.base, "--token", strings.Fields(tokens)[0]); err != nil || !strings.Contains(out, `"role": "admin"`) {
+		t.Errorf("device login --token = %s, %v", out, err)
+	}
+	if out, err := run(t, "device", "sync", "--dir", dev2); err != nil || !strings.Contains(out, `"cursor"`) {
+		t.Errorf("sync with a minted token = %s, %v", out, err)
 	}
 
 	// SIGTERM stops it gracefully.

@@ -6,6 +6,8 @@
 //	therasync tenant list --data DIR
 //	therasync backup --data DIR --out DIR
 //	therasync restore --from DIR --data DIR [--tenant ID] [--force]
+//	therasync device login|sync|status|query|write|logout --dir DIR [--server URL]
+//	therasync token issue --data DIR --tenant T --account A [--count N]
 package main
 
 import (
@@ -35,6 +37,14 @@ const usage = `usage:
       consistent online copy of every tenant's database (syncd may run), verified
   therasync restore --from DIR --data DIR [--tenant ID] [--force]
       puts tenant databases back from a backup (stop syncd and worker first)
+  therasync device login --dir DIR --server URL --email E --code C
+  therasync device sync|status|logout --dir DIR    (sync --follow keeps following)
+  therasync device query --dir DIR 'SELECT …'
+  therasync device write --dir DIR --entity E --id ID [--op upsert|delete] --fields '{…}'
+      acts as a phone from a terminal (the device client library)
+  therasync token issue --data DIR --tenant T --account A [--count N]
+      OPERATOR TOOL for load tests: mints device tokens straight into the
+      store, without access codes; prints one token per line
 `
 
 func main() {
@@ -99,6 +109,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runBackup(ctx, args[1:])
 	case "restore":
 		return m.runRestore(ctx, args[1:])
+	case "device":
+		return m.runDevice(ctx, args[1:])
+	case "token":
+		return m.runToken(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/therasync/therasync/device"
+	"github.com/therasync/therasync/model"
+)
+
+// runDevice acts as a phone from a terminal, with the device library.
+func (m *Main) runDevice(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageError("device: want login, sync, status, query, write or logout")
+	}
+	cmd, args := args[0], args[1:]
+	fs := m.flags("device " + cmd)
+	dir := fs.String("dir", "", "the device's directory")
+	server := fs.String("server", "", "syncd's URL, e.g. http://127.0.0.1:8080 (kept in the directory after login)")
+	email := fs.String("email", "", "login: the account's email")
+	code := fs.String("code", "", "login: the access code from the mail")
+	token := fs.String("token", "", "login: a token minted by 'therasync token issue' instead of email and code")
+	name := fs.String("name", "Terminal", "login: the device's name")
+	follow := fs.Bool("follow", false, "sync: keep following live changes until interrupted")
+	entity := fs.String("entity", "", "write: the entity")
+	op := fs.String("op", "upsert", "write: upsert or delete")
+	id := fs.String("id", "", "write: the row id")
+	fields := fs.String("fields", "{}", "write: the fields as a JSON object")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usageError("device: --dir is required")
+	}
+	c, err := device.Open(*dir, *server)
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, c.Close)
+	out := json.NewEncoder(m.Stdout)
+	out.SetIndent("", "  ")
+	switch cmd {
+	case "login":
+		switch {
+		case c.State().Server == "":
+			return usageError("device login: --server is required")
+		case *token != "":
+			err = c.UseToken(ctx, *token)
+		case *email == "" || *code == "":
+			return usageError("device login: --email and --code (or --token) are required")
+		default:
+			err = c.Login(ctx, *email, *code, *name, "terminal")
+		}
+		if err != nil {
+			return err
+		}
+		return m.deviceStatus(ctx, c)
+	case "sync":
+		if err := c.Sync(ctx, device.SyncOptions{UntilIdle: !*follow}); err != nil {
+			return err
+		}
+		return m.deviceStatus(ctx, c)
+	case "status":
+		return m.deviceStatus(ctx, c)
+	case "query":
+		if fs.NArg() != 1 {
+			return usageError("device query: give one SQL query")
+		}
+		rows, err := c.Query(ctx, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		return out.Encode(rows)
+	case "write":
+		var f map[string]any
+		if err := json.NewDecoder(strings.NewReader(*fields)).Decode(&f); err != nil {
+			return usageError("device write: --fields must be a JSON object: " + err.Error())
+		}
+		mid, err := c.Write(ctx, model.Change{Entity: *entity, Op: model.Op(*op), ID: *id, Fields: f})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(m.Stdout, mid)
+		return nil
+	case "logout":
+		return c.Logout(ctx)
+	}
+	return usageError("device: unknown command " + cmd)
+}
+
+func (m *Main) deviceStatus(ctx context.Context, c *device.Client) error {
+	st := c.State()
+	status := map[string]any{"state": st.State, "server": st.Server, "device_id": st.DeviceID, "tenant_id": st.TenantID, "account_id": st.AccountID, "role": st.Role}
+	if cursor, err := c.Cursor(); err == nil {
+		status["cursor"] = cursor
+	}
+	ps, err := c.Outbox(ctx)
+	if err != nil {
+		return err
+	}
+	pending, rejected := 0, []device.Pending{}
+	for _, p := range ps {
+		if p.Rejected {
+			rejected = append(rejected, p)
+		} else {
+			pending++
+		}
+	}
+	status["pending"], status["rejected"] = pending, rejected
+	out := json.NewEncoder(m.Stdout)
+	out.SetIndent("", "  ")
+	return out.Encode(status)
+}
+
+// runToken mints device tokens straight into the store, for load tests:
+// an operator tool that bypasses access codes, to be run only by whoever
+// runs the server.
+func (m *Main) runToken(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "issue" {
+		return usageError("token: want issue")
+	}
+	fs := m.flags("token issue")
+	data := fs.String("data", "", "data directory")
+	tenant := fs.String("tenant", "", "tenant id")
+	account := fs.String("account", "", "account id")
+	count := fs.Int("count", 1, "how many devices (and tokens)")
+	prefix := fs.String("device-prefix", "loadgen-", "device ids are this prefix and a number")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *tenant == "" || *account == "" || *count < 1 || *count > 100000 {
+		return usageError("token issue: --tenant and --account are required, --count 1 to 100000")
+	}
+	s, err := m.openStore(*data)
+	if err != nil {
+		return err
+	}
+	t, err := s.Tenant(ctx, *tenant)
+	if err != nil {
+		return fmt.Errorf("tenant %s: %w", *tenant, err)
+	}
+	if _, err := t.Account(ctx, *account); err != nil {
+		return fmt.Errorf("account %s: %w", *account, err)
+	}
+	for i := range *count {
+		tok, _, err := t.LoginDevice(ctx, *account, fmt.Sprintf("%s%d", *prefix, i), "token issue", "operator")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(m.Stdout, tok)
+	}
+	return nil
+}
