@@ -245,3 +245,45 @@ func TestDeviceWipe(t *testing.T) {
 		t.Errorf("query after the wipe = %v; want ErrNotLoggedIn", err)
 	}
 }
+
+// TestDeviceResyncKeepsPendingWrites: when what a member sees shrinks, the
+// device downloads a fresh shard and its unacknowledged writes survive on
+// top of it, then reach the server.
+func TestDeviceResyncKeepsPendingWrites(t *testing.T) {
+	sys := newSystem(t)
+	sys.startWorker(time.Hour)
+	seedGroup(sys)
+	sys.push(
+		up("courses", "crs", map[string]any{"therapist_id": "m1", "title": "Rücken"}),
+		up("course_members", "cm", map[string]any{"course_id": "crs", "profile_id": "p2"}),
+		up("accounts", "m1", map[string]any{"app_enabled": true}),
+	)
+	sys.waitShard("m1", sys.seq(), 5*time.Second)
+	phone := newDevice(t, sys, "j@x.de", "m1")
+	if err := syncIdle(t, phone); err != nil {
+		t.Fatal(err)
+	}
+	if queryOne(t, phone, `SELECT first_name FROM profiles WHERE id = 'p2'`) != "Ben" {
+		t.Fatalf("m1 does not see p2 through its course")
+	}
+	if _, err := phone.Write(context.Background(), model.Change{Entity: model.Profiles, Op: model.OpUpsert, ID: "p1", Fields: map[string]any{"phone": "0171 222"}}); err != nil {
+		t.Fatal(err)
+	}
+	sys.push(map[string]any{"entity": "course_members", "op": "delete", "id": "cm"}) // p2 leaves m1's sight
+	if err := syncIdle(t, phone); err != nil {
+		t.Fatalf("sync through the resync = %v", err)
+	}
+	if got := queryOne(t, phone, `SELECT count(*) FROM profiles WHERE id = 'p2'`); got != int64(0) {
+		t.Errorf("p2 is still on the device after the resync")
+	}
+	if got := queryOne(t, phone, `SELECT phone FROM profiles WHERE id = 'p1'`); got != "0171 222" {
+		t.Errorf("the pending write was lost in the resync: phone %v", got)
+	}
+	if ps, _ := phone.Outbox(context.Background()); len(ps) != 0 {
+		t.Errorf("outbox = %v; want the write acknowledged", ps)
+	}
+	row, err := sys.tenant.Row(context.Background(), model.Profiles, "p1")
+	if err != nil || row["phone"] != "0171 222" {
+		t.Errorf("server row p1 = %v, %v; want the device's phone", row, err)
+	}
+}
