@@ -295,10 +295,11 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	if c.data, err = openDB(c.path("data.db")); err != nil {
 		return err
 	}
-	if c.st.Role == "" {
-		c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'role'`).Scan(&c.st.Role)
-		c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'account_id'`).Scan(&c.st.AccountID)
-		c.saveLocked()
+	// The shard says whose and which role's data it is (a role may change).
+	c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'role'`).Scan(&c.st.Role)
+	c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'account_id'`).Scan(&c.st.AccountID)
+	if err := c.saveLocked(); err != nil {
+		return err
 	}
 	return c.rebaseLocked()
 }

@@ -207,3 +207,27 @@ func (t *Tenant) RowsBy(ctx context.Context, entity, field, value string) (map[s
 	}
 	return out, rows.Err()
 }
+
+// RoleAt returns the account's role as of seq: the role its newest change
+// at or before seq set, "" when none did.
+func (t *Tenant) RoleAt(ctx context.Context, accountID string, seq int64) (string, error) {
+	rows, err := t.rdb.QueryContext(ctx, `SELECT fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ? AND fields IS NOT NULL
+		ORDER BY seq DESC`, model.Accounts, accountID, seq)
+	if err != nil {
+		return "", fmt.Errorf("role of %s at %d: %w", accountID, seq, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return "", err
+		}
+		var f struct {
+			Role *string `json:"role"`
+		}
+		if json.Unmarshal(b, &f) == nil && f.Role != nil {
+			return *f.Role, nil
+		}
+	}
+	return "", rows.Err()
+}

@@ -53,11 +53,6 @@ func loadMemberView(ctx context.Context, t *store.Tenant, v model.Viewer, seq in
 // returns an *errResync when visibility shrank.
 func (c *liveConn) memberChanges(ctx context.Context, ch model.Change) ([]model.Change, error) {
 	mv := c.member
-	if ch.Entity == model.Accounts && ch.ID == c.accountID {
-		if role, ok := ch.Fields["role"]; ok && role != c.viewer.Role {
-			return nil, &errResync{reason: "the account's role changed"}
-		}
-	}
 	if !model.HasLinks(ch.Entity) { // accounts and practices: every member sees them
 		p, _ := c.project(ch)
 		return []model.Change{p}, nil

@@ -451,6 +451,18 @@ func (c *liveConn) catchUp() error {
 		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
 		return nil
 	}
+	if c.announced < 0 && !c.practice && c.cursor > 0 {
+		// The device's data is what its role saw at the cursor: another role
+		// needs another shard.
+		role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
+		if err != nil {
+			return err
+		}
+		if role != c.viewer.Role {
+			c.resync("the account's role changed")
+			return nil
+		}
+	}
 	if c.viewer.Role == model.RoleMember && !c.practice && c.member == nil {
 		if c.member, err = loadMemberView(ctx, c.tenant, c.viewer, c.cursor); err != nil {
 			return err
@@ -466,12 +478,19 @@ func (c *liveConn) catchUp() error {
 		}
 		out := make([]model.Change, 0, len(cs))
 		for _, ch := range cs {
-			if c.member == nil {
+			var (
+				vs  []model.Change
+				err error
+			)
+			switch {
+			case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
+				err = &errResync{reason: "the account's role changed"}
+			case c.member != nil:
+				vs, err = c.memberChanges(ctx, ch)
+			default:
 				v, _ := c.project(ch)
-				out = append(out, v)
-				continue
+				vs = []model.Change{v}
 			}
-			vs, err := c.memberChanges(ctx, ch)
 			var rs *errResync
 			if errors.As(err, &rs) {
 				if len(out) > 0 { // what came before the shrink is sound
