@@ -41,11 +41,14 @@ type commitEvent struct {
 type hub struct {
 	mu     sync.Mutex
 	conns  map[string]map[*liveConn]struct{} // tenant → connections
+	feeds  map[string]*feed                  // tenant → its feed, while it has connections
 	closed bool
 	wg     sync.WaitGroup // one per connection, done when both its goroutines ended
 }
 
-func newHub() *hub { return &hub{conns: map[string]map[*liveConn]struct{}{}} }
+func newHub() *hub {
+	return &hub{conns: map[string]map[*liveConn]struct{}{}, feeds: map[string]*feed{}}
+}
 
 func (h *hub) add(c *liveConn) bool {
 	h.mu.Lock()
@@ -53,19 +56,45 @@ func (h *hub) add(c *liveConn) bool {
 	if h.closed {
 		return false
 	}
-	if h.conns[c.tenant.ID()] == nil {
-		h.conns[c.tenant.ID()] = map[*liveConn]struct{}{}
+	id := c.tenant.ID()
+	if h.conns[id] == nil {
+		h.conns[id] = map[*liveConn]struct{}{}
 	}
-	h.conns[c.tenant.ID()][c] = struct{}{}
+	h.conns[id][c] = struct{}{}
+	if h.feeds[id] == nil {
+		h.feeds[id] = newFeed(c.tenant, func() { h.each(id, func(c *liveConn) { c.wakeUp() }) })
+	}
+	c.feed = h.feeds[id]
 	h.wg.Add(1)
 	return true
 }
 
 func (h *hub) remove(c *liveConn) {
 	h.mu.Lock()
-	delete(h.conns[c.tenant.ID()], c)
+	id := c.tenant.ID()
+	delete(h.conns[id], c)
+	var stopped *feed
+	if len(h.conns[id]) == 0 && h.feeds[id] != nil {
+		stopped = h.feeds[id]
+		delete(h.feeds, id)
+	}
 	h.mu.Unlock()
+	if stopped != nil {
+		close(stopped.stop)
+		<-stopped.done
+	}
 	h.wg.Done()
+}
+
+// committed tells the tenant's feed, if this process has one, that its seq
+// moved.
+func (h *hub) committed(tenant string) {
+	h.mu.Lock()
+	f := h.feeds[tenant]
+	h.mu.Unlock()
+	if f != nil {
+		f.poke()
+	}
 }
 
 // each calls fn for the tenant's connections (all tenants for ""), outside
@@ -100,7 +129,7 @@ func (h *hub) count() int {
 // committed wakes this process's connections of the tenant and tells the
 // other syncd processes through Redis.
 func (s *Server) committed(ctx context.Context, tenant string, seq int64) {
-	s.hub.each(tenant, func(c *liveConn) { c.wakeUp() })
+	s.hub.committed(tenant)
 	if s.cfg.Redis == nil {
 		return
 	}
@@ -146,7 +175,7 @@ func (s *Server) subscribe(ctx context.Context, ready chan<- error) {
 			case keyCommits():
 				var ev commitEvent
 				if json.Unmarshal([]byte(msg.Payload), &ev) == nil {
-					s.hub.each(ev.Tenant, func(c *liveConn) { c.wakeUp() })
+					s.hub.committed(ev.Tenant)
 				}
 			case keyRevocations():
 				var rev Revocation
@@ -183,6 +212,7 @@ type liveConn struct {
 	cursor    int64
 	announced int64       // the seq of the last caught_up sent; -1 before the first
 	member    *memberView // what a member sees at cursor; nil for others, loaded on first catch-up
+	feed      *feed       // the tenant's recent changes, shared by this process's connections
 
 	wake       chan struct{} // capacity 1: the tenant's seq may have moved
 	send       chan []byte   // frames from the reader (acks, rejects)
@@ -443,9 +473,12 @@ func (c *liveConn) hangUp() {
 // batches, then caught_up with the tenant's seq.
 func (c *liveConn) catchUp() error {
 	ctx := context.Background()
-	latest, err := c.tenant.Seq(ctx)
-	if err != nil {
-		return err
+	var err error
+	_, latest, ok := c.feed.since(c.cursor, 0)
+	if !ok || c.cursor > latest { // the feed may lag the store
+		if latest, err = c.tenant.Seq(ctx); err != nil {
+			return err
+		}
 	}
 	if c.cursor > latest {
 		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
@@ -469,9 +502,12 @@ func (c *liveConn) catchUp() error {
 		}
 	}
 	for c.cursor < latest {
-		cs, _, err := c.tenant.Changes(ctx, c.cursor, catchUpBatch)
-		if err != nil {
-			return err
+		cs, _, ok := c.feed.since(c.cursor, catchUpBatch)
+		if !ok {
+			var err error
+			if cs, _, err = c.tenant.Changes(ctx, c.cursor, catchUpBatch); err != nil {
+				return err
+			}
 		}
 		if len(cs) == 0 {
 			break

@@ -225,6 +225,10 @@ func (m *Main) Run(ctx context.Context) error {
 	defer tick.Stop()
 	perTick := max(1, m.Rate/100)
 	pushed, batch := 0, 0
+	// A practice PC pushes a batch every 10 ms; a batch does not wait for
+	// the one before (at most 16 in flight), as pushes from several PCs.
+	inflight := make(chan struct{}, 16)
+	var pushers sync.WaitGroup
 	for time.Since(start) < m.Duration && ctx.Err() == nil {
 		<-tick.C
 		var cs []map[string]any
@@ -234,10 +238,17 @@ func (m *Main) Run(ctx context.Context) error {
 			pushed++
 		}
 		batch++
-		if _, err := m.push(ctx, fmt.Sprintf("lg-%d-%d", start.UnixNano(), batch), cs); err != nil {
-			errCount.Add(1)
-		}
+		inflight <- struct{}{}
+		pushers.Add(1)
+		go func(id string) {
+			defer pushers.Done()
+			defer func() { <-inflight }()
+			if _, err := m.push(ctx, id, cs); err != nil {
+				errCount.Add(1)
+			}
+		}(fmt.Sprintf("lg-%d-%d", start.UnixNano(), batch))
 	}
+	pushers.Wait()
 	elapsed := time.Since(start)
 	time.Sleep(time.Second) // the last deliveries
 	latMu.Lock()
