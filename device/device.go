@@ -75,7 +75,10 @@ type Client struct {
 	dir  string
 	http *http.Client
 
-	mu     sync.Mutex // guards st, data and outbox
+	// mu guards st and the database handles, which a resync or a wipe
+	// replaces; it is held during local database work, never during a
+	// network request.
+	mu     sync.Mutex
 	st     State
 	data   *sql.DB // nil until a shard is downloaded
 	outbox *sql.DB
@@ -167,20 +170,21 @@ func (c *Client) State() State {
 	return c.st
 }
 
-// do sends a request and decodes a JSON answer into out (unless nil); an
-// error answer is an *APIError.
-func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
+// do sends a request to st's server with st's token and decodes a JSON
+// answer into out (unless nil); an error answer is an *APIError. Callers
+// pass a copy of the state: no lock is held during the request.
+func (c *Client) do(ctx context.Context, st State, method, path string, body any, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		r = strings.NewReader(string(b))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.st.Server+path, r)
+	req, err := http.NewRequestWithContext(ctx, method, st.Server+path, r)
 	if err != nil {
 		return err
 	}
-	if c.st.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.st.Token)
+	if st.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+st.Token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -227,13 +231,15 @@ func (c *Client) Login(ctx context.Context, email, code, name, platform string) 
 		Role      string   `json:"role"`
 		Shard     shardRef `json:"shard"`
 	}
-	c.mu.Lock()
-	err := c.do(ctx, "POST", "/v1/device/login", map[string]string{"email": email, "code": code, "device_id": c.st.DeviceID, "device_name": name, "platform": platform}, &res)
+	st := c.State()
+	st.Token = ""
+	err := c.do(ctx, st, "POST", "/v1/device/login", map[string]string{"email": email, "code": code, "device_id": st.DeviceID, "device_name": name, "platform": platform}, &res)
 	if err == nil {
+		c.mu.Lock()
 		c.st.Token, c.st.TenantID, c.st.AccountID, c.st.Role, c.st.State = res.Token, res.TenantID, res.AccountID, res.Role, StateActive
 		err = c.saveLocked()
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
@@ -260,8 +266,9 @@ func (c *Client) UseToken(ctx context.Context, token string) error {
 // place of the local database. Pending writes are applied on top again.
 func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	part := c.path("data.db.part")
+	st := c.State()
 	for attempt := 0; ; attempt++ {
-		sha, err := c.fetchShard(ctx, part)
+		sha, err := c.fetchShard(ctx, st, part)
 		if err != nil {
 			if attempt < 3 && !isAPIError(err) {
 				continue // resumes from what arrived
@@ -308,18 +315,18 @@ func isAPIError(err error) bool { var e *APIError; return errors.As(err, &e) }
 
 // fetchShard appends the rest of the shard to part and returns the sha256
 // the server gives for it.
-func (c *Client) fetchShard(ctx context.Context, part string) (string, error) {
+func (c *Client) fetchShard(ctx context.Context, st State, part string) (string, error) {
 	f, err := os.OpenFile(part, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	have, _ := f.Seek(0, io.SeekEnd)
-	req, err := http.NewRequestWithContext(ctx, "GET", c.st.Server+"/v1/device/shard", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", st.Server+"/v1/device/shard", nil)
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.st.Token)
+	req.Header.Set("Authorization", "Bearer "+st.Token)
 	if have > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
 	}

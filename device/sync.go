@@ -630,13 +630,13 @@ func (c *Client) wipeLocked() error {
 
 // Logout invalidates the token on the server and deletes the local data.
 func (c *Client) Logout(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.st.Token != "" {
-		if err := c.do(ctx, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, "unauthorized") {
+	if st := c.State(); st.Token != "" {
+		if err := c.do(ctx, st, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, "unauthorized") {
 			return fmt.Errorf("logout: %w", err)
 		}
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err := c.wipeLocked(); err != nil {
 		return err
 	}
