@@ -412,8 +412,17 @@ func (c *Client) Query(ctx context.Context, query string, args ...any) ([]map[st
 	if err != nil {
 		return nil, err
 	}
+	return scanMaps(rows)
+}
+
+// scanMaps reads every row into a column → value map, text as strings, and
+// closes rows.
+func scanMaps(rows *sql.Rows) ([]map[string]any, error) {
 	defer rows.Close()
-	cols, _ := rows.Columns()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
 	var out []map[string]any
 	for rows.Next() {
 		vals := make([]any, len(cols))
@@ -424,7 +433,7 @@ func (c *Client) Query(ctx context.Context, query string, args ...any) ([]map[st
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, err
 		}
-		m := map[string]any{}
+		m := make(map[string]any, len(cols))
 		for i, col := range cols {
 			if b, ok := vals[i].([]byte); ok {
 				vals[i] = string(b)

@@ -121,27 +121,18 @@ func readLocal(ctx context.Context, db interface {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
-	vals := make([]any, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	if err := rows.Scan(ptrs...); err != nil {
+	found, err := scanMaps(rows)
+	if err != nil || len(found) == 0 {
 		return nil, err
 	}
 	out := map[string]any{}
 	e, _ := model.Lookup(entity)
-	for i, col := range cols {
+	for col, v := range found[0] {
 		if col == "id" {
 			continue
 		}
 		f, _ := e.Field(col)
-		out[col] = fromLocal(f, vals[i])
+		out[col] = fromLocal(f, v)
 	}
 	return out, nil
 }
@@ -154,8 +145,6 @@ func fromLocal(f model.Field, v any) any {
 			return v != 0
 		}
 		return v
-	case []byte:
-		return string(v)
 	case string:
 		if f.Kind == model.StringList {
 			var l []any

@@ -146,23 +146,34 @@ func scanRow(ctx context.Context, q rowQueryer, entity, id string) (map[string]a
 	if !ok {
 		return nil, fmt.Errorf("row: unknown entity %q", entity)
 	}
-	vals := make([]any, len(e.Fields))
-	ptrs := make([]any, len(e.Fields))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	err := q.QueryRowContext(ctx, `SELECT `+columnList(e)+` FROM `+quote(e.Name)+` WHERE id = ?`, id).Scan(ptrs...)
+	var rowID string
+	out, err := scanFields(e, q.QueryRowContext(ctx, `SELECT id, `+columnList(e)+` FROM `+quote(e.Name)+` WHERE id = ?`, id), &rowID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("row %s/%s: %w", entity, id, err)
 	}
+	return out, nil
+}
+
+// scanFields scans a row of id and the entity's columns, in schema order,
+// into id and the fields' Go values.
+func scanFields(e *model.Entity, sc interface{ Scan(...any) error }, id *string) (map[string]any, error) {
+	vals := make([]any, len(e.Fields))
+	ptrs := make([]any, 0, len(e.Fields)+1)
+	ptrs = append(ptrs, id)
+	for i := range vals {
+		ptrs = append(ptrs, &vals[i])
+	}
+	if err := sc.Scan(ptrs...); err != nil {
+		return nil, err
+	}
 	out := make(map[string]any, len(e.Fields))
 	for i, f := range e.Fields {
 		v, err := fromColumn(f, vals[i])
 		if err != nil {
-			return nil, fmt.Errorf("row %s/%s: %w", entity, id, err)
+			return nil, err
 		}
 		out[f.Name] = v
 	}
@@ -187,21 +198,9 @@ func (t *Tenant) RowsBy(ctx context.Context, entity, field, value string) (map[s
 	out := map[string]map[string]any{}
 	for rows.Next() {
 		var id string
-		vals := make([]any, len(e.Fields))
-		ptrs := []any{&id}
-		for i := range vals {
-			ptrs = append(ptrs, &vals[i])
-		}
-		if err := rows.Scan(ptrs...); err != nil {
+		fields, err := scanFields(e, rows, &id)
+		if err != nil {
 			return nil, fmt.Errorf("rows of %s: %w", entity, err)
-		}
-		fields := make(map[string]any, len(e.Fields))
-		for i, f := range e.Fields {
-			v, err := fromColumn(f, vals[i])
-			if err != nil {
-				return nil, fmt.Errorf("rows of %s: %w", entity, err)
-			}
-			fields[f.Name] = v
 		}
 		out[id] = fields
 	}

@@ -171,9 +171,6 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 // Handle registers the handler of one task type. Call it before Start.
 func (s *Server) Handle(taskType string, h asynq.Handler) { s.mux.Handle(taskType, h) }
 
-// Queue returns the worker's build queue (nil without a Store).
-func (s *Server) Queue() *Queue { return s.queue }
-
 // Start connects to Redis and starts processing tasks and scheduling the
 // periodic jobs in the background.
 func (s *Server) Start() error {
