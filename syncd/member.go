@@ -54,8 +54,7 @@ func loadMemberView(ctx context.Context, t *store.Tenant, v model.Viewer, seq in
 func (c *liveConn) memberChanges(ctx context.Context, ch model.Change) ([]model.Change, error) {
 	mv := c.member
 	if !model.HasLinks(ch.Entity) { // accounts and practices: every member sees them
-		p, _ := c.project(ch)
-		return []model.Change{p}, nil
+		return []model.Change{c.project(ch)}, nil
 	}
 	before, existed := mv.links.Get(ch.Entity, ch.ID)
 	visBefore := existed && mv.scope.SeesRow(ch.Entity, ch.ID, before)
@@ -88,8 +87,7 @@ func (c *liveConn) memberChanges(ctx context.Context, ch model.Change) ([]model.
 	case ch.Op == model.OpDelete && visBefore:
 		out = append(out, ch)
 	case visAfter && visBefore:
-		p, _ := c.project(ch)
-		out = append(out, p)
+		out = append(out, c.project(ch))
 	case visAfter:
 		// Visible now, not before: the device needs the whole row.
 		row, err := c.tenant.Row(ctx, ch.Entity, ch.ID)
@@ -99,8 +97,7 @@ func (c *liveConn) memberChanges(ctx context.Context, ch model.Change) ([]model.
 		if err != nil {
 			return nil, err
 		}
-		p, _ := c.project(model.Change{Seq: ch.Seq, Entity: ch.Entity, Op: model.OpUpsert, ID: ch.ID, Fields: row})
-		out = append(out, p)
+		out = append(out, c.project(model.Change{Seq: ch.Seq, Entity: ch.Entity, Op: model.OpUpsert, ID: ch.ID, Fields: row}))
 	}
 	return out, nil
 }
@@ -111,31 +108,22 @@ func (c *liveConn) memberChanges(ctx context.Context, ch model.Change) ([]model.
 // attendances.
 func (c *liveConn) grownRows(ctx context.Context, old *model.Scope, ch model.Change, sent map[[2]string]bool) ([]model.Change, error) {
 	mv := c.member
-	type by struct{ entity, field string }
-	var lookups []struct {
-		by
-		value string
-	}
+	// What hangs on a profile or a course, found by the field naming it
+	// ("" for the row itself).
+	type lookup struct{ entity, field, value string }
+	var lookups []lookup
 	for p := range mv.scope.Profiles {
-		if old.Profiles[p] {
-			continue
-		}
-		for _, b := range []by{{model.Profiles, ""}, {model.Sessions, "profile_id"}, {model.ProfileShares, "profile_id"}, {model.Transactions, "profile_id"}} {
-			lookups = append(lookups, struct {
-				by
-				value string
-			}{b, p})
+		if !old.Profiles[p] {
+			for _, by := range [][2]string{{model.Profiles, ""}, {model.Sessions, "profile_id"}, {model.ProfileShares, "profile_id"}, {model.Transactions, "profile_id"}} {
+				lookups = append(lookups, lookup{by[0], by[1], p})
+			}
 		}
 	}
 	for crs := range mv.scope.Courses {
-		if old.Courses[crs] {
-			continue
-		}
-		for _, b := range []by{{model.Courses, ""}, {model.CourseMembers, "course_id"}, {model.Attendances, "course_id"}} {
-			lookups = append(lookups, struct {
-				by
-				value string
-			}{b, crs})
+		if !old.Courses[crs] {
+			for _, by := range [][2]string{{model.Courses, ""}, {model.CourseMembers, "course_id"}, {model.Attendances, "course_id"}} {
+				lookups = append(lookups, lookup{by[0], by[1], crs})
+			}
 		}
 	}
 	var out []model.Change
@@ -170,8 +158,7 @@ func (c *liveConn) grownRows(ctx context.Context, old *model.Scope, ch model.Cha
 				continue
 			}
 			sent[key] = true
-			p, _ := c.project(model.Change{Seq: ch.Seq, Entity: lk.entity, Op: model.OpUpsert, ID: id, Fields: fields})
-			out = append(out, p)
+			out = append(out, c.project(model.Change{Seq: ch.Seq, Entity: lk.entity, Op: model.OpUpsert, ID: id, Fields: fields}))
 		}
 	}
 	return out, nil

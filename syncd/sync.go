@@ -524,8 +524,7 @@ func (c *liveConn) catchUp() error {
 			case c.member != nil:
 				vs, err = c.memberChanges(ctx, ch)
 			default:
-				v, _ := c.project(ch)
-				vs = []model.Change{v}
+				vs = []model.Change{c.project(ch)}
 			}
 			var rs *errResync
 			if errors.As(err, &rs) {
@@ -580,11 +579,14 @@ func (c *liveConn) resync(reason string) {
 // only (model.Fields: a secretary never sees a protocol, a member only the
 // name and role of accounts). Which rows a member sees, memberChanges
 // decides.
-func (c *liveConn) project(ch model.Change) (model.Change, bool) {
+func (c *liveConn) project(ch model.Change) model.Change {
 	if c.practice || ch.Fields == nil {
-		return ch, true
+		return ch
 	}
 	fields := model.Fields(c.viewer.Role, ch.Entity)
+	if e, ok := model.Lookup(ch.Entity); ok && len(fields) == len(e.Fields) {
+		return ch // the viewer sees every field: nothing to copy
+	}
 	keep := make(map[string]any, len(ch.Fields))
 	for _, f := range fields {
 		if v, ok := ch.Fields[f.Name]; ok {
@@ -592,7 +594,7 @@ func (c *liveConn) project(ch model.Change) (model.Change, bool) {
 		}
 	}
 	ch.Fields = keep
-	return ch, true
+	return ch
 }
 
 // closeLive ends every live connection with 1001 and waits, until ctx is
