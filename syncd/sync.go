@@ -425,6 +425,16 @@ func (c *liveConn) writeLoop() {
 		c.s.metrics.connected.Dec()
 	}()
 	for {
+		// A stopped connection sends nothing more but its last frame: with
+		// done and another case ready, select could pick the other, and a
+		// catch-up after a resync decision would announce seqs the device
+		// must not skip.
+		select {
+		case <-c.done:
+			c.hangUp()
+			return
+		default:
+		}
 		select {
 		case <-c.done:
 			c.hangUp()

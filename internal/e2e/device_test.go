@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -39,8 +38,7 @@ func (sys *system) restartable() *restartable {
 }
 
 func (r *restartable) serve(ln net.Listener) {
-	r.srv = syncd.New(syncd.Config{Store: r.sys.store, Builds: r.sys.queue, Mail: r.sys.queue, Codes: r.sys.codes,
-		Redis: r.sys.rdb, Secret: testSecret, Logger: slog.New(slog.NewJSONHandler(r.sys.logs, nil))})
+	r.srv = syncd.New(r.sys.syncdConfig())
 	if err := r.srv.Start(); err != nil {
 		r.sys.t.Fatal(err)
 	}
@@ -57,6 +55,9 @@ func (r *restartable) down() {
 	r.http.Shutdown(ctx)
 	r.srv.Close(ctx)
 	r.http = nil
+	// A client's kept-alive connection to the old server would fail the
+	// next POST with EOF, as a phone's would after a server restart.
+	http.DefaultClient.CloseIdleConnections()
 }
 
 func (r *restartable) up() {

@@ -51,7 +51,9 @@ func BenchmarkLogin(b *testing.B) {
 		sys.waitShard(fmt.Sprint("u", i), 0, 120*time.Second)
 	}
 	mailer := &capturingMailer{Mailer: sys.queue}
-	srv := httptest.NewServer(syncd.New(syncd.Config{Store: sys.store, Builds: sys.queue, Mail: mailer, Codes: sys.codes, Redis: sys.rdb, Secret: testSecret}))
+	cfg := sys.syncdConfig()
+	cfg.Mail = mailer
+	srv := httptest.NewServer(syncd.New(cfg))
 	defer srv.Close()
 	sys.url = srv.URL
 	var next atomic.Int64

@@ -102,11 +102,16 @@ func newSystem(tb testing.TB, opts ...func(*system)) *system {
 	if sys.codes, err = authcode.New(authcode.Config{Redis: sys.rdb, Secret: testSecret, TTL: sys.codeTTL, ResendInterval: sys.resend}); err != nil {
 		tb.Fatal(err)
 	}
-	srv := httptest.NewServer(syncd.New(syncd.Config{Store: sys.store, Builds: sys.queue, Mail: sys.queue, Codes: sys.codes,
-		Redis: sys.rdb, Secret: testSecret, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil))}))
+	srv := httptest.NewServer(syncd.New(sys.syncdConfig()))
 	tb.Cleanup(srv.Close)
 	sys.url = srv.URL
 	return sys
+}
+
+// syncdConfig is the configuration of the system's syncd servers.
+func (sys *system) syncdConfig() syncd.Config {
+	return syncd.Config{Store: sys.store, Builds: sys.queue, Mail: sys.queue, Codes: sys.codes,
+		Redis: sys.rdb, Secret: testSecret, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil))}
 }
 
 // startWorker starts a worker process's server, with a store of its own
