@@ -263,3 +263,28 @@ func (e *ForbiddenError) Error() string {
 
 // Unwrap makes a ForbiddenError match ErrForbidden.
 func (e *ForbiddenError) Unwrap() error { return ErrForbidden }
+
+// ErrAlreadyCheckedIn is matched by a check-in of a participant who is
+// already checked in to that course on that date.
+var ErrAlreadyCheckedIn = errors.New("already checked in")
+
+// ErrCourseFull is matched by a Springer check-in to a course whose seats
+// are taken.
+var ErrCourseFull = errors.New("course is full")
+
+// ConflictError says which change of a batch conflicts with the rows it
+// meets and why; it matches its Err (ErrAlreadyCheckedIn, ErrCourseFull).
+type ConflictError struct {
+	Index  int
+	Entity string
+	Err    error
+	Reason string
+}
+
+// Error describes the conflicting change.
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("changes[%d] %s: %s", e.Index, e.Entity, e.Reason)
+}
+
+// Unwrap makes a ConflictError match its Err.
+func (e *ConflictError) Unwrap() error { return e.Err }

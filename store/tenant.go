@@ -190,21 +190,7 @@ func (t *Tenant) RowsBy(ctx context.Context, entity, field, value string) (map[s
 	if _, ok := e.Field(field); !ok {
 		return nil, fmt.Errorf("rows: unknown field %s.%s", entity, field)
 	}
-	rows, err := t.rdb.QueryContext(ctx, `SELECT id, `+columnList(e)+` FROM `+quote(e.Name)+` WHERE `+quote(field)+` = ?`, value)
-	if err != nil {
-		return nil, fmt.Errorf("rows of %s: %w", entity, err)
-	}
-	defer rows.Close()
-	out := map[string]map[string]any{}
-	for rows.Next() {
-		var id string
-		fields, err := scanFields(e, rows, &id)
-		if err != nil {
-			return nil, fmt.Errorf("rows of %s: %w", entity, err)
-		}
-		out[id] = fields
-	}
-	return out, rows.Err()
+	return queryRows(ctx, t.rdb, entity, `WHERE `+quote(field)+` = ?`, value)
 }
 
 // RoleAt returns the account's role as of seq: the role its newest change

@@ -372,11 +372,9 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 	var refused map[int]error
 	for i, c := range b.Changes {
 		if b.Writer != nil {
-			lc, err := w.applyMutation(ctx, tx, r, i, seq, now)
+			lcs, err := w.applyMutation(ctx, tx, r, i, seq, now)
 			if err != nil {
-				var ve *model.ValidationError
-				var fe *model.ForbiddenError
-				if !errors.As(err, &ve) && !errors.As(err, &fe) {
+				if !refusal(err) {
 					return Result{}, err
 				}
 				if refused == nil {
@@ -384,9 +382,7 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 				}
 				refused[i] = err
 			}
-			if lc != nil {
-				logged = append(logged, *lc)
-			}
+			logged = append(logged, lcs...)
 			continue
 		}
 		lc, err := w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now)
@@ -433,9 +429,21 @@ func (w *writer) applyAndLog(ctx context.Context, tx *sql.Tx, i int, c model.Cha
 	return lc, nil
 }
 
+// refusal reports whether err refuses one change of a device's push (and
+// leaves the others to apply) rather than failing the whole group.
+func refusal(err error) bool {
+	var (
+		ve *model.ValidationError
+		fe *model.ForbiddenError
+		ce *model.ConflictError
+	)
+	return errors.As(err, &ve) || errors.As(err, &fe) || errors.As(err, &ce)
+}
+
 // applyMutation applies change i of a device's push under a savepoint of
-// its own, once per mutation id, if the writer may make it.
-func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq *int64, now time.Time) (lc *model.Change, err error) {
+// its own, once per mutation id, if the writer may make it. It returns the
+// logged changes: the mutation's and any the server derived from it.
+func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq *int64, now time.Time) (lcs []model.Change, err error) {
 	b := r.batch
 	c := b.Changes[i]
 	var first int64
@@ -479,14 +487,32 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 	if lookupErr != nil {
 		return nil, lookupErr
 	}
-	if lc, err = w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now); err != nil {
+	enc := r.enc[i]
+	checkIn := c.Entity == model.Attendances && c.Op == model.OpUpsert
+	if checkIn {
+		if c, enc, err = stampCheckIn(i, c, before, b.DeviceID, now); err != nil {
+			return nil, err
+		}
+	}
+	lc, err := w.applyAndLog(ctx, tx, i, c, enc, b.Origin, seq, now)
+	if err != nil {
 		return nil, err
+	}
+	if lc != nil {
+		lcs = append(lcs, *lc)
+		if checkIn {
+			derived, err := w.checkIn(ctx, tx, i, c.ID, before, b.Origin, seq, now)
+			if err != nil {
+				return nil, err
+			}
+			lcs = append(lcs, derived...)
+		}
 	}
 	if _, err := w.exec(ctx, tx, "mutated", `INSERT INTO mutations(device_id, id, seq, created_at) VALUES (?,?,?,?)`,
 		b.DeviceID, b.MutationIDs[i], *seq, now.UTC().Format(time.RFC3339)); err != nil {
 		return nil, fmt.Errorf("record mutation: %w", err)
 	}
-	return lc, nil
+	return lcs, nil
 }
 
 // readRow returns the current fields of a row within tx, nil when there is
