@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
@@ -23,6 +25,8 @@ const (
 	codeBadRequest     = "bad_request"
 	codeNotFound       = "not_found"
 	codeConflict       = "conflict"
+	codeCheckedIn      = "already_checked_in"
+	codeCourseFull     = "course_full"
 	codeTooLarge       = "too_large"
 	codeInternal       = "internal"
 	codeUnavailable    = "unavailable"
@@ -72,6 +76,10 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusForbidden, codeTOTPRequired, msg, false
 	case errors.Is(err, model.ErrForbidden):
 		return http.StatusForbidden, codeForbidden, msg, false
+	case errors.Is(err, model.ErrAlreadyCheckedIn):
+		return http.StatusConflict, codeCheckedIn, msg, false
+	case errors.Is(err, model.ErrCourseFull):
+		return http.StatusConflict, codeCourseFull, msg, false
 	case errors.Is(err, store.ErrConflict):
 		return http.StatusConflict, codeConflict, msg, false
 	case errors.Is(err, store.ErrUnauthorized):
@@ -186,8 +194,18 @@ func (s *Server) practice(h practiceHandler) http.HandlerFunc {
 	}
 }
 
+// bearer returns the request's bearer token: from the Authorization
+// header, or for a WebSocket upgrade from a browser (which cannot set
+// headers) from the offered subprotocol "bearer.<token>".
 func bearer(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
+	if h == "" && websocket.IsWebSocketUpgrade(r) {
+		for _, p := range websocket.Subprotocols(r) {
+			if tok, ok := strings.CutPrefix(p, subprotocolBearer); ok && tok != "" {
+				return tok, true
+			}
+		}
+	}
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return "", false

@@ -62,6 +62,8 @@ type Config struct {
 	// MaxBatchChanges caps the changes of one practice push; zero means
 	// DefaultMaxBatchChanges.
 	MaxBatchChanges int
+	// Now is the clock of the check-in page's day; nil means time.Now.
+	Now func() time.Time
 }
 
 // Server is the syncd HTTP server.
@@ -101,6 +103,9 @@ func New(cfg Config) *Server {
 	if cfg.MaxBatchChanges <= 0 {
 		cfg.MaxBatchChanges = DefaultMaxBatchChanges
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub(), upgrader: newUpgrader()}
 	if box, err := seal.New(cfg.Secret, "totp"); err == nil {
 		s.totpBox = box
@@ -130,10 +135,15 @@ func (s *Server) routes() {
 	s.handle("POST /v1/device/logout", s.handleLogout)
 	s.handle("GET /v1/device/sync", s.handleDeviceSync)
 	s.handle("GET /v1/practice/sync", s.practice(s.handlePracticeSync))
+	s.handle("GET /v1/device/checkin", s.device(s.handleCheckinDay))
+	s.mux.Handle("GET /checkin/", checkinPage())
+	s.mux.Handle("GET /checkin", http.RedirectHandler("/checkin/", http.StatusMovedPermanently))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 }
+
+func (s *Server) now() time.Time { return s.cfg.Now() }
 
 // ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }

@@ -187,15 +187,25 @@ func (s *Server) subscribe(ctx context.Context, ready chan<- error) {
 	}
 }
 
+// The WebSocket subprotocols of a browser's live connection.
+const (
+	subprotocol       = "therasync"
+	subprotocolBearer = "bearer."
+)
+
 func newUpgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
 		ReadBufferSize:  4 << 10,
 		WriteBufferSize: 16 << 10,
 		// Idle connections hold no write buffer: they borrow one per message.
 		WriteBufferPool: &sync.Pool{},
-		// Devices and practice PCs are not browsers; the check-in page is
-		// served from the same origin.
+		// Credentials travel in a header or a subprotocol, never in a
+		// cookie, so another site's page cannot borrow them: any origin
+		// may connect.
 		CheckOrigin: func(r *http.Request) bool { return true },
+		// A browser (the check-in page) offers "therasync" and its token
+		// as "bearer.<token>"; the server picks "therasync".
+		Subprotocols: []string{subprotocol},
 	}
 }
 

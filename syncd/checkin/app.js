@@ -1,0 +1,548 @@
+// The check-in terminal (DESIGN §8). A tablet logged in like a phone shows
+// today's courses, checks participants in with a signature and sends each
+// check-in as an attendances mutation over the live WebSocket. Check-ins
+// made while the server is away wait in localStorage (they survive a
+// reload) and are sent, with the same mutation ids, when it is back.
+'use strict';
+
+const KEY = 'therasync.checkin.';
+const store = {
+  get(name, fallback) {
+    try {
+      const v = localStorage.getItem(KEY + name);
+      return v === null ? fallback : JSON.parse(v);
+    } catch {
+      return fallback;
+    }
+  },
+  set(name, value) { localStorage.setItem(KEY + name, JSON.stringify(value)); },
+  drop(name) { localStorage.removeItem(KEY + name); },
+};
+
+// The entities whose changes alter what the page shows.
+const SHOWN = new Set(['courses', 'course_members', 'attendances', 'profiles']);
+
+const MESSAGES = {
+  already_checked_in: 'ist für diesen Kurs heute bereits eingecheckt.',
+  course_full: 'Der Kurs ist voll – für Springer ist kein Platz mehr frei.',
+  forbidden: 'Dieses Konto darf hier nicht einchecken.',
+  bad_request: 'Der Check-in wurde abgelehnt.',
+};
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  auth: store.get('auth', null), // {token, device_id, account_id, role, tenant_id}
+  view: store.get('view', null), // the last GET /v1/device/checkin answer
+  queue: store.get('queue', []), // check-ins not yet acknowledged, oldest first
+  refused: store.get('refused', []), // messages about refused check-ins, until dismissed
+  revoked: store.get('revoked', false),
+  ws: null,
+  online: false,
+  retry: 0,
+  timer: null,
+  refreshing: null,
+  refreshAgain: false,
+};
+
+// ---- rendering ----------------------------------------------------------
+
+function fullName(p) { return `${p.first_name || ''} ${p.last_name || ''}`.trim() || p.profile_id; }
+
+function clock(ts) {
+  if (!ts) return '';
+  const d = new Date(ts);
+  if (isNaN(d)) return '';
+  const opts = { hour: '2-digit', minute: '2-digit' };
+  if (state.view && state.view.time_zone) opts.timeZone = state.view.time_zone;
+  return d.toLocaleTimeString('de-DE', opts);
+}
+
+function endTime(c) {
+  const [h, m] = c.start_time.split(':').map(Number);
+  const end = h * 60 + m + (c.duration_min || 0);
+  return `${String(Math.floor(end / 60) % 24).padStart(2, '0')}:${String(end % 60).padStart(2, '0')}`;
+}
+
+const STATE_LABEL = { running: 'Läuft', next: 'Als Nächstes', later: 'Später', over: 'Vorbei' };
+
+function waitingFor(course, profile) {
+  return state.queue.find((q) => q.fields.course_id === course && q.fields.profile_id === profile);
+}
+
+function render() {
+  const loggedIn = !!state.auth;
+  $('login').hidden = loggedIn;
+  $('logout').hidden = !loggedIn;
+  $('day').hidden = !loggedIn || !state.view;
+  $('revoked').hidden = !loggedIn || !state.revoked;
+  const status = $('status');
+  status.className = 'status';
+  if (!loggedIn) status.textContent = '';
+  else if (state.revoked) { status.textContent = 'Zugang entzogen'; status.classList.add('revoked'); }
+  else if (state.online) { status.textContent = 'Verbunden'; status.classList.add('online'); }
+  else { status.textContent = 'Offline – Check-ins werden gespeichert'; status.classList.add('offline'); }
+  document.body.dataset.state = !loggedIn ? 'login' : state.revoked ? 'revoked' : state.online ? 'online' : 'offline';
+
+  const pending = $('pending');
+  pending.hidden = !loggedIn || state.queue.length === 0;
+  $('pending-count').textContent = state.queue.length === 1 ? '1 Check-in' : `${state.queue.length} Check-ins`;
+  $('pending-list').replaceChildren(...state.queue.map((q) => {
+    const li = document.createElement('li');
+    li.textContent = `${q.name} – ${q.course}${q.fields.springer ? ' (Springer)' : ''}`;
+    return li;
+  }));
+
+  $('refused').hidden = !loggedIn || state.refused.length === 0;
+  $('refused-list').replaceChildren(...state.refused.map((text) => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    return li;
+  }));
+
+  const v = state.view;
+  if (!v) return;
+  $('date').textContent = new Date(v.date + 'T12:00:00Z').toLocaleDateString('de-DE', { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
+  $('no-courses').hidden = v.courses.length > 0;
+  $('courses').replaceChildren(...v.courses.map(renderCourse));
+}
+
+function renderCourse(c) {
+  const el = document.createElement('article');
+  el.className = `course ${c.state}`;
+  el.dataset.course = c.id;
+  const head = document.createElement('div');
+  head.className = 'course-head';
+  const h = document.createElement('h2');
+  h.textContent = c.title || c.id;
+  const time = document.createElement('span');
+  time.textContent = `${c.start_time}–${endTime(c)} Uhr`;
+  const badge = document.createElement('span');
+  badge.className = `badge ${c.state}`;
+  badge.textContent = STATE_LABEL[c.state] || c.state;
+  const seats = document.createElement('span');
+  seats.className = 'seats';
+  seats.textContent = c.capacity == null ? `${c.seats} Teilnehmende` : `${c.seats}/${c.capacity} Plätze`;
+  head.append(h, time, badge, seats);
+
+  const list = document.createElement('ul');
+  list.className = 'people';
+  for (const p of c.regulars) list.append(personItem(c, p, false));
+  for (const p of c.springer) list.append(personItem(c, p, true));
+  for (const q of state.queue) {
+    if (q.fields.course_id === c.id && q.fields.springer && !c.springer.some((p) => p.profile_id === q.fields.profile_id)) {
+      list.append(personItem(c, { profile_id: q.fields.profile_id, first_name: q.name, last_name: '' }, true));
+    }
+  }
+  const springer = document.createElement('button');
+  springer.className = 'quiet springer-button';
+  springer.textContent = 'Springer einchecken';
+  springer.disabled = state.revoked;
+  springer.addEventListener('click', () => openSpringer(c));
+  el.append(head, list, springer);
+  return el;
+}
+
+function personItem(c, p, springer) {
+  const li = document.createElement('li');
+  const b = document.createElement('button');
+  b.className = 'person';
+  b.dataset.profile = p.profile_id;
+  if (springer) b.classList.add('springer');
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = fullName(p);
+  const when = document.createElement('span');
+  when.className = 'when';
+  const waiting = waitingFor(c.id, p.profile_id);
+  if (p.checked_in_at) {
+    b.classList.add('done');
+    when.textContent = `✓ eingecheckt ${clock(p.checked_in_at)}`;
+  } else if (waiting) {
+    b.classList.add('waiting');
+    when.textContent = '⏳ wartet auf Verbindung';
+  } else if (p.units_total != null) {
+    when.textContent = `${p.units_used || 0} von ${p.units_total} Einheiten`;
+  }
+  b.append(name, when);
+  b.disabled = state.revoked;
+  b.addEventListener('click', () => {
+    if (p.checked_in_at) return toast(`${fullName(p)} ${MESSAGES.already_checked_in}`, true);
+    if (waiting) return toast(`Der Check-in von ${fullName(p)} wartet schon auf die Verbindung.`, true);
+    openSignature(c, p, springer);
+  });
+  li.append(b);
+  return li;
+}
+
+let toastTimer = null;
+function toast(text, bad) {
+  const t = $('toast');
+  t.textContent = text;
+  t.classList.toggle('bad', !!bad);
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
+}
+
+// ---- Springer search ----------------------------------------------------
+
+let springerCourse = null;
+
+function openSpringer(c) {
+  springerCourse = c;
+  $('springer-course').textContent = `${c.title} · ${c.start_time} Uhr`;
+  $('springer-search').value = '';
+  showResults();
+  $('springer-dialog').showModal();
+  $('springer-search').focus();
+}
+
+function showResults() {
+  const c = springerCourse;
+  const q = $('springer-search').value.trim().toLowerCase();
+  const regulars = new Set(c.regulars.map((p) => p.profile_id));
+  const found = q.length < 2 ? [] : state.view.participants.filter((p) =>
+    !regulars.has(p.profile_id) && fullName(p).toLowerCase().includes(q)).slice(0, 30);
+  const items = found.map((p) => {
+    const li = document.createElement('li');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.profile = p.profile_id;
+    b.textContent = fullName(p);
+    b.addEventListener('click', () => {
+      $('springer-dialog').close();
+      if (c.springer.some((s) => s.profile_id === p.profile_id)) return toast(`${fullName(p)} ${MESSAGES.already_checked_in}`, true);
+      if (waitingFor(c.id, p.profile_id)) return toast(`Der Check-in von ${fullName(p)} wartet schon auf die Verbindung.`, true);
+      openSignature(c, p, true);
+    });
+    li.append(b);
+    return li;
+  });
+  if (q.length >= 2 && items.length === 0) {
+    const li = document.createElement('li');
+    li.textContent = 'Niemand gefunden.';
+    items.push(li);
+  }
+  $('springer-results').replaceChildren(...items);
+}
+
+// ---- signature pad ------------------------------------------------------
+
+const pad = { drawing: false, drawn: false, target: null };
+
+function padContext() {
+  const ctx = $('pad').getContext('2d');
+  ctx.lineWidth = 4;
+  ctx.lineCap = 'round';
+  ctx.lineJoin = 'round';
+  ctx.strokeStyle = '#111';
+  return ctx;
+}
+
+function clearPad() {
+  const canvas = $('pad');
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  pad.drawn = false;
+  $('sign-ok').disabled = true;
+}
+
+function padPoint(e) {
+  const canvas = $('pad');
+  const r = canvas.getBoundingClientRect();
+  return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height];
+}
+
+function openSignature(c, p, springer) {
+  if (state.revoked) return;
+  pad.target = { course: c, person: p, springer };
+  $('sign-name').textContent = fullName(p);
+  $('sign-course').textContent = `${c.title} · ${c.start_time} Uhr${springer ? ' · Springer' : ''}`;
+  $('sign-dialog').showModal();
+  clearPad();
+}
+
+function setupPad() {
+  const canvas = $('pad');
+  canvas.addEventListener('pointerdown', (e) => {
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    pad.drawing = true;
+    const ctx = padContext();
+    const [x, y] = padPoint(e);
+    ctx.beginPath();
+    ctx.moveTo(x, y);
+    ctx.lineTo(x + 0.1, y + 0.1);
+    ctx.stroke();
+  });
+  canvas.addEventListener('pointermove', (e) => {
+    if (!pad.drawing) return;
+    const ctx = padContext();
+    const [x, y] = padPoint(e);
+    ctx.lineTo(x, y);
+    ctx.stroke();
+    pad.drawn = true;
+    $('sign-ok').disabled = false;
+  });
+  const end = () => { pad.drawing = false; };
+  canvas.addEventListener('pointerup', end);
+  canvas.addEventListener('pointercancel', end);
+  $('sign-clear').addEventListener('click', clearPad);
+  $('sign-cancel').addEventListener('click', () => $('sign-dialog').close());
+  $('sign-ok').addEventListener('click', () => {
+    if (!pad.drawn || !pad.target) return;
+    const png = $('pad').toDataURL('image/png').replace(/^data:image\/png;base64,/, '');
+    const { course, person, springer } = pad.target;
+    $('sign-dialog').close();
+    checkIn(course, person, springer, png);
+  });
+}
+
+// ---- check-ins ----------------------------------------------------------
+
+function checkIn(c, p, springer, signature) {
+  const m = {
+    id: crypto.randomUUID(),
+    entity: 'attendances',
+    op: 'upsert',
+    row_id: crypto.randomUUID(),
+    fields: {
+      course_id: c.id,
+      profile_id: p.profile_id,
+      date: state.view.date,
+      checked_in_at: new Date().toISOString(),
+      signature,
+      springer,
+    },
+    name: fullName(p),
+    course: c.title,
+  };
+  state.queue.push(m);
+  store.set('queue', state.queue);
+  render();
+  if (!send([m])) toast(`${m.name}: gespeichert – wird gesendet, sobald die Verbindung steht.`);
+}
+
+// send pushes mutations over the live connection; false when it is down.
+function send(ms) {
+  if (!state.online || !state.ws || ms.length === 0) return false;
+  for (let i = 0; i < ms.length; i += 100) {
+    const mutations = ms.slice(i, i + 100).map(({ id, entity, op, row_id, fields }) => ({ id, entity, op, row_id, fields }));
+    state.ws.send(JSON.stringify({ type: 'push', mutations }));
+  }
+  return true;
+}
+
+function settle(ids, rejected) {
+  const done = state.queue.filter((q) => ids.includes(q.id));
+  state.queue = state.queue.filter((q) => !ids.includes(q.id));
+  store.set('queue', state.queue);
+  if (rejected) {
+    const q = done[0];
+    const who = q ? q.name : 'Check-in';
+    const text = rejected.error === 'already_checked_in' ? `${who} ${MESSAGES.already_checked_in}`
+      : rejected.error === 'course_full' ? `${who}: ${MESSAGES.course_full}`
+      : `${who}: ${MESSAGES[rejected.error] || 'Der Check-in wurde abgelehnt.'} (${rejected.message})`;
+    state.refused.push(text);
+    store.set('refused', state.refused);
+    toast(text, true);
+  } else if (done.length === 1) {
+    toast(`${done[0].name} ist eingecheckt.`);
+  } else if (done.length > 1) {
+    toast(`${done.length} Check-ins gesendet.`);
+  }
+  render();
+  refresh();
+}
+
+// ---- server ---------------------------------------------------------------
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (state.auth) headers.Authorization = `Bearer ${state.auth.token}`;
+  if (options.body) headers['Content-Type'] = 'application/json';
+  const resp = await fetch(path, { ...options, headers, cache: 'no-store' });
+  let body = null;
+  try { body = await resp.json(); } catch { body = null; }
+  return { status: resp.status, body };
+}
+
+// refresh reloads the day from the server; at most one request runs, and
+// one more follows if asked meanwhile.
+async function refresh() {
+  if (!state.auth) return;
+  if (state.refreshing) { state.refreshAgain = true; return state.refreshing; }
+  state.refreshing = (async () => {
+    do {
+      state.refreshAgain = false;
+      try {
+        const { status, body } = await api('/v1/device/checkin');
+        if (status === 200) {
+          state.view = body;
+          store.set('view', body);
+          setRevoked(false);
+        } else if (status === 403 && body && body.error === 'device_revoked') {
+          setRevoked(true);
+        } else if (status === 401) {
+          forget('Die Anmeldung ist nicht mehr gültig. Bitte neu anmelden.');
+        }
+      } catch {
+        // offline: keep showing the last day
+      }
+    } while (state.refreshAgain);
+    state.refreshing = null;
+    render();
+  })();
+  return state.refreshing;
+}
+
+function setRevoked(revoked) {
+  if (state.revoked === revoked) return;
+  state.revoked = revoked;
+  store.set('revoked', revoked);
+  if (revoked) {
+    for (const d of ['sign-dialog', 'springer-dialog']) if ($(d).open) $(d).close();
+  } else {
+    connect();
+  }
+  render();
+}
+
+function connect() {
+  clearTimeout(state.timer);
+  if (!state.auth || !state.view || state.ws) return;
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${proto}//${location.host}/v1/device/sync?cursor=${state.view.seq}`, ['therasync', `bearer.${state.auth.token}`]);
+  state.ws = ws;
+  ws.onopen = () => {
+    state.online = true;
+    state.retry = 0;
+    render();
+    send(state.queue);
+    refresh();
+  };
+  ws.onmessage = (e) => {
+    let f;
+    try { f = JSON.parse(e.data); } catch { return; }
+    switch (f.type) {
+      case 'changes':
+        if (f.changes.some((c) => SHOWN.has(c.entity))) refresh();
+        break;
+      case 'ack':
+        settle(f.mutation_ids, null);
+        break;
+      case 'reject':
+        settle([f.mutation_id], f);
+        break;
+      case 'resync':
+        refresh();
+        break;
+      case 'wipe':
+        forget('Dieses Gerät wurde von der Praxis gesperrt; seine Daten wurden gelöscht.');
+        break;
+    }
+  };
+  ws.onclose = (e) => {
+    if (state.ws === ws) state.ws = null;
+    state.online = false;
+    if (e.code === 4003) setRevoked(true);
+    if (e.code === 4001) return forget('Die Anmeldung ist nicht mehr gültig. Bitte neu anmelden.');
+    render();
+    if (!state.auth) return;
+    // A refused upgrade looks like any broken connection to a browser:
+    // ask the API why (revoked, logged out) before trying again.
+    refresh().then(() => schedule());
+  };
+}
+
+// schedule reconnects with backoff and jitter; a revoked device asks
+// rarely whether it was re-enabled.
+function schedule() {
+  clearTimeout(state.timer);
+  if (!state.auth || state.ws) return;
+  if (state.revoked) {
+    state.timer = setTimeout(() => refresh().then(schedule), 60000);
+    return;
+  }
+  const base = Math.min(5000, 500 * 2 ** state.retry);
+  state.retry = Math.min(state.retry + 1, 4);
+  state.timer = setTimeout(() => refresh().then(connect), base / 2 + Math.random() * base / 2);
+}
+
+// forget logs the tablet out locally and deletes what it kept.
+function forget(message) {
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  clearTimeout(state.timer);
+  for (const k of ['auth', 'view', 'queue', 'refused', 'revoked']) store.drop(k);
+  Object.assign(state, { auth: null, view: null, queue: [], refused: [], revoked: false, online: false });
+  render();
+  if (message) $('login-error').textContent = message;
+}
+
+async function login(e) {
+  e.preventDefault();
+  const err = $('login-error');
+  err.textContent = '';
+  $('login-button').disabled = true;
+  const deviceId = store.get('device_id', null) || crypto.randomUUID();
+  store.set('device_id', deviceId);
+  try {
+    const { status, body } = await api('/v1/device/login', {
+      method: 'POST',
+      body: JSON.stringify({ email: $('email').value.trim(), code: $('code').value.trim(), device_id: deviceId, device_name: 'Check-in-Terminal', platform: 'web' }),
+    });
+    if (status !== 200) {
+      err.textContent = {
+        invalid_code: 'E-Mail-Adresse oder Zugangscode stimmen nicht, oder der Code ist abgelaufen.',
+        too_many_attempts: 'Zu viele falsche Versuche. Bitte später erneut versuchen.',
+        shard_not_ready: 'Die Daten des Kontos werden noch vorbereitet. Bitte in einer Minute erneut versuchen – der Code bleibt gültig.',
+        app_disabled: 'Für dieses Konto ist die App nicht freigeschaltet.',
+        license_missing: 'Die Praxis hat keine Lizenz für die App.',
+        device_revoked: 'Dieses Gerät ist gesperrt.',
+      }[body && body.error] || `Anmeldung fehlgeschlagen (${(body && body.message) || status}).`;
+      return;
+    }
+    state.auth = { token: body.token, device_id: deviceId, account_id: body.account_id, role: body.role, tenant_id: body.tenant_id };
+    store.set('auth', state.auth);
+    $('code').value = '';
+    await refresh();
+    connect();
+  } catch {
+    err.textContent = 'Der Server ist nicht erreichbar.';
+  } finally {
+    $('login-button').disabled = false;
+    render();
+  }
+}
+
+async function logout() {
+  if (state.queue.length > 0 && !confirm(`${state.queue.length} Check-ins wurden noch nicht gesendet und gehen verloren. Trotzdem abmelden?`)) return;
+  try { await api('/v1/device/logout', { method: 'POST' }); } catch { /* offline: forget anyway */ }
+  forget('');
+}
+
+function start() {
+  $('login-form').addEventListener('submit', login);
+  $('logout').addEventListener('click', logout);
+  $('springer-search').addEventListener('input', showResults);
+  $('refused-clear').addEventListener('click', () => {
+    state.refused = [];
+    store.drop('refused');
+    render();
+  });
+  setupPad();
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('sw.js', { scope: './' }).catch(() => {});
+  }
+  window.addEventListener('online', () => { if (!state.ws) schedule(); });
+  // The day moves on: courses start and end, midnight brings a new day.
+  setInterval(() => { if (state.auth) refresh(); }, 60000);
+  render();
+  if (state.auth) refresh().then(() => { if (state.revoked) schedule(); else connect(); });
+}
+
+start();
