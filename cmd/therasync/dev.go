@@ -202,10 +202,15 @@ Log a phone in (the code arrives as a mail in %s):
   curl -s -d '{"email":"jonas.becker@praxis-demo.de","code":"CODE","device_id":"my-phone","device_name":"Terminal","platform":"curl"}' %s/v1/device/login
   curl -s -o shard.db -H 'Authorization: Bearer TOKEN' %s/v1/device/shard && sqlite3 shard.db 'select * from sync_meta'
 
+Check-in terminal (a tablet at the front desk): open %s/checkin/ and log in
+as sabine.krueger@praxis-demo.de with a code from %s:
+  curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/practice/accounts/acc-sabine/access-code
+
 Stop with Ctrl-C. Started again on the same data directory, it reuses what is there.
 `, base, dir, st.TenantID, st.PracticeKey, accountEmails(st.Accounts), filepath.Join(dir, "dev.json"),
 		base, st.PracticeKey, base, st.PracticeKey, base, base,
-		filepath.Join(dir, "outbox"), st.PracticeKey, base, base, base)
+		filepath.Join(dir, "outbox"), st.PracticeKey, base, base, base,
+		base, filepath.Join(dir, "outbox"), st.PracticeKey, base)
 }
 
 func accountEmails(as []demoAccount) string {
