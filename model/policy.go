@@ -306,3 +306,20 @@ func Fields(role, entity string) []Field {
 func ValidRole(role string) bool {
 	return role == RoleAdmin || role == RoleMember || role == RoleSecretary
 }
+
+// LinkFields returns the names of entity's link fields A and B ("" for
+// none, or for an entity without links).
+func LinkFields(entity string) (a, b string) {
+	f := linkFields[entity]
+	return f[0], f[1]
+}
+
+// LinkedEntities returns the entities whose rows' visibility depends on
+// link fields.
+func LinkedEntities() []string {
+	out := make([]string, 0, len(linkFields))
+	for e := range linkFields {
+		out = append(out, e)
+	}
+	return out
+}

@@ -1,5 +1,7 @@
 package model
 
+import "slices"
+
 // Tracker follows, change by change, what member accounts see: the link
 // fields of a tenant (Links) and, for each followed member, why it sees each
 // profile and course, as reference counts. Applying a change costs what the
@@ -359,4 +361,27 @@ func (t *Tracker) setViewer(viewers map[string]map[string]bool, id, member strin
 	if len(viewers[id]) == 0 {
 		delete(viewers, id)
 	}
+}
+
+// SawRow reports whether the followed member saw the row before a change
+// whose shift is given, for a row whose link fields the change did not
+// touch: SeesRow with the shift's gained profiles and courses not counted.
+func (t *Tracker) SawRow(member, entity, id string, r LinkRow, shift Shift) bool {
+	rule := memberRule(entity)
+	if rule.All {
+		return true
+	}
+	names := linkFields[entity]
+	for _, c := range rule.Conds {
+		v := fieldOf(c.Field, id, names, r)
+		switch {
+		case v == "":
+		case c.Self && v == member:
+			return true
+		case c.In == SetProfiles && !slices.Contains(shift.Profiles, v) && t.sees(sightKey{member, c.In, v}),
+			c.In == SetCourses && !slices.Contains(shift.Courses, v) && t.sees(sightKey{member, c.In, v}):
+			return true
+		}
+	}
+	return false
 }

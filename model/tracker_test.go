@@ -121,6 +121,23 @@ func TestTrackerAgreesWithNewScope(t *testing.T) {
 					if !slices.Equal(shift.Profiles, gp) || !slices.Equal(shift.Courses, gc) || shift.Shrank != shrank {
 						t.Fatalf("step %d after %+v: shift of %s = %+v; want gained %v %v, shrank %v", step, c, m, shift, gp, gc, shrank)
 					}
+					// Every other row: SawRow tells what the member saw before.
+					if shrank {
+						continue
+					}
+					for _, e := range []string{model.Profiles, model.ProfileShares, model.Sessions, model.Courses, model.CourseMembers, model.Attendances, model.Transactions} {
+						for i := range 8 {
+							for _, id := range []string{fmt.Sprint(map[string]string{model.Profiles: "p", model.Courses: "c"}[e], i), fmt.Sprint("sh", i), fmt.Sprint("s", i), fmt.Sprint("cm", i), fmt.Sprint("at", i), fmt.Sprint("t", i)} {
+								r, ok := plain.Get(e, id)
+								if !ok || e == c.Entity && id == c.ID {
+									continue
+								}
+								if got, want := tr.SawRow(m, e, id, r, shift), old[m].SeesRow(e, id, r); got != want {
+									t.Fatalf("step %d after %+v: SawRow(%s, %s/%s) = %v; want %v", step, c, m, e, id, got, want)
+								}
+							}
+						}
+					}
 				}
 			}
 		})

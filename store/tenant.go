@@ -216,3 +216,43 @@ func (t *Tenant) RoleAt(ctx context.Context, accountID string, seq int64) (strin
 	}
 	return "", rows.Err()
 }
+
+// Links returns the link fields of every row of the tenant (what the access
+// policy decides from) and the seq they are at, read in one snapshot.
+func (t *Tenant) Links(ctx context.Context) (*model.Links, int64, error) {
+	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read links: %w", err)
+	}
+	defer tx.Rollback()
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&seq); err != nil {
+		return nil, 0, fmt.Errorf("read links: %w", err)
+	}
+	l := model.NewLinks()
+	for _, entity := range model.LinkedEntities() {
+		a, b := model.LinkFields(entity)
+		colB := `''`
+		if b != "" {
+			colB = `coalesce(` + quote(b) + `, '')`
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, coalesce(`+quote(a)+`, ''), `+colB+` FROM `+quote(entity))
+		if err != nil {
+			return nil, 0, fmt.Errorf("read links of %s: %w", entity, err)
+		}
+		for rows.Next() {
+			var id string
+			var r model.LinkRow
+			if err := rows.Scan(&id, &r.A, &r.B); err != nil {
+				rows.Close()
+				return nil, 0, fmt.Errorf("read links of %s: %w", entity, err)
+			}
+			l.Set(entity, id, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, 0, fmt.Errorf("read links of %s: %w", entity, err)
+		}
+	}
+	return l, seq, nil
+}
