@@ -2,7 +2,12 @@ package syncd
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
@@ -12,24 +17,66 @@ import (
 // connections further behind read the store.
 const feedSize = 20000
 
-// feed reads a tenant's new changes once for all of this process's live
-// connections of the tenant and keeps the recent ones in memory. Its
-// goroutine is owned by the hub: it runs until stop is closed.
-type feed struct {
-	tenant *store.Tenant
-	wake   chan struct{} // capacity 1: new commits may exist
-	stop   chan struct{}
-	done   chan struct{}
-	notify func() // wakes the tenant's connections
+// Announcing caught_up to views that received nothing (so that their
+// devices' cursors move on): once the feed was quiet for announceQuiet, to
+// at most announceBudget connections at a time, announcePace apart. Ten
+// thousand idle devices woken at once would delay every live delivery.
+const (
+	announceQuiet  = 20 * time.Millisecond
+	announcePace   = 2 * time.Millisecond
+	announceBudget = 200
+)
 
-	mu     sync.Mutex
-	buf    []model.Change // consecutive seqs from first
-	first  int64          // seq of buf[0]
-	latest int64          // the newest seq read; 0 until the first read
+// feed is a tenant's live stream in this process. Its goroutine reads each
+// commit once from the store, decides once per view (the practice, admins,
+// secretaries, each member account) what that view receives, encodes the
+// frame once and hands it to the view's connections: a connection whose
+// account sees nothing of a change is not woken. Connections behind the head
+// catch up on their own goroutine (from the feed's memory or the store) and
+// join a view when they reach the head. The hub owns the goroutine: it runs
+// until stop is closed.
+type feed struct {
+	tenant  *store.Tenant
+	log     *slog.Logger
+	metrics *metrics
+	wake    chan struct{} // capacity 1: new commits may exist
+	stop    chan struct{}
+	done    chan struct{}
+
+	mu      sync.Mutex
+	ready   bool           // tracker loaded; latest is meaningful
+	buf     []model.Change // consecutive seqs from first
+	first   int64          // seq of buf[0]
+	latest  int64          // the seq the tracker and the views are at
+	tracker *model.Tracker // link fields at latest; follows the members with a view
+	// waiting are the connections catching up, woken when changes arrive.
+	waiting map[*liveConn]struct{}
+	views   map[viewKey]*view
+	shared  []*view // the views of the practice, admins and secretaries
+	dirty   []*view // views with output in the batch being dispatched
+	// byAccount are the live (joined) device connections by account.
+	byAccount map[string]map[*liveConn]struct{}
 }
 
-func newFeed(t *store.Tenant, notify func()) *feed {
-	f := &feed{tenant: t, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), notify: notify}
+// viewKey names a view: a member account, or a role shared by every
+// account of it (admin, secretary) or the practice PCs.
+type viewKey struct {
+	practice bool
+	role     string
+	account  string // members only
+}
+
+// view is what one kind of viewer receives, and its joined connections.
+type view struct {
+	key       viewKey
+	conns     map[*liveConn]struct{}
+	out       []model.Change // the frame being built for the current batch
+	announced int64          // the seq of the last caught_up sent
+}
+
+func newFeed(t *store.Tenant, log *slog.Logger, m *metrics) *feed {
+	f := &feed{tenant: t, log: log, metrics: m, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		waiting: map[*liveConn]struct{}{}, views: map[viewKey]*view{}, byAccount: map[string]map[*liveConn]struct{}{}}
 	go f.run()
 	f.poke()
 	return f
@@ -45,42 +92,64 @@ func (f *feed) poke() {
 func (f *feed) run() {
 	defer close(f.done)
 	ctx := context.Background()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
 	for {
 		select {
 		case <-f.stop:
+			quiet.Stop()
 			return
 		case <-f.wake:
+			if err := f.read(ctx); err != nil {
+				f.log.Error("live feed: read changes", "tenant", f.tenant.ID(), "err", err)
+			}
+			f.wakeWaiting() // on an error, they fall back to the store and report there
+			quiet.Reset(announceQuiet)
+		case <-quiet.C:
+			if f.announce(announceBudget) {
+				quiet.Reset(announcePace)
+			}
 		}
-		if err := f.read(ctx); err != nil {
-			f.notify() // connections fall back to the store and report there
-			continue
-		}
-		f.notify()
 	}
 }
 
-// read appends the changes committed since the last read.
+func (f *feed) wakeWaiting() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.waiting {
+		c.wakeUp()
+	}
+}
+
+// read loads the tracker on first use, then reads the changes committed
+// since latest and dispatches them to the views.
 func (f *feed) read(ctx context.Context) error {
 	f.mu.Lock()
-	after := f.latest
+	ready, after := f.ready, f.latest
 	f.mu.Unlock()
-	for {
-		cs, latest, err := f.tenant.Changes(ctx, after, catchUpBatch)
+	if !ready {
+		links, seq, err := f.tenant.Links(ctx)
 		if err != nil {
 			return err
 		}
 		f.mu.Lock()
-		if f.latest == 0 && len(f.buf) == 0 {
-			f.first = after + 1
+		f.tracker, f.first, f.latest, f.ready = model.NewTracker(links), seq+1, seq, true
+		f.mu.Unlock()
+		after = seq
+	}
+	for {
+		cs, _, err := f.tenant.Changes(ctx, after, catchUpBatch)
+		if err != nil {
+			return err
 		}
+		if len(cs) == 0 {
+			return nil
+		}
+		f.mu.Lock()
 		f.buf = append(f.buf, cs...)
-		if len(cs) > 0 {
-			after = cs[len(cs)-1].Seq
-		}
-		f.latest = max(after, f.latest)
-		if f.latest == 0 {
-			f.latest = latest
-		}
+		f.dispatchLocked(ctx, cs)
+		after = cs[len(cs)-1].Seq
+		f.latest = after
 		if over := len(f.buf) - feedSize; over > 0 {
 			f.buf = append([]model.Change(nil), f.buf[over:]...)
 			f.first += int64(over)
@@ -93,12 +162,12 @@ func (f *feed) read(ctx context.Context) error {
 }
 
 // since returns at most limit changes after cursor from memory, and the
-// newest seq read; ok is false when cursor is older than what the feed
-// keeps (read the store instead).
+// seq the feed is at; ok is false when the feed is not loaded yet or the
+// cursor is older than what it keeps (read the store instead).
 func (f *feed) since(cursor int64, limit int) (cs []model.Change, latest int64, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.latest == 0 || cursor+1 < f.first {
+	if !f.ready || cursor+1 < f.first {
 		return nil, 0, false
 	}
 	i := int(cursor + 1 - f.first)
@@ -107,4 +176,238 @@ func (f *feed) since(cursor int64, limit int) (cs []model.Change, latest int64, 
 	}
 	end := min(len(f.buf), i+limit)
 	return f.buf[i:end], f.latest, true
+}
+
+// wait registers c, catching up, to be woken when changes arrive.
+func (f *feed) wait(c *liveConn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waiting[c] = struct{}{}
+}
+
+// join makes c live when its cursor is at the feed's head: it gets
+// caught_up, then every later change its view receives. It reports false
+// when c is behind (or the feed not loaded yet): catch up further.
+func (f *feed) join(c *liveConn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ready || c.cursor != f.latest {
+		return false
+	}
+	delete(f.waiting, c)
+	k := viewKey{practice: c.practice, role: c.viewer.Role}
+	if c.viewer.Role == model.RoleMember && !c.practice {
+		k.account = c.accountID
+	}
+	v := f.views[k]
+	if v == nil {
+		v = &view{key: k, conns: map[*liveConn]struct{}{}, announced: f.latest}
+		f.views[k] = v
+		if k.account != "" {
+			f.tracker.Follow(k.account)
+		} else {
+			f.shared = append(f.shared, v)
+		}
+	}
+	v.conns[c] = struct{}{}
+	c.view = v
+	if !c.practice {
+		if f.byAccount[c.accountID] == nil {
+			f.byAccount[c.accountID] = map[*liveConn]struct{}{}
+		}
+		f.byAccount[c.accountID][c] = struct{}{}
+	}
+	c.enqueue(mustJSON(caughtUpFrame{Type: "caught_up", Seq: c.cursor}))
+	return true
+}
+
+// leave forgets c, live or catching up.
+func (f *feed) leave(c *liveConn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.waiting, c)
+	f.dropLocked(c)
+}
+
+func (f *feed) dropLocked(c *liveConn) {
+	v := c.view
+	if v == nil {
+		return
+	}
+	c.view = nil
+	delete(v.conns, c)
+	if len(v.conns) == 0 && f.views[v.key] == v {
+		delete(f.views, v.key)
+		if v.key.account != "" {
+			f.tracker.Unfollow(v.key.account)
+		} else {
+			f.shared = slices.DeleteFunc(f.shared, func(o *view) bool { return o == v })
+		}
+	}
+	if m := f.byAccount[c.accountID]; m != nil {
+		delete(m, c)
+		if len(m) == 0 {
+			delete(f.byAccount, c.accountID)
+		}
+	}
+}
+
+// dispatchLocked decides what every view receives of cs, in seq order, and
+// sends each view's frame to its connections.
+func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
+	for _, ch := range cs {
+		if ch.Entity == model.Accounts && ch.Fields["role"] != nil {
+			// The device's data is what its old role saw: it needs a shard.
+			for c := range f.byAccount[ch.ID] {
+				if c.viewer.Role != ch.Fields["role"] {
+					f.resyncLocked(c, "the account's role changed")
+				}
+			}
+		}
+		for _, v := range f.shared {
+			f.emitLocked(v, project(v.key.practice, v.key.role, ch))
+		}
+		f.dispatchMembersLocked(ctx, ch)
+	}
+	for _, v := range f.dirty {
+		f.flushLocked(v)
+	}
+	clear(f.dirty)
+	f.dirty = f.dirty[:0]
+}
+
+// emitLocked adds changes to what the view receives in this batch.
+func (f *feed) emitLocked(v *view, cs ...model.Change) {
+	if len(cs) == 0 {
+		return
+	}
+	if len(v.out) == 0 {
+		f.dirty = append(f.dirty, v)
+	}
+	v.out = append(v.out, cs...)
+}
+
+// dispatchMembersLocked decides what each member view receives of ch and
+// applies ch to the tracker.
+func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change) {
+	tr := f.tracker
+	if !model.HasLinks(ch.Entity) { // accounts and practices: every member sees them
+		tr.Apply(ch)
+		pc := project(false, model.RoleMember, ch)
+		for _, v := range f.views {
+			if v.key.account != "" {
+				f.emitLocked(v, pc)
+			}
+		}
+		return
+	}
+	// The members who may see the row before or after, or whose sight the
+	// change moves: nobody else needs a look.
+	saw := map[string]bool{}
+	if prev, ok := tr.Links().Get(ch.Entity, ch.ID); ok {
+		tr.Viewers(ch.Entity, ch.ID, prev, func(m string) { saw[m] = tr.SeesRow(m, ch.Entity, ch.ID, prev) })
+	}
+	_, existed, shifts := tr.Apply(ch)
+	cands := map[string]model.Shift{}
+	for m := range saw {
+		cands[m] = model.Shift{Member: m}
+	}
+	if after, ok := tr.Links().Get(ch.Entity, ch.ID); ok {
+		tr.Viewers(ch.Entity, ch.ID, after, func(m string) { cands[m] = model.Shift{Member: m} })
+	}
+	for _, s := range shifts {
+		cands[s.Member] = s
+	}
+	for m, shift := range cands {
+		v := f.views[viewKey{role: model.RoleMember, account: m}]
+		if v == nil {
+			continue
+		}
+		out, err := memberOut(ctx, f.tenant, tr, m, ch, existed, saw[m], shift)
+		if rs, ok := err.(*errResync); ok {
+			for c := range v.conns {
+				f.resyncLocked(c, rs.reason)
+			}
+			continue
+		}
+		if err != nil {
+			f.log.Error("live feed: rows that became visible", "tenant", f.tenant.ID(), "err", err)
+			for c := range v.conns {
+				c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+				f.dropLocked(c)
+			}
+			continue
+		}
+		f.emitLocked(v, out...)
+	}
+}
+
+// resyncLocked ends c's stream with resync (see liveConn.resync) and takes
+// it out of its view.
+func (f *feed) resyncLocked(c *liveConn, reason string) {
+	c.resync(reason)
+	f.dropLocked(c)
+}
+
+// flushLocked sends the view's frame, encoded once, to its connections.
+func (f *feed) flushLocked(v *view) {
+	if len(v.out) == 0 {
+		return
+	}
+	frame := mustJSON(changesFrame{Type: "changes", Changes: v.out})
+	for c := range v.conns {
+		c.enqueue(frame)
+	}
+	f.metrics.changesSent.Add(float64(len(v.out) * len(v.conns)))
+	v.out = v.out[:0]
+}
+
+// announce sends caught_up at the head to views not told yet, to at most
+// budget connections; it reports whether views remain to be told.
+func (f *feed) announce(budget int) (more bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ready {
+		return false
+	}
+	var frame []byte
+	for _, v := range f.views {
+		if v.announced == f.latest {
+			continue
+		}
+		if budget <= 0 {
+			return true
+		}
+		if frame == nil {
+			frame = mustJSON(caughtUpFrame{Type: "caught_up", Seq: f.latest})
+		}
+		for c := range v.conns {
+			c.enqueue(frame)
+		}
+		budget -= len(v.conns)
+		v.announced = f.latest
+	}
+	return false
+}
+
+// project returns the change as a viewer may see it: its visible fields
+// only (model.Fields: a secretary never sees a protocol, a member only the
+// name and role of accounts); practice PCs see everything. Which rows a
+// member sees, memberOut decides.
+func project(practice bool, role string, ch model.Change) model.Change {
+	if practice || ch.Fields == nil {
+		return ch
+	}
+	fields := model.Fields(role, ch.Entity)
+	if e, ok := model.Lookup(ch.Entity); ok && len(fields) == len(e.Fields) {
+		return ch // the viewer sees every field: nothing to copy
+	}
+	keep := make(map[string]any, len(ch.Fields))
+	for _, f := range fields {
+		if v, ok := ch.Fields[f.Name]; ok {
+			keep[f.Name] = v
+		}
+	}
+	ch.Fields = keep
+	return ch
 }

@@ -9,23 +9,16 @@ import (
 	"github.com/therasync/therasync/store"
 )
 
-// memberView follows what a member sees as the stream advances: the link
-// fields of the tenant at the connection's cursor and the member's scope.
-type memberView struct {
-	links *model.Links
-	scope *model.Scope
-}
-
 // errResync ends a member's stream: what it sees shrank (or its role
 // changed), so its local data must be replaced by a fresh shard.
 type errResync struct{ reason string }
 
 func (e *errResync) Error() string { return e.reason }
 
-// loadMemberView rebuilds the tenant's link fields as of seq by replaying
-// the change log up to it (every row entered through the log), and the
-// member's scope on them.
-func loadMemberView(ctx context.Context, t *store.Tenant, v model.Viewer, seq int64) (*memberView, error) {
+// loadTracker rebuilds the tenant's link fields as of seq by replaying the
+// change log up to it (every row entered through the log) and follows the
+// member on them: what a member's connection catching up from seq needs.
+func loadTracker(ctx context.Context, t *store.Tenant, member string, seq int64) (*model.Tracker, error) {
 	l := model.NewLinks()
 	var at int64
 	for at < seq {
@@ -45,92 +38,102 @@ func loadMemberView(ctx context.Context, t *store.Tenant, v model.Viewer, seq in
 			at = c.Seq
 		}
 	}
-	return &memberView{links: l, scope: model.NewScope(v, l)}, nil
+	tr := model.NewTracker(l)
+	tr.Follow(member)
+	return tr, nil
 }
 
-// memberChanges turns one change of the log into what the member's device
-// receives: nothing, the change, or full rows that just became visible. It
-// returns an *errResync when visibility shrank.
-func (c *liveConn) memberChanges(ctx context.Context, ch model.Change) ([]model.Change, error) {
-	mv := c.member
-	if !model.HasLinks(ch.Entity) { // accounts and practices: every member sees them
-		return []model.Change{c.project(ch)}, nil
+// memberStep applies ch to tr, which follows member, and returns what the
+// member's device receives.
+func memberStep(ctx context.Context, t *store.Tenant, tr *model.Tracker, member string, ch model.Change) ([]model.Change, error) {
+	if !model.HasLinks(ch.Entity) {
+		tr.Apply(ch)
+		return []model.Change{project(false, model.RoleMember, ch)}, nil
 	}
-	before, existed := mv.links.Get(ch.Entity, ch.ID)
-	visBefore := existed && mv.scope.SeesRow(ch.Entity, ch.ID, before)
-	affects := mv.links.Affects(c.viewer, ch)
-	mv.links.Apply(ch)
-	old := mv.scope
-	if affects {
-		mv.scope = model.NewScope(c.viewer, mv.links)
-		if !subset(old.Profiles, mv.scope.Profiles) || !subset(old.Courses, mv.scope.Courses) {
-			return nil, &errResync{reason: "visibility shrank"}
+	prev, existed := tr.Links().Get(ch.Entity, ch.ID)
+	saw := existed && tr.SeesRow(member, ch.Entity, ch.ID, prev)
+	_, _, shifts := tr.Apply(ch)
+	shift := model.Shift{Member: member}
+	for _, s := range shifts {
+		if s.Member == member {
+			shift = s
 		}
 	}
-	after, exists := mv.links.Get(ch.Entity, ch.ID)
-	visAfter := exists && mv.scope.SeesRow(ch.Entity, ch.ID, after)
-	if visBefore && !visAfter && ch.Op == model.OpUpsert {
+	return memberOut(ctx, t, tr, member, ch, existed, saw, shift)
+}
+
+// memberOut returns what member m's devices receive for ch, which tr has
+// just applied: nothing, the change, or full rows that just became
+// visible. existed and saw tell whether ch's row existed and whether m saw
+// it before ch; shift is how ch moved what m sees. It returns an *errResync
+// when m's sight shrank.
+func memberOut(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string, ch model.Change, existed, saw bool, shift model.Shift) ([]model.Change, error) {
+	if shift.Shrank {
+		return nil, &errResync{reason: "visibility shrank"}
+	}
+	after, exists := tr.Links().Get(ch.Entity, ch.ID)
+	sees := exists && tr.SeesRow(m, ch.Entity, ch.ID, after)
+	if saw && !sees && ch.Op == model.OpUpsert {
 		return nil, &errResync{reason: "a row moved out of sight"}
 	}
 	var out []model.Change
 	sent := map[[2]string]bool{}
-	if affects {
-		grown, err := c.grownRows(ctx, old, ch, sent)
+	if len(shift.Profiles)+len(shift.Courses) > 0 {
+		grown, err := grownRows(ctx, t, tr, m, ch, shift, sent)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, grown...)
 	}
-	key := [2]string{ch.Entity, ch.ID}
 	switch {
-	case sent[key]:
-	case ch.Op == model.OpDelete && visBefore:
-		out = append(out, ch)
-	case visAfter && visBefore:
-		out = append(out, c.project(ch))
-	case visAfter:
-		// Visible now, not before: the device needs the whole row.
-		row, err := c.tenant.Row(ctx, ch.Entity, ch.ID)
+	case sent[[2]string{ch.Entity, ch.ID}]:
+	case ch.Op == model.OpDelete:
+		if saw {
+			out = append(out, ch)
+		}
+	case saw && sees:
+		out = append(out, project(false, model.RoleMember, ch))
+	case sees && !existed:
+		// A new row: the change holds all of it.
+		out = append(out, project(false, model.RoleMember, ch))
+	case sees:
+		// An existing row came into sight: the device needs all of it.
+		row, err := t.Row(ctx, ch.Entity, ch.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			break // deleted later; that change comes in its turn
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, c.project(model.Change{Seq: ch.Seq, Entity: ch.Entity, Op: model.OpUpsert, ID: ch.ID, Fields: row}))
+		out = append(out, project(false, model.RoleMember, model.Change{Seq: ch.Seq, Entity: ch.Entity, Op: model.OpUpsert, ID: ch.ID, Fields: row}))
 	}
 	return out, nil
 }
 
-// grownRows returns, as full upserts, the rows that hang on profiles and
-// courses the member sees since ch and did not see before: the profiles,
-// their sessions, shares and transactions, the courses, their members and
-// attendances.
-func (c *liveConn) grownRows(ctx context.Context, old *model.Scope, ch model.Change, sent map[[2]string]bool) ([]model.Change, error) {
-	mv := c.member
+// grownRows returns, as full upserts, the rows that hang on the profiles
+// and courses member m gained with ch and that m did not see before: the
+// profiles, their sessions, shares and transactions, the courses, their
+// members and attendances.
+func grownRows(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string, ch model.Change, shift model.Shift, sent map[[2]string]bool) ([]model.Change, error) {
 	// What hangs on a profile or a course, found by the field naming it
 	// ("" for the row itself).
 	type lookup struct{ entity, field, value string }
 	var lookups []lookup
-	for p := range mv.scope.Profiles {
-		if !old.Profiles[p] {
-			for _, by := range [][2]string{{model.Profiles, ""}, {model.Sessions, "profile_id"}, {model.ProfileShares, "profile_id"}, {model.Transactions, "profile_id"}} {
-				lookups = append(lookups, lookup{by[0], by[1], p})
-			}
+	for _, p := range shift.Profiles {
+		for _, by := range [][2]string{{model.Profiles, ""}, {model.Sessions, "profile_id"}, {model.ProfileShares, "profile_id"}, {model.Transactions, "profile_id"}} {
+			lookups = append(lookups, lookup{by[0], by[1], p})
 		}
 	}
-	for crs := range mv.scope.Courses {
-		if !old.Courses[crs] {
-			for _, by := range [][2]string{{model.Courses, ""}, {model.CourseMembers, "course_id"}, {model.Attendances, "course_id"}} {
-				lookups = append(lookups, lookup{by[0], by[1], crs})
-			}
+	for _, crs := range shift.Courses {
+		for _, by := range [][2]string{{model.Courses, ""}, {model.CourseMembers, "course_id"}, {model.Attendances, "course_id"}} {
+			lookups = append(lookups, lookup{by[0], by[1], crs})
 		}
 	}
 	var out []model.Change
 	for _, lk := range lookups {
 		var rows map[string]map[string]any
 		if lk.field == "" {
-			row, err := c.tenant.Row(ctx, lk.entity, lk.value)
+			row, err := t.Row(ctx, lk.entity, lk.value)
 			if errors.Is(err, store.ErrNotFound) {
 				continue
 			}
@@ -140,35 +143,24 @@ func (c *liveConn) grownRows(ctx context.Context, old *model.Scope, ch model.Cha
 			rows = map[string]map[string]any{lk.value: row}
 		} else {
 			var err error
-			if rows, err = c.tenant.RowsBy(ctx, lk.entity, lk.field, lk.value); err != nil {
+			if rows, err = t.RowsBy(ctx, lk.entity, lk.field, lk.value); err != nil {
 				return nil, fmt.Errorf("rows that became visible: %w", err)
 			}
 		}
 		for id, fields := range rows {
 			key := [2]string{lk.entity, id}
-			link, ok := mv.links.Get(lk.entity, id)
+			link, ok := tr.Links().Get(lk.entity, id)
 			if sent[key] || !ok { // created after ch: its own change comes in its turn
 				continue
 			}
-			wasVisible := old.SeesRow(lk.entity, id, link)
-			if key == [2]string{ch.Entity, ch.ID} {
-				wasVisible = false // decided by memberChanges for ch's own row
-			}
-			if wasVisible || !mv.scope.SeesRow(lk.entity, id, link) {
+			// ch's own row is decided by memberOut; any other was seen
+			// before if it was visible without what ch added.
+			if key != [2]string{ch.Entity, ch.ID} && tr.SawRow(m, lk.entity, id, link, shift) || !tr.SeesRow(m, lk.entity, id, link) {
 				continue
 			}
 			sent[key] = true
-			out = append(out, c.project(model.Change{Seq: ch.Seq, Entity: lk.entity, Op: model.OpUpsert, ID: id, Fields: fields}))
+			out = append(out, project(false, model.RoleMember, model.Change{Seq: ch.Seq, Entity: lk.entity, Op: model.OpUpsert, ID: id, Fields: fields}))
 		}
 	}
 	return out, nil
-}
-
-func subset(a, b map[string]bool) bool {
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
 }

@@ -62,7 +62,7 @@ func (h *hub) add(c *liveConn) bool {
 	}
 	h.conns[id][c] = struct{}{}
 	if h.feeds[id] == nil {
-		h.feeds[id] = newFeed(c.tenant, func() { h.each(id, func(c *liveConn) { c.wakeUp() }) })
+		h.feeds[id] = newFeed(c.tenant, c.s.log, c.s.metrics)
 	}
 	c.feed = h.feeds[id]
 	h.wg.Add(1)
@@ -70,6 +70,7 @@ func (h *hub) add(c *liveConn) bool {
 }
 
 func (h *hub) remove(c *liveConn) {
+	c.feed.leave(c)
 	h.mu.Lock()
 	id := c.tenant.ID()
 	delete(h.conns[id], c)
@@ -195,7 +196,7 @@ const (
 
 func newUpgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
-		ReadBufferSize:  4 << 10,
+		ReadBufferSize:  1 << 10, // pushes are rare and small; an idle device holds this buffer
 		WriteBufferSize: 16 << 10,
 		// Idle connections hold no write buffer: they borrow one per message.
 		WriteBufferPool: &sync.Pool{},
@@ -210,7 +211,8 @@ func newUpgrader() *websocket.Upgrader {
 }
 
 // liveConn is one WebSocket: a reader goroutine (pushes, pongs) and a
-// writer goroutine (the stream, acks, pings), with a bounded queue between.
+// writer goroutine (catch-up, then the frames its view's feed hands it,
+// acks, pings), with a bounded queue between.
 type liveConn struct {
 	s         *Server
 	ws        *websocket.Conn
@@ -219,20 +221,22 @@ type liveConn struct {
 	viewer    model.Viewer
 	accountID string
 	deviceID  string
-	cursor    int64
-	announced int64       // the seq of the last caught_up sent; -1 before the first
-	member    *memberView // what a member sees at cursor; nil for others, loaded on first catch-up
-	feed      *feed       // the tenant's recent changes, shared by this process's connections
+	cursor    int64          // catching up: the last seq sent
+	started   bool           // the first catch-up ran its checks
+	tracker   *model.Tracker // a member's sight at cursor while catching up; nil once live
+	feed      *feed          // the tenant's live stream in this process
+	view      *view          // the view the feed sends to once live; guarded by feed.mu
 
-	wake       chan struct{} // capacity 1: the tenant's seq may have moved
-	send       chan []byte   // frames from the reader (acks, rejects)
+	wake       chan struct{} // capacity 1: the feed read changes
+	send       chan []byte   // frames for the writer (stream, acks, rejects)
 	done       chan struct{} // closed by stop
 	readerDone chan struct{} // closed when readLoop returned
 
 	stopOnce  sync.Once
 	closeCode int
 	closeText string
-	lastFrame []byte // sent before the close frame (the wipe)
+	lastFrame []byte // sent before the close frame (the wipe, resync)
+	needBuild bool   // resync: request the account's shard build on the way out
 }
 
 func (c *liveConn) wakeUp() {
@@ -304,7 +308,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 	if err != nil {
 		return // the upgrader answered the client
 	}
-	c.s, c.ws, c.cursor, c.announced = s, ws, cursor, -1
+	c.s, c.ws, c.cursor = s, ws, cursor
 	c.wake = make(chan struct{}, 1)
 	c.send = make(chan []byte, sendQueueSize)
 	c.done = make(chan struct{})
@@ -423,8 +427,9 @@ func (c *liveConn) reject(id string, err error) {
 	c.enqueue(mustJSON(rejectFrame{Type: "reject", MutationID: id, Error: code, Message: msg}))
 }
 
-// writeLoop sends the stream: catch-up from the cursor, caught_up, then
-// every commit as it comes, and the reader's frames, and pings.
+// writeLoop sends the stream: catch-up from the cursor until it joins the
+// feed at the head, then the frames the feed and the reader queue, and
+// pings.
 func (c *liveConn) writeLoop() {
 	ping := time.NewTicker(pingPeriod)
 	defer func() {
@@ -433,7 +438,17 @@ func (c *liveConn) writeLoop() {
 		<-c.readerDone
 		c.s.hub.remove(c)
 		c.s.metrics.connected.Dec()
+		if c.needBuild {
+			ctx := context.Background()
+			if ids, err := c.tenant.RequestBuilds(ctx, c.accountID); err == nil {
+				c.s.enqueueBuilds(ctx, c.tenant.ID(), ids)
+			} else {
+				c.s.log.Error("request a shard build for a resync", "tenant", c.tenant.ID(), "account", c.accountID, "err", err)
+			}
+		}
 	}()
+	live := false
+	c.feed.wait(c)
 	for {
 		// A stopped connection sends nothing more but its last frame: with
 		// done and another case ready, select could pick the other, and a
@@ -445,14 +460,22 @@ func (c *liveConn) writeLoop() {
 			return
 		default:
 		}
+		wake := c.wake
+		if live {
+			wake = nil
+		}
 		select {
 		case <-c.done:
 			c.hangUp()
 			return
-		case <-c.wake:
-			if err := c.catchUp(); err != nil {
+		case <-wake:
+			joined, err := c.catchUp()
+			if err != nil {
 				c.stop(websocket.CloseInternalServerErr, "internal error", nil)
 				c.s.log.Error("sync stream", "tenant", c.tenant.ID(), "err", err)
+			}
+			if joined {
+				live, c.tracker = true, nil
 			}
 		case f := <-c.send:
 			if err := c.write(f); err != nil {
@@ -490,47 +513,50 @@ func (c *liveConn) hangUp() {
 }
 
 // catchUp sends every change after the cursor that the viewer sees, in
-// batches, then caught_up with the tenant's seq.
-func (c *liveConn) catchUp() error {
+// batches, until the cursor reaches the feed's head; then the connection
+// joins the feed (which sends caught_up) and reports joined.
+func (c *liveConn) catchUp() (joined bool, err error) {
 	ctx := context.Background()
-	var err error
-	_, latest, ok := c.feed.since(c.cursor, 0)
-	if !ok || c.cursor > latest { // the feed may lag the store
-		if latest, err = c.tenant.Seq(ctx); err != nil {
-			return err
-		}
-	}
-	if c.cursor > latest {
-		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
-		return nil
-	}
-	if c.announced < 0 && !c.practice && c.cursor > 0 {
-		// The device's data is what its role saw at the cursor: another role
-		// needs another shard.
-		role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
+	if !c.started {
+		c.started = true
+		latest, err := c.tenant.Seq(ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if role != c.viewer.Role {
-			c.resync("the account's role changed")
-			return nil
+		if c.cursor > latest {
+			c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
+			return false, nil
+		}
+		if !c.practice && c.cursor > 0 {
+			// The device's data is what its role saw at the cursor: another
+			// role needs another shard.
+			role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
+			if err != nil {
+				return false, err
+			}
+			if role != c.viewer.Role {
+				c.resync("the account's role changed")
+				return false, nil
+			}
 		}
 	}
-	if c.viewer.Role == model.RoleMember && !c.practice && c.member == nil {
-		if c.member, err = loadMemberView(ctx, c.tenant, c.viewer, c.cursor); err != nil {
-			return err
+	for {
+		if c.feed.join(c) {
+			return true, nil
 		}
-	}
-	for c.cursor < latest {
 		cs, _, ok := c.feed.since(c.cursor, catchUpBatch)
 		if !ok {
-			var err error
 			if cs, _, err = c.tenant.Changes(ctx, c.cursor, catchUpBatch); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if len(cs) == 0 {
-			break
+			return false, nil // the feed has not read that far: wait for its wake-up
+		}
+		if c.viewer.Role == model.RoleMember && !c.practice && c.tracker == nil {
+			if c.tracker, err = loadTracker(ctx, c.tenant, c.accountID, c.cursor); err != nil {
+				return false, err
+			}
 		}
 		out := make([]model.Change, 0, len(cs))
 		for _, ch := range cs {
@@ -541,21 +567,18 @@ func (c *liveConn) catchUp() error {
 			switch {
 			case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
 				err = &errResync{reason: "the account's role changed"}
-			case c.member != nil:
-				vs, err = c.memberChanges(ctx, ch)
+			case c.tracker != nil:
+				vs, err = memberStep(ctx, c.tenant, c.tracker, c.accountID, ch)
 			default:
-				vs = []model.Change{c.project(ch)}
+				vs = []model.Change{project(c.practice, c.viewer.Role, ch)}
 			}
 			var rs *errResync
 			if errors.As(err, &rs) {
-				if len(out) > 0 { // what came before the shrink is sound
-					c.write(mustJSON(changesFrame{Type: "changes", Changes: out}))
-				}
 				c.resync(rs.reason)
-				return nil
+				return false, nil
 			}
 			if err != nil {
-				return err
+				return false, err
 			}
 			out = append(out, vs...)
 		}
@@ -563,58 +586,27 @@ func (c *liveConn) catchUp() error {
 		if len(out) > 0 {
 			if err := c.write(mustJSON(changesFrame{Type: "changes", Changes: out})); err != nil {
 				c.stop(websocket.CloseAbnormalClosure, "", nil)
-				return nil
+				return false, nil
 			}
 			c.s.metrics.changesSent.Add(float64(len(out)))
 		}
 		select {
 		case <-c.done:
-			return nil
+			return false, nil
 		default:
 		}
 	}
-	if c.cursor != c.announced { // a wake-up that found nothing new says nothing
-		if err := c.write(mustJSON(caughtUpFrame{Type: "caught_up", Seq: c.cursor})); err != nil {
-			c.stop(websocket.CloseAbnormalClosure, "", nil)
-			return nil
-		}
-		c.announced = c.cursor
-	}
-	return nil
 }
 
-// resync tells the device to replace its data by a fresh shard (a build of
-// which is requested) and ends the stream.
+// resync tells the device to replace its data by a fresh shard and ends
+// the stream; on its way out the connection requests the account's build.
 func (c *liveConn) resync(reason string) {
-	ctx := context.Background()
-	if !c.practice {
-		if ids, err := c.tenant.RequestBuilds(ctx, c.accountID); err == nil {
-			c.s.enqueueBuilds(ctx, c.tenant.ID(), ids)
-		}
-	}
-	c.stop(websocket.CloseNormalClosure, "resync", mustJSON(resyncFrame{Type: "resync", Reason: reason + ": download the shard again"}))
-}
-
-// project returns the change as the viewer may see it: its visible fields
-// only (model.Fields: a secretary never sees a protocol, a member only the
-// name and role of accounts). Which rows a member sees, memberChanges
-// decides.
-func (c *liveConn) project(ch model.Change) model.Change {
-	if c.practice || ch.Fields == nil {
-		return ch
-	}
-	fields := model.Fields(c.viewer.Role, ch.Entity)
-	if e, ok := model.Lookup(ch.Entity); ok && len(fields) == len(e.Fields) {
-		return ch // the viewer sees every field: nothing to copy
-	}
-	keep := make(map[string]any, len(ch.Fields))
-	for _, f := range fields {
-		if v, ok := ch.Fields[f.Name]; ok {
-			keep[f.Name] = v
-		}
-	}
-	ch.Fields = keep
-	return ch
+	c.stopOnce.Do(func() {
+		c.closeCode, c.closeText = websocket.CloseNormalClosure, "resync"
+		c.lastFrame = mustJSON(resyncFrame{Type: "resync", Reason: reason + ": download the shard again"})
+		c.needBuild = !c.practice
+		close(c.done)
+	})
 }
 
 // closeLive ends every live connection with 1001 and waits, until ctx is
