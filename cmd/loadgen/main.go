@@ -165,7 +165,12 @@ func (m *Main) Run(ctx context.Context) error {
 		latencies []time.Duration
 		delivered atomic.Int64
 		errCount  atomic.Int64
+		firstErr  atomic.Value
 	)
+	fail := func(err error) {
+		errCount.Add(1)
+		firstErr.CompareAndSwap(nil, err.Error())
+	}
 	ready := make(chan struct{}, m.Devices)
 	for i := range m.Devices {
 		tok, _, err := t.LoginDevice(ctx, account(i%m.Accounts), fmt.Sprintf("loadgen-%d", i), "loadgen", "loadgen")
@@ -183,7 +188,7 @@ func (m *Main) Run(ctx context.Context) error {
 				_, b, err := c.ReadMessage()
 				if err != nil {
 					if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-						errCount.Add(1)
+						fail(err)
 					}
 					return
 				}
@@ -233,7 +238,7 @@ func (m *Main) Run(ctx context.Context) error {
 		<-tick.C
 		var cs []map[string]any
 		for range perTick {
-			cs = append(cs, map[string]any{"entity": "sessions", "op": "upsert", "id": fmt.Sprintf("lg-s-%d", pushed%5000),
+			cs = append(cs, map[string]any{"entity": "sessions", "op": "upsert", "id": fmt.Sprintf("lg-s-%d", pushed%(5*m.Accounts)),
 				"fields": map[string]any{"therapist_id": account(pushed % m.Accounts), "protocol": strconv.FormatInt(time.Now().UnixNano(), 10)}})
 			pushed++
 		}
@@ -244,7 +249,7 @@ func (m *Main) Run(ctx context.Context) error {
 			defer pushers.Done()
 			defer func() { <-inflight }()
 			if _, err := m.push(ctx, id, cs); err != nil {
-				errCount.Add(1)
+				fail(err)
 			}
 		}(fmt.Sprintf("lg-%d-%d", start.UnixNano(), batch))
 	}
@@ -263,6 +268,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	fmt.Printf("\npushed %d changes in %s (%.0f/s); delivered %d (%.0f/s); errors %d\n", pushed, elapsed.Round(time.Millisecond),
 		float64(pushed)/elapsed.Seconds(), delivered.Load(), float64(delivered.Load())/elapsed.Seconds(), errCount.Load())
+	if e := firstErr.Load(); e != nil {
+		fmt.Printf("first error: %s\n", e)
+	}
 	fmt.Printf("change → device latency: p50 %s  p90 %s  p99 %s  max %s\n", pct(.5), pct(.9), pct(.99), pct(1))
 	if m.PID > 0 {
 		fmt.Printf("syncd memory: %.1f MiB before, %.1f MiB with %d devices: %.1f KiB per connected device\n",
