@@ -210,9 +210,12 @@ func newUpgrader() *websocket.Upgrader {
 	}
 }
 
-// liveConn is one WebSocket: a reader goroutine (pushes, pongs) and a
-// writer goroutine (catch-up, then the frames its view's feed hands it,
-// acks, pings), with a bounded queue between.
+// liveConn is one WebSocket. Its reader goroutine (pushes, pongs) lives as
+// long as the connection; frames go out through a bounded queue drained by
+// a writer goroutine that exists only while there is something to write:
+// first the catch-up, which stays the writer until it joins the feed, then
+// one started on demand by enqueue. An idle live connection holds one
+// goroutine.
 type liveConn struct {
 	s         *Server
 	ws        *websocket.Conn
@@ -227,10 +230,15 @@ type liveConn struct {
 	feed      *feed          // the tenant's live stream in this process
 	view      *view          // the view the feed sends to once live; guarded by feed.mu
 
-	wake       chan struct{} // capacity 1: the feed read changes
-	send       chan []byte   // frames for the writer (stream, acks, rejects)
+	wake       chan struct{} // capacity 1: the feed read changes (catching up)
+	kick       chan struct{} // capacity 1: frames were queued (catching up)
 	done       chan struct{} // closed by stop
 	readerDone chan struct{} // closed when readLoop returned
+	ping       *time.Timer   // queues a ping every pingPeriod
+
+	mu      sync.Mutex
+	queue   [][]byte // frames to send; a nil frame is a ping
+	writing bool     // a goroutine writes: the catch-up or a flusher
 
 	stopOnce  sync.Once
 	closeCode int
@@ -249,22 +257,128 @@ func (c *liveConn) wakeUp() {
 // stop ends the connection: the writer sends last (if any), then a close
 // frame with code, and hangs up.
 func (c *liveConn) stop(code int, text string, last []byte) {
-	c.stopOnce.Do(func() {
-		c.closeCode, c.closeText, c.lastFrame = code, text, last
-		close(c.done)
+	c.end(func() { c.closeCode, c.closeText, c.lastFrame = code, text, last })
+}
+
+// resync tells the device to replace its data by a fresh shard and ends
+// the stream; on its way out the connection requests the account's build.
+func (c *liveConn) resync(reason string) {
+	c.end(func() {
+		c.closeCode, c.closeText = websocket.CloseNormalClosure, "resync"
+		c.lastFrame = mustJSON(resyncFrame{Type: "resync", Reason: reason + ": download the shard again"})
+		c.needBuild = !c.practice
 	})
 }
 
-// enqueue hands a frame to the writer; a device whose queue is full cannot
-// keep up and is dropped (it catches up from its cursor later).
+// end runs set and closes done, once, and makes sure a writer hangs up.
+func (c *liveConn) end(set func()) {
+	c.stopOnce.Do(func() {
+		set()
+		close(c.done)
+		c.startWriter()
+	})
+}
+
+// enqueue hands a frame to the writer, starting one if none runs; a
+// device whose queue is full cannot keep up and is dropped (it catches up
+// from its cursor later).
 func (c *liveConn) enqueue(frame []byte) {
 	select {
-	case c.send <- frame:
 	case <-c.done:
+		return // the last writer hangs up; nothing more is sent
 	default:
+	}
+	c.mu.Lock()
+	if len(c.queue) >= sendQueueSize {
+		c.mu.Unlock()
 		c.s.metrics.sendDrops.Inc()
 		c.stop(websocket.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
+		return
 	}
+	c.queue = append(c.queue, frame)
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	c.startWriter()
+}
+
+// startWriter starts a flusher unless a writer runs.
+func (c *liveConn) startWriter() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.writing {
+		c.writing = true
+		go c.flush()
+	}
+}
+
+// flush is the writer of a live connection: it sends the queued frames
+// and returns when the queue is empty; once done is closed, it hangs up
+// and cleans up.
+func (c *liveConn) flush() {
+	for {
+		select {
+		case <-c.done:
+			c.finish()
+			return
+		default:
+		}
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			select {
+			case <-c.done: // stop saw a writer running: this one finishes
+				c.mu.Unlock()
+				c.finish()
+				return
+			default:
+			}
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		f := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if len(c.queue) == 0 {
+			c.queue = nil // an idle connection holds no backing array
+		}
+		c.mu.Unlock()
+		if err := c.writeFrame(f); err != nil {
+			c.stop(websocket.CloseAbnormalClosure, "", nil)
+		}
+	}
+}
+
+// drain sends the queued frames from the catch-up's goroutine.
+func (c *liveConn) drain() {
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		f := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		c.mu.Unlock()
+		if err := c.writeFrame(f); err != nil {
+			c.stop(websocket.CloseAbnormalClosure, "", nil)
+			return
+		}
+	}
+}
+
+// queuePing queues a ping and schedules the next one.
+func (c *liveConn) queuePing() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.enqueue(nil)
+	c.ping.Reset(pingPeriod)
 }
 
 // handleDeviceSync serves GET /v1/device/sync?cursor=N. A device revoked
@@ -310,9 +424,10 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 	}
 	c.s, c.ws, c.cursor = s, ws, cursor
 	c.wake = make(chan struct{}, 1)
-	c.send = make(chan []byte, sendQueueSize)
+	c.kick = make(chan struct{}, 1)
 	c.done = make(chan struct{})
 	c.readerDone = make(chan struct{})
+	c.writing = true // the catch-up
 	ws.SetReadLimit(maxFrameBytes)
 	if !s.hub.add(c) {
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
@@ -327,8 +442,9 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 		s.audit(r.Context(), c.tenant, store.AuditEntry{Actor: "device", AccountID: c.accountID, DeviceID: c.deviceID, Action: "sync", Detail: "cursor " + strconv.FormatInt(cursor, 10), Addr: clientAddr(r)})
 	}
 	c.wakeUp()
+	c.ping = time.AfterFunc(pingPeriod, c.queuePing)
 	go c.readLoop()
-	go c.writeLoop()
+	go c.catchUpLoop()
 }
 
 // readLoop reads the device's frames until the connection ends.
@@ -427,27 +543,11 @@ func (c *liveConn) reject(id string, err error) {
 	c.enqueue(mustJSON(rejectFrame{Type: "reject", MutationID: id, Error: code, Message: msg}))
 }
 
-// writeLoop sends the stream: catch-up from the cursor until it joins the
-// feed at the head, then the frames the feed and the reader queue, and
-// pings.
-func (c *liveConn) writeLoop() {
-	ping := time.NewTicker(pingPeriod)
-	defer func() {
-		ping.Stop()
-		c.ws.Close() // ends the reader's ReadMessage
-		<-c.readerDone
-		c.s.hub.remove(c)
-		c.s.metrics.connected.Dec()
-		if c.needBuild {
-			ctx := context.Background()
-			if ids, err := c.tenant.RequestBuilds(ctx, c.accountID); err == nil {
-				c.s.enqueueBuilds(ctx, c.tenant.ID(), ids)
-			} else {
-				c.s.log.Error("request a shard build for a resync", "tenant", c.tenant.ID(), "account", c.accountID, "err", err)
-			}
-		}
-	}()
-	live := false
+// catchUpLoop is a connection's first writer: it catches up from the
+// cursor whenever the feed reads changes, sends the frames queued
+// meanwhile, and once it joins the feed at the head it becomes a flusher
+// (and returns when nothing is left to write).
+func (c *liveConn) catchUpLoop() {
 	c.feed.wait(c)
 	for {
 		// A stopped connection sends nothing more but its last frame: with
@@ -456,38 +556,58 @@ func (c *liveConn) writeLoop() {
 		// must not skip.
 		select {
 		case <-c.done:
-			c.hangUp()
+			c.finish()
 			return
 		default:
 		}
-		wake := c.wake
-		if live {
-			wake = nil
-		}
 		select {
 		case <-c.done:
-			c.hangUp()
+			c.finish()
 			return
-		case <-wake:
+		case <-c.wake:
 			joined, err := c.catchUp()
 			if err != nil {
 				c.stop(websocket.CloseInternalServerErr, "internal error", nil)
 				c.s.log.Error("sync stream", "tenant", c.tenant.ID(), "err", err)
 			}
 			if joined {
-				live, c.tracker = true, nil
+				c.tracker = nil
+				c.flush()
+				return
 			}
-		case f := <-c.send:
-			if err := c.write(f); err != nil {
-				c.stop(websocket.CloseAbnormalClosure, "", nil)
-			}
-		case <-ping.C:
-			c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.LiveWriteTimeout))
-			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
-				c.stop(websocket.CloseAbnormalClosure, "", nil)
-			}
+		case <-c.kick:
+			c.drain()
 		}
 	}
+}
+
+// finish hangs up and cleans up, on the last writer's goroutine: it waits
+// for the reader, leaves the hub and, after a resync, requests the
+// account's shard build.
+func (c *liveConn) finish() {
+	c.ping.Stop()
+	c.hangUp()
+	c.ws.Close() // ends the reader's ReadMessage
+	<-c.readerDone
+	c.s.hub.remove(c)
+	c.s.metrics.connected.Dec()
+	if c.needBuild {
+		ctx := context.Background()
+		if ids, err := c.tenant.RequestBuilds(ctx, c.accountID); err == nil {
+			c.s.enqueueBuilds(ctx, c.tenant.ID(), ids)
+		} else {
+			c.s.log.Error("request a shard build for a resync", "tenant", c.tenant.ID(), "account", c.accountID, "err", err)
+		}
+	}
+}
+
+// writeFrame sends a queued frame: a ping when frame is nil.
+func (c *liveConn) writeFrame(frame []byte) error {
+	if frame == nil {
+		c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.LiveWriteTimeout))
+		return c.ws.WriteMessage(websocket.PingMessage, nil)
+	}
+	return c.write(frame)
 }
 
 func (c *liveConn) write(frame []byte) error {
@@ -598,16 +718,6 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 	}
 }
 
-// resync tells the device to replace its data by a fresh shard and ends
-// the stream; on its way out the connection requests the account's build.
-func (c *liveConn) resync(reason string) {
-	c.stopOnce.Do(func() {
-		c.closeCode, c.closeText = websocket.CloseNormalClosure, "resync"
-		c.lastFrame = mustJSON(resyncFrame{Type: "resync", Reason: reason + ": download the shard again"})
-		c.needBuild = !c.practice
-		close(c.done)
-	})
-}
 
 // closeLive ends every live connection with 1001 and waits, until ctx is
 // done, for their goroutines.
