@@ -718,7 +718,6 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 	}
 }
 
-
 // closeLive ends every live connection with 1001 and waits, until ctx is
 // done, for their goroutines.
 func (s *Server) closeLive(ctx context.Context) error {
