@@ -2,6 +2,7 @@ package syncd_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/syncd"
 )
 
@@ -62,5 +65,60 @@ func BenchmarkPracticePush(b *testing.B) {
 				b.Fatalf("seq = %d; want %d", got, want)
 			}
 		})
+	}
+}
+
+// BenchmarkMemberCatchUp measures a member's device catching up over a
+// live WebSocket on 10,000 changes it sees, in a tenant whose change log
+// already holds 200,000 others (sessions of other therapists, patients of
+// other owners): each op connects at the old cursor and reads to
+// caught_up. Run:
+//
+//	go test -run '^$' -bench MemberCatchUp -benchtime 5x ./syncd/
+func BenchmarkMemberCatchUp(b *testing.B) {
+	e := newTenantEnv(b, syncd.Config{})
+	ctx := context.Background()
+	push := func(n int, change func(i int) model.Change) {
+		for i := 0; i < n; i += 1000 {
+			var cs []model.Change
+			for j := i; j < min(i+1000, n); j++ {
+				cs = append(cs, change(j))
+			}
+			if _, err := e.T.Apply(ctx, store.Batch{Origin: store.OriginPractice, Changes: cs}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	push(200000, func(i int) model.Change {
+		if i%4 == 0 {
+			return model.Change{Entity: model.Profiles, Op: model.OpUpsert, ID: fmt.Sprint("p-", i), Fields: map[string]any{"owner_id": fmt.Sprint("other-", i%50)}}
+		}
+		return model.Change{Entity: model.Sessions, Op: model.OpUpsert, ID: fmt.Sprint("s-", i%20000), Fields: map[string]any{
+			"therapist_id": fmt.Sprint("other-", i%20000%50), "profile_id": fmt.Sprint("p-", i%20000/4*4), "status": "planned"}}
+	})
+	from := e.seq(b)
+	push(10000, func(i int) model.Change {
+		return model.Change{Entity: model.Sessions, Op: model.OpUpsert, ID: fmt.Sprint("m1-s-", i), Fields: map[string]any{"therapist_id": "m1", "status": "planned"}}
+	})
+	to := e.seq(b)
+	tok := e.token(b, "m1", "phone")
+	b.ResetTimer()
+	for range b.N {
+		ws, code, errc := dial(b, e.URL, "/v1/device/sync?cursor="+strconv.FormatInt(from, 10), tok)
+		if ws == nil {
+			b.Fatalf("dial = %d %s", code, errc)
+		}
+		n := 0
+		for {
+			f := next(b, ws, 30*time.Second)
+			n += len(f.Changes)
+			if f.Type == "caught_up" && f.Seq >= to {
+				break
+			}
+		}
+		ws.Close()
+		if n != 10000 {
+			b.Fatalf("caught up on %d changes; want 10000", n)
+		}
 	}
 }

@@ -15,28 +15,14 @@ type errResync struct{ reason string }
 
 func (e *errResync) Error() string { return e.reason }
 
-// loadTracker rebuilds the tenant's link fields as of seq by replaying the
-// change log up to it (every row entered through the log) and follows the
-// member on them: what a member's connection catching up from seq needs.
+// loadTracker rebuilds the tenant's link fields as of seq (the current ones,
+// with the rows changed since rebuilt from their own history) and follows
+// the member on them: what a member's connection catching up from seq
+// needs.
 func loadTracker(ctx context.Context, t *store.Tenant, member string, seq int64) (*model.Tracker, error) {
-	l := model.NewLinks()
-	var at int64
-	for at < seq {
-		cs, _, err := t.Changes(ctx, at, 5000)
-		if err != nil {
-			return nil, err
-		}
-		if len(cs) == 0 {
-			break
-		}
-		for _, c := range cs {
-			if c.Seq > seq {
-				at = seq
-				break
-			}
-			l.Apply(c)
-			at = c.Seq
-		}
+	l, err := t.LinksAt(ctx, seq)
+	if err != nil {
+		return nil, err
 	}
 	tr := model.NewTracker(l)
 	tr.Follow(member)
