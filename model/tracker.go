@@ -138,22 +138,7 @@ func (t *Tracker) Apply(c Change) (before LinkRow, existed bool, shifts []Shift)
 // SeesRow reports whether the followed member sees the row of entity with
 // these link fields, by the rule of RuleFor.
 func (t *Tracker) SeesRow(member, entity, id string, r LinkRow) bool {
-	rule := memberRule(entity)
-	if rule.All {
-		return true
-	}
-	names := linkFields[entity]
-	for _, c := range rule.Conds {
-		v := fieldOf(c.Field, id, names, r)
-		switch {
-		case v == "":
-		case c.Self && v == member:
-			return true
-		case c.In != "" && t.sees(sightKey{member, c.In, v}):
-			return true
-		}
-	}
-	return false
+	return t.SawRow(member, entity, id, r, Shift{})
 }
 
 // Viewers calls fn for the followed members that may see the row of entity
@@ -365,7 +350,8 @@ func (t *Tracker) setViewer(viewers map[string]map[string]bool, id, member strin
 
 // SawRow reports whether the followed member saw the row before a change
 // whose shift is given, for a row whose link fields the change did not
-// touch: SeesRow with the shift's gained profiles and courses not counted.
+// touch: the rule of RuleFor with the shift's gained profiles and courses
+// not counted.
 func (t *Tracker) SawRow(member, entity, id string, r LinkRow, shift Shift) bool {
 	rule := memberRule(entity)
 	if rule.All {
