@@ -50,10 +50,11 @@ var (
 	}
 )
 
-// demoData returns the demo tenant's data as practice pushes of at most
-// batchSize changes. It is deterministic, so a restarted seeding repeats the
-// same batch ids and applies nothing twice.
-func demoData(today time.Time, batchSize int) [][]demoChange {
+// demoData returns the demo tenant's data around the day today as practice
+// pushes of at most batchSize changes; courseHour (HH) is when the course
+// held today starts. It is deterministic, so a restarted seeding repeats
+// the same batch ids and applies nothing twice.
+func demoData(today time.Time, courseHour string, batchSize int) [][]demoChange {
 	r := rand.New(rand.NewPCG(2026, 11))
 	var cs []demoChange
 	add := func(entity, id string, fields map[string]any) {
@@ -132,10 +133,18 @@ func demoData(today time.Time, batchSize int) [][]demoChange {
 		{"crs-wasser", "Funktionstraining Wassergymnastik", "acc-mehmet", "pr-see", "10:30"},
 		{"crs-sturz", "Rehasport Sturzprophylaxe", "acc-jonas", "pr-mitte", "14:00"},
 	}
+	// One more course today, starting this hour, so that the check-in page
+	// shows a running course whenever the demo starts.
+	courses = append(courses, struct{ id, title, therapist, practice, time string }{
+		"crs-jetzt", "Funktionstraining Trockengymnastik", "acc-lena", "pr-see", courseHour + ":00"})
 	member := 0
 	for ci, c := range courses {
+		weekday := 1 + (int(today.Weekday())+6+ci)%7
+		if c.id == "crs-jetzt" {
+			weekday = 1 + (int(today.Weekday())+6)%7
+		}
 		add("courses", c.id, map[string]any{"practice_id": c.practice, "therapist_id": c.therapist, "title": c.title,
-			"weekday": 1 + (int(today.Weekday())+6+ci)%7, "start_time": c.time, "duration_min": 45, "capacity": 15})
+			"weekday": weekday, "start_time": c.time, "duration_min": 45, "capacity": 15})
 		n := 8 + r.IntN(5)
 		for k := range n {
 			p := fmt.Sprintf("pat-%03d", (ci*37+k*5)%patients)

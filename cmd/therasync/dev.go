@@ -30,6 +30,9 @@ type devState struct {
 	// DemoDay is the day the demo data is generated around; kept so that an
 	// interrupted seeding resumes with the same batches.
 	DemoDay string `json:"demo_day"`
+	// DemoHour (HH, tenant time) is when the demo course held on DemoDay
+	// starts, so the check-in page shows it running; "" means 00.
+	DemoHour string `json:"demo_hour"`
 	// Seeded is true once every demo batch was acknowledged.
 	Seeded bool `json:"seeded"`
 }
@@ -120,7 +123,8 @@ func (m *Main) devTenant(ctx context.Context, s *store.Store, dir, base string) 
 		if err != nil {
 			return st, err
 		}
-		st = devState{TenantID: ts.ID, PracticeKey: key, Accounts: demoAccounts, DemoDay: time.Now().UTC().Format(time.DateOnly)}
+		st = devState{TenantID: ts.ID, PracticeKey: key, Accounts: demoAccounts, DemoDay: time.Now().UTC().Format(time.DateOnly),
+			DemoHour: time.Now().In(demoLocation()).Format("15")}
 		if err := writeJSONFile(path, st); err != nil {
 			return st, err
 		}
@@ -135,7 +139,11 @@ func (m *Main) devTenant(ctx context.Context, s *store.Store, dir, base string) 
 		return st, fmt.Errorf("%s: demo_day: %w", path, err)
 	}
 	fmt.Fprintln(m.Stdout, "therasync dev: loading demo data through the practice API …")
-	batches := demoData(day, 500)
+	hour := st.DemoHour
+	if hour == "" {
+		hour = "00"
+	}
+	batches := demoData(day, hour, 500)
 	n := 0
 	for i, cs := range batches {
 		body, _ := json.Marshal(map[string]any{"batch_id": fmt.Sprintf("demo-%03d", i), "changes": cs})
@@ -222,4 +230,13 @@ func accountEmails(as []demoAccount) string {
 		fmt.Fprintf(&b, "%s (%s)", a.Email, a.Role)
 	}
 	return b.String()
+}
+
+// demoLocation is the demo tenant's time zone (the default one).
+func demoLocation() *time.Location {
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		return time.UTC
+	}
+	return loc
 }
