@@ -23,8 +23,11 @@ const feedSize = 20000
 // thousand idle devices woken at once would delay every live delivery.
 const (
 	announceQuiet  = 20 * time.Millisecond
-	announcePace   = 2 * time.Millisecond
+	announcePace   = 20 * time.Millisecond
 	announceBudget = 200
+	// announceMax is how long a busy tenant goes without announcing:
+	// then it announces, paced, even while changes keep coming.
+	announceMax = 10 * time.Second
 )
 
 // feed is a tenant's live stream in this process. Its goroutine reads each
@@ -94,6 +97,8 @@ func (f *feed) run() {
 	ctx := context.Background()
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
+	announced := time.Now() // when the last announcement round ended
+	announcing := false     // a round is under way: keep its pace
 	for {
 		select {
 		case <-f.stop:
@@ -104,10 +109,20 @@ func (f *feed) run() {
 				f.log.Error("live feed: read changes", "tenant", f.tenant.ID(), "err", err)
 			}
 			f.wakeWaiting() // on an error, they fall back to the store and report there
-			quiet.Reset(announceQuiet)
+			if !announcing {
+				announcing = time.Since(announced) >= announceMax
+				if announcing {
+					quiet.Reset(announcePace)
+				} else {
+					quiet.Reset(announceQuiet)
+				}
+			}
 		case <-quiet.C:
 			if f.announce(announceBudget) {
+				announcing = true
 				quiet.Reset(announcePace)
+			} else {
+				announcing, announced = false, time.Now()
 			}
 		}
 	}
