@@ -296,12 +296,17 @@ func (c *liveConn) enqueue(frame []byte) {
 		return
 	}
 	c.queue = append(c.queue, frame)
+	start := !c.writing
+	c.writing = true
 	c.mu.Unlock()
+	if start {
+		go c.flush()
+		return
+	}
 	select {
-	case c.kick <- struct{}{}:
+	case c.kick <- struct{}{}: // the catch-up writes it when done with a batch
 	default:
 	}
-	c.startWriter()
 }
 
 // startWriter starts a flusher unless a writer runs.
