@@ -105,10 +105,26 @@ func sign() chromedp.Action[chromedp.Void] {
 	})
 }
 
+// tap clicks the element that sel finds, the way a finger would. The page
+// may rebuild its list between finding the node and clicking it (a live
+// change arrived): then it finds the node again.
+func tap(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		var err error
+		for range 5 {
+			if _, err = chromedp.Click(chromedp.CSS(sel))(ctx, t); err == nil || !strings.Contains(err.Error(), "node") {
+				return err
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return err
+	})
+}
+
 // checkInOn taps a participant of a course, signs and confirms.
 func checkInOn(course, profile string) []chromedp.Action[chromedp.Void] {
 	return []chromedp.Action[chromedp.Void]{
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`.course[data-course=%q] .person[data-profile=%q]`, course, profile))),
+		tap(fmt.Sprintf(`.course[data-course=%q] .person[data-profile=%q]`, course, profile)),
 		chromedp.WaitVisible(chromedp.ID("pad")),
 		sign(),
 		waitFor(`!document.getElementById('sign-ok').disabled`),
@@ -119,9 +135,9 @@ func checkInOn(course, profile string) []chromedp.Action[chromedp.Void] {
 // springerOn checks a Springer in: search by name, pick, sign, confirm.
 func springerOn(course, search, profile string) []chromedp.Action[chromedp.Void] {
 	return []chromedp.Action[chromedp.Void]{
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`.course[data-course=%q] .springer-button`, course))),
+		tap(fmt.Sprintf(`.course[data-course=%q] .springer-button`, course)),
 		chromedp.SendKeys(chromedp.ID("springer-search"), search),
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#springer-results button[data-profile=%q]`, profile))),
+		tap(fmt.Sprintf(`#springer-results button[data-profile=%q]`, profile)),
 		chromedp.WaitVisible(chromedp.ID("pad")),
 		sign(),
 		waitFor(`!document.getElementById('sign-ok').disabled`),
@@ -223,7 +239,7 @@ func TestCheckinPage(t *testing.T) {
 	run(t, ctx, "check in a Springer", append(springerOn("c-today", "Coldi", "p3"),
 		chromedp.WaitVisible(chromedp.CSS(today1+` .person.springer.done[data-profile="p3"]`)))...)
 	run(t, ctx, "the same participant again",
-		chromedp.Click(chromedp.CSS(today1+` .person[data-profile="p1"]`)),
+		tap(today1+` .person[data-profile="p1"]`),
 		waitFor(`document.getElementById('toast').textContent.includes('bereits eingecheckt')`),
 	)
 	if eval[bool](t, ctx, `document.getElementById('sign-dialog').open`) {

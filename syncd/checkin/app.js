@@ -104,8 +104,16 @@ function render() {
   if (!v) return;
   $('date').textContent = new Date(v.date + 'T12:00:00Z').toLocaleDateString('de-DE', { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
   $('no-courses').hidden = v.courses.length > 0;
-  $('courses').replaceChildren(...v.courses.map(renderCourse));
+  // The list is built anew only when what it shows changed: a name being
+  // tapped is not replaced under the finger by an identical one.
+  const shown = JSON.stringify([v.date, v.courses, state.queue.map((q) => q.id), state.revoked]);
+  if (shown !== lastShown) {
+    lastShown = shown;
+    $('courses').replaceChildren(...v.courses.map(renderCourse));
+  }
 }
+
+let lastShown = '';
 
 function renderCourse(c) {
   const el = document.createElement('article');
