@@ -253,6 +253,11 @@ func TestCheckinPage(t *testing.T) {
 	sys.push(up("course_members", "cm7", member("c-today", "p5", 0)))
 	run(t, ctx, "a practice push appears live",
 		chromedp.WaitVisible(chromedp.CSS(today1+` .person[data-profile="p5"]`)))
+	// The practice moves the course: the page shows the new time.
+	moved := now.Add(-5 * time.Minute).Format("15:04")
+	sys.push(up("courses", "c-today", map[string]any{"start_time": moved}))
+	run(t, ctx, "a moved course appears live",
+		waitFor(fmt.Sprintf(`document.querySelector('.course[data-course="c-today"]').innerText.includes(%q)`, moved+"–")))
 	screenshot(t, ctx, "checkin.png")
 
 	// Offline: the server goes away; two check-ins wait, through a reload.
