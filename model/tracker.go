@@ -17,6 +17,10 @@ type Tracker struct {
 	// it through their own reasons (not counting shares to all).
 	profileViewers map[string]map[string]bool
 	courseViewers  map[string]map[string]bool
+	// byAccount are, by entity and by the account its row names (owner,
+	// share target, therapist), the rows that give that account a reason
+	// to see something: Follow reads only those.
+	byAccount map[string]map[string]map[string]struct{}
 
 	touched map[sightKey]bool // during Apply: what each touched sight was before
 }
@@ -44,7 +48,8 @@ type Shift struct {
 // NewTracker returns a Tracker over l, which it owns and keeps current.
 func NewTracker(l *Links) *Tracker {
 	t := &Tracker{links: l, members: map[string]*refs{}, all: map[string]int{}, byCourse: map[string]map[string]int{},
-		profileViewers: map[string]map[string]bool{}, courseViewers: map[string]map[string]bool{}}
+		profileViewers: map[string]map[string]bool{}, courseViewers: map[string]map[string]bool{},
+		byAccount: map[string]map[string]map[string]struct{}{}}
 	for _, r := range l.rows[ProfileShares] {
 		if r.B == ShareAll && r.A != "" {
 			t.all[r.A]++
@@ -53,23 +58,71 @@ func NewTracker(l *Links) *Tracker {
 	for id, r := range l.rows[CourseMembers] {
 		t.indexMember(id, r, 1)
 	}
+	for entity := range accountField {
+		for id, r := range l.rows[entity] {
+			t.indexAccount(entity, id, r, 1)
+		}
+	}
 	return t
+}
+
+// accountField says, for the entities whose rows name an account that they
+// give reasons to see something, which link field names it.
+var accountField = map[string]int{Profiles: 0, ProfileShares: 1, Sessions: 1, Courses: 0}
+
+// indexAccount adds (d 1) or removes (d -1) a row from byAccount.
+func (t *Tracker) indexAccount(entity, id string, r LinkRow, d int) {
+	which, ok := accountField[entity]
+	if !ok {
+		return
+	}
+	account := r.A
+	if which == 1 {
+		account = r.B
+	}
+	if account == "" || account == ShareAll {
+		return
+	}
+	byEntity := t.byAccount[entity]
+	if byEntity == nil {
+		byEntity = map[string]map[string]struct{}{}
+		t.byAccount[entity] = byEntity
+	}
+	if d > 0 {
+		if byEntity[account] == nil {
+			byEntity[account] = map[string]struct{}{}
+		}
+		byEntity[account][id] = struct{}{}
+		return
+	}
+	delete(byEntity[account], id)
+	if len(byEntity[account]) == 0 {
+		delete(byEntity, account)
+	}
 }
 
 // Links returns the link fields the tracker keeps; callers must not change
 // them.
 func (t *Tracker) Links() *Links { return t.links }
 
-// Follow starts following member: its reasons are counted from the links,
-// once (O(links)).
+// Follow starts following member: its reasons are counted from the rows
+// that name it (and the members of its courses), not from all rows.
 func (t *Tracker) Follow(member string) {
 	if t.members[member] != nil {
 		return
 	}
 	t.members[member] = &refs{profiles: map[string]int{}, courses: map[string]int{}}
-	for entity := range linkFields {
-		for id, r := range t.links.rows[entity] {
+	for entity := range accountField {
+		for id := range t.byAccount[entity][member] {
+			r, _ := t.links.Get(entity, id)
 			t.count(entity, id, r, 1, member)
+			if entity != Courses {
+				continue
+			}
+			for cm := range t.byCourse[id] {
+				mr, _ := t.links.Get(CourseMembers, cm)
+				t.count(CourseMembers, cm, mr, 1, member)
+			}
 		}
 	}
 }
@@ -102,10 +155,12 @@ func (t *Tracker) Apply(c Change) (before LinkRow, existed bool, shifts []Shift)
 	}
 	t.touched = map[sightKey]bool{}
 	if existed {
+		t.indexAccount(c.Entity, c.ID, before, -1)
 		t.count(c.Entity, c.ID, before, -1, "")
 	}
 	t.links.Apply(c)
 	if after, ok := t.links.Get(c.Entity, c.ID); ok {
+		t.indexAccount(c.Entity, c.ID, after, 1)
 		t.count(c.Entity, c.ID, after, 1, "")
 	}
 	byMember := map[string]*Shift{}
@@ -267,7 +322,7 @@ func (t *Tracker) count(entity, id string, r LinkRow, d int, only string) {
 		if m := followed(r.A); m != nil {
 			t.add(r.A, m, SetCourses, id, d)
 			if only != "" {
-				return // Follow counts the course's members by their own rows
+				return // Follow counts the course's members itself
 			}
 			for cm := range t.byCourse[id] {
 				if mr, ok := t.links.Get(CourseMembers, cm); ok && mr.B != "" {
