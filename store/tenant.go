@@ -233,6 +233,9 @@ func (t *Tenant) Links(ctx context.Context) (*model.Links, int64, error) {
 // It costs a read of the link columns plus the history of the rows changed
 // since seq, not a replay of the whole log.
 func (t *Tenant) LinksAt(ctx context.Context, seq int64) (*model.Links, error) {
+	if seq <= 0 {
+		return model.NewLinks(), nil // before the first change, no row existed
+	}
 	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("read links at %d: %w", seq, err)
