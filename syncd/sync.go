@@ -343,17 +343,23 @@ func (c *liveConn) flush() {
 			c.mu.Unlock()
 			return
 		}
-		f := c.queue[0]
-		c.queue[0] = nil
-		c.queue = c.queue[1:]
-		if len(c.queue) == 0 {
-			c.queue = nil // an idle connection holds no backing array
-		}
+		f := c.popLocked()
 		c.mu.Unlock()
 		if err := c.writeFrame(f); err != nil {
 			c.stop(websocket.CloseAbnormalClosure, "", nil)
 		}
 	}
+}
+
+// popLocked takes the oldest queued frame; the queue is not empty.
+func (c *liveConn) popLocked() []byte {
+	f := c.queue[0]
+	c.queue[0] = nil
+	c.queue = c.queue[1:]
+	if len(c.queue) == 0 {
+		c.queue = nil // an idle connection holds no backing array
+	}
+	return f
 }
 
 // drain sends the queued frames from the catch-up's goroutine.
@@ -364,9 +370,7 @@ func (c *liveConn) drain() {
 			c.mu.Unlock()
 			return
 		}
-		f := c.queue[0]
-		c.queue[0] = nil
-		c.queue = c.queue[1:]
+		f := c.popLocked()
 		c.mu.Unlock()
 		if err := c.writeFrame(f); err != nil {
 			c.stop(websocket.CloseAbnormalClosure, "", nil)
