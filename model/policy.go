@@ -130,6 +130,61 @@ type Scope struct {
 	Courses map[string]bool
 }
 
+// Reasons are DESIGN §4's reasons for a member A to see a profile or a
+// course, written once: NewScope evaluates them over a tenant's link fields,
+// SeesProfile and SeesCourse over its rows, one profile or course at a time.
+type reason struct {
+	// entity is the row that gives the reason.
+	entity string
+	// target is its field naming the profile or course seen ("id": the row
+	// is the profile or course itself).
+	target string
+	// account is its field that must name A; all accepts ShareAll too.
+	account string
+	all     bool
+	// course, instead of account, is its field naming a course A sees.
+	course string
+}
+
+// profileReasons: A owns the profile, it is shared to A or to all, A is
+// the therapist of one of its sessions or of a course it is a member of.
+var profileReasons = []reason{
+	{entity: Profiles, target: "id", account: "owner_id"},
+	{entity: ProfileShares, target: "profile_id", account: "account_id", all: true},
+	{entity: Sessions, target: "profile_id", account: "therapist_id"},
+	{entity: CourseMembers, target: "profile_id", course: "course_id"},
+}
+
+// courseReasons: A is the course's therapist.
+var courseReasons = []reason{
+	{entity: Courses, target: "id", account: "therapist_id"},
+}
+
+// linkValue returns field of a row from its link fields.
+func linkValue(entity, field, id string, r LinkRow) string {
+	names := linkFields[entity]
+	switch field {
+	case "id":
+		return id
+	case names[0]:
+		return r.A
+	case names[1]:
+		return r.B
+	}
+	return ""
+}
+
+// gives reports whether a row (its field values by get) gives member a
+// reason to see its target, courses being the courses member sees.
+func (rs reason) gives(member string, get func(string) string, courses func(string) bool) bool {
+	if rs.course != "" {
+		c := get(rs.course)
+		return c != "" && courses(c)
+	}
+	a := get(rs.account)
+	return a != "" && (a == member || rs.all && a == ShareAll)
+}
+
 // NewScope applies DESIGN §4 to links: the profiles and courses a member
 // sees. For an admin or a secretary nothing needs computing.
 func NewScope(v Viewer, l *Links) *Scope {
@@ -139,32 +194,86 @@ func NewScope(v Viewer, l *Links) *Scope {
 	}
 	s.Profiles = map[string]bool{}
 	s.Courses = map[string]bool{}
-	for id, p := range l.rows[Profiles] {
-		if p.A == v.ID {
-			s.Profiles[id] = true
+	scan := func(reasons []reason, into map[string]bool) {
+		for _, rs := range reasons {
+			for id, r := range l.rows[rs.entity] {
+				get := func(f string) string { return linkValue(rs.entity, f, id, r) }
+				if t := get(rs.target); t != "" && rs.gives(v.ID, get, func(c string) bool { return s.Courses[c] }) {
+					into[t] = true
+				}
+			}
 		}
 	}
-	for _, sh := range l.rows[ProfileShares] {
-		if sh.A != "" && (sh.B == v.ID || sh.B == ShareAll) {
-			s.Profiles[sh.A] = true
-		}
-	}
-	for _, ses := range l.rows[Sessions] {
-		if ses.B == v.ID && ses.A != "" {
-			s.Profiles[ses.A] = true
-		}
-	}
-	for id, c := range l.rows[Courses] {
-		if c.A == v.ID {
-			s.Courses[id] = true
-		}
-	}
-	for _, m := range l.rows[CourseMembers] {
-		if s.Courses[m.A] && m.B != "" {
-			s.Profiles[m.B] = true
-		}
-	}
+	scan(courseReasons, s.Courses)
+	scan(profileReasons, s.Profiles)
 	return s
+}
+
+// Rows reads a tenant's current rows, for decisions about one row at a
+// time (what a write may do). The store answers it inside the writing
+// transaction.
+type Rows interface {
+	// Row returns the row's fields, nil when there is none.
+	Row(entity, id string) (map[string]any, error)
+	// Find returns the ids and fields of entity's rows whose fields equal
+	// every value of match (link fields only).
+	Find(entity string, match map[string]string) (map[string]map[string]any, error)
+}
+
+// SeesProfile reports whether member sees profile p, by the reasons of
+// DESIGN §4 as look finds them; p need not exist (rows may name it).
+func SeesProfile(member, p string, look Rows) (bool, error) {
+	return sees(member, p, profileReasons, look)
+}
+
+// SeesCourse reports whether member sees course c.
+func SeesCourse(member, c string, look Rows) (bool, error) {
+	return sees(member, c, courseReasons, look)
+}
+
+func sees(member, target string, reasons []reason, look Rows) (bool, error) {
+	if target == "" {
+		return false, nil
+	}
+	var lookErr error
+	courses := func(c string) bool {
+		ok, err := SeesCourse(member, c, look)
+		if err != nil {
+			lookErr = err
+		}
+		return ok
+	}
+	for _, rs := range reasons {
+		var rows map[string]map[string]any
+		if rs.target == "id" {
+			row, err := look.Row(rs.entity, target)
+			if err != nil {
+				return false, err
+			}
+			if row != nil {
+				rows = map[string]map[string]any{target: row}
+			}
+		} else {
+			match := map[string]string{rs.target: target}
+			if rs.account != "" && !rs.all {
+				match[rs.account] = member // narrow the read to the reason itself
+			}
+			var err error
+			if rows, err = look.Find(rs.entity, match); err != nil {
+				return false, err
+			}
+		}
+		for _, fields := range rows {
+			get := func(f string) string { s, _ := fields[f].(string); return s }
+			if rs.gives(member, get, courses) {
+				return true, nil
+			}
+			if lookErr != nil {
+				return false, lookErr
+			}
+		}
+	}
+	return false, nil
 }
 
 // Set names a set of ids of a Scope.

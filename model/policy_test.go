@@ -1,6 +1,8 @@
 package model_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/therasync/therasync/model"
@@ -113,6 +115,50 @@ func TestPolicyFields(t *testing.T) {
 		for _, f := range tt.hasNot {
 			if got[f] {
 				t.Errorf("Fields(%s, %s) has %s; want it hidden", tt.role, tt.entity, f)
+			}
+		}
+	}
+}
+
+// TestSeesAgreesWithNewScope builds random tenants and checks that
+// SeesProfile and SeesCourse, asked one id at a time of the rows, agree
+// with NewScope over the same rows' link fields, for every member and id.
+func TestSeesAgreesWithNewScope(t *testing.T) {
+	for seed := range uint64(60) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		members := []string{"m1", "m2", "m3"}
+		pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
+		profiles := []string{"p1", "p2", "p3", "p4", "p5", ""}
+		courses := []string{"c1", "c2", "c3", ""}
+		rows := mapRows{}
+		links := model.NewLinks()
+		add := func(entity, id string, f map[string]any) {
+			if rows[entity] == nil {
+				rows[entity] = map[string]map[string]any{}
+			}
+			rows[entity][id] = f
+			links.Apply(model.Change{Entity: entity, Op: model.OpUpsert, ID: id, Fields: f})
+		}
+		for i := range 4 {
+			add(model.Profiles, profiles[r.IntN(5)], map[string]any{"owner_id": pick(append(members, "a1")...)})
+			add(model.ProfileShares, fmt.Sprint("sh", i), map[string]any{"profile_id": pick(profiles...), "account_id": pick(append(members, model.ShareAll)...)})
+			add(model.Sessions, fmt.Sprint("s", i), map[string]any{"profile_id": pick(profiles...), "therapist_id": pick(append(members, "a1")...)})
+			add(model.Courses, courses[r.IntN(3)], map[string]any{"therapist_id": pick(append(members, "a1")...)})
+			add(model.CourseMembers, fmt.Sprint("cm", i), map[string]any{"course_id": pick(courses...), "profile_id": pick(profiles...)})
+		}
+		for _, m := range members {
+			s := model.NewScope(model.Viewer{ID: m, Role: model.RoleMember}, links)
+			for _, p := range profiles {
+				got, err := model.SeesProfile(m, p, rows)
+				if err != nil || got != s.Profiles[p] {
+					t.Fatalf("seed %d: SeesProfile(%s, %q) = %v, %v; NewScope says %v", seed, m, p, got, err, s.Profiles[p])
+				}
+			}
+			for _, c := range courses {
+				got, err := model.SeesCourse(m, c, rows)
+				if err != nil || got != s.Courses[c] {
+					t.Fatalf("seed %d: SeesCourse(%s, %q) = %v, %v; NewScope says %v", seed, m, c, got, err, s.Courses[c])
+				}
 			}
 		}
 	}

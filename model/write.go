@@ -6,17 +6,19 @@ import "fmt"
 // changes a device's account may make. Practice PCs write everything and do
 // not ask it.
 
-// Rows looks up the current fields of a row, nil when there is none.
-type Rows func(entity, id string) map[string]any
-
 // secretarySessionFields are the session fields a secretary may change.
 var secretarySessionFields = map[string]bool{"starts_at": true, "duration_min": true, "price_cents": true, "status": true}
 
 // CanWrite decides whether the viewer may make change c, given the row's
-// current fields (before, nil when the row does not exist) and a lookup of
-// related rows. It returns nil or a *ForbiddenError saying why not (with
-// index as the change's position).
-func CanWrite(v Viewer, index int, c Change, before map[string]any, rows Rows) error {
+// current fields (before, nil when the row does not exist) and the tenant's
+// other rows as look reads them. It returns nil, a *ForbiddenError saying
+// why not (with index as the change's position), or look's error.
+//
+// A write never widens what its writer sees (DESIGN §4): a member's write
+// may name, in a field that gives it a reason to see rows, only a profile
+// or course it sees already. A refusal's reason never tells whether a row
+// the writer cannot see exists.
+func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) error {
 	deny := func(format string, args ...any) error {
 		return &ForbiddenError{Index: index, Entity: c.Entity, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -32,16 +34,6 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, rows Rows) e
 	if c.Op == OpDelete {
 		return deny("a %s deletes nothing", v.Role)
 	}
-	// after is the value a field will have once the change is applied.
-	after := func(f string) string {
-		if val, ok := c.Fields[f]; ok {
-			s, _ := val.(string)
-			return s
-		}
-		s, _ := before[f].(string)
-		return s
-	}
-	was := func(f string) string { s, _ := before[f].(string); return s }
 	switch v.Role {
 	case RoleSecretary:
 		switch c.Entity {
@@ -60,62 +52,141 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, rows Rows) e
 		}
 		return deny("a secretary does not write %s", c.Entity)
 	case RoleMember:
-		switch c.Entity {
-		case Profiles:
-			if before != nil && was("owner_id") != v.ID {
-				return deny("a member writes only the profiles it owns")
-			}
-			if after("owner_id") != v.ID {
-				return deny("a member's profile must stay owned by it")
-			}
-			return nil
-		case ProfileShares:
-			p := rows(Profiles, after("profile_id"))
-			if p == nil {
-				return deny("the shared profile does not exist")
-			}
-			if owner, _ := p["owner_id"].(string); owner != v.ID {
-				return deny("a member shares only the profiles it owns")
-			}
-			if by := after("shared_by"); by != "" && by != v.ID {
-				return deny("shared_by must be the member itself")
-			}
-			return nil
-		case Sessions:
-			if before != nil && was("therapist_id") != v.ID {
-				return deny("a member writes only the sessions it is the therapist of")
-			}
-			if after("therapist_id") != v.ID {
-				return deny("a member's session must keep it as the therapist")
-			}
-			return nil
-		case Attendances:
-			for _, course := range []string{was("course_id"), after("course_id")} {
-				if course == "" && before == nil {
-					continue
-				}
-				crs := rows(Courses, course)
-				if crs == nil {
-					return deny("the attendance's course does not exist")
-				}
-				if th, _ := crs["therapist_id"].(string); th != v.ID {
-					return deny("a member writes only the attendances of its own courses")
-				}
-			}
-			if after("course_id") == "" {
-				return deny("an attendance needs a course")
-			}
-			return nil
-		case Transactions:
-			if before != nil && was("account_id") != v.ID {
-				return deny("a member writes only its own transactions")
-			}
-			if after("account_id") != v.ID {
-				return deny("a member's transaction must keep account_id = itself")
-			}
-			return nil
-		}
-		return deny("a member does not write %s", c.Entity)
+		return memberWrite(v.ID, c, before, look, deny)
 	}
 	return deny("not allowed")
+}
+
+// memberWrite is CanWrite for a member me: the rows of the write table,
+// and no field naming a profile, course or session it does not see.
+func memberWrite(me string, c Change, before map[string]any, look Rows, deny func(string, ...any) error) error {
+	// after is the value a field will have once the change is applied;
+	// changed is true when the write sets it to a new value (or creates
+	// the row).
+	after := func(f string) string {
+		if val, ok := c.Fields[f]; ok {
+			s, _ := val.(string)
+			return s
+		}
+		s, _ := before[f].(string)
+		return s
+	}
+	was := func(f string) string { s, _ := before[f].(string); return s }
+	changed := func(f string) bool { return after(f) != "" && (before == nil || was(f) != after(f)) }
+	// Every refusal of a row that exists reads the same, whether the member
+	// sees the row or not.
+	notYours := func() error { return deny("%s is not a row this account may write", c.ID) }
+	seesProfile := func(f string) error {
+		if !changed(f) {
+			return nil
+		}
+		ok, err := SeesProfile(me, after(f), look)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return deny("%s does not name a profile this account sees", f)
+		}
+		return nil
+	}
+	switch c.Entity {
+	case Profiles:
+		if before != nil && was("owner_id") != me {
+			return notYours()
+		}
+		if after("owner_id") != me {
+			return deny("a member's profile must stay owned by it")
+		}
+		if before != nil {
+			return nil
+		}
+		// A new profile is the member's own row; rows that already name
+		// its id (left by the practice) would come into sight with it.
+		ok, err := SeesProfile(me, c.ID, look)
+		if err != nil || ok {
+			return err
+		}
+		for _, e := range []string{Sessions, ProfileShares, Transactions} {
+			rows, err := look.Find(e, map[string]string{"profile_id": c.ID})
+			if err != nil {
+				return err
+			}
+			if len(rows) > 0 {
+				return deny("%s cannot be used as the id of a new profile", c.ID)
+			}
+		}
+		return nil
+	case ProfileShares:
+		p, err := look.Row(Profiles, after("profile_id"))
+		if err != nil {
+			return err
+		}
+		if owner, _ := p["owner_id"].(string); p == nil || owner != me {
+			return deny("profile_id does not name a profile this account owns")
+		}
+		if by := after("shared_by"); by != "" && by != me {
+			return deny("shared_by must be the member itself")
+		}
+		return nil
+	case Sessions:
+		if before != nil && was("therapist_id") != me {
+			return notYours()
+		}
+		if after("therapist_id") != me {
+			return deny("a member's session must keep it as the therapist")
+		}
+		return seesProfile("profile_id")
+	case Attendances:
+		for _, course := range []string{was("course_id"), after("course_id")} {
+			if course == "" && before == nil {
+				continue
+			}
+			ok, err := SeesCourse(me, course, look)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				if before != nil {
+					return notYours()
+				}
+				return deny("course_id does not name a course of this account")
+			}
+		}
+		if after("course_id") == "" {
+			return deny("an attendance needs a course")
+		}
+		return seesProfile("profile_id")
+	case Transactions:
+		if before != nil && was("account_id") != me {
+			return notYours()
+		}
+		if after("account_id") != me {
+			return deny("a member's transaction must keep account_id = itself")
+		}
+		if err := seesProfile("profile_id"); err != nil {
+			return err
+		}
+		if !changed("session_id") {
+			return nil
+		}
+		ses, err := look.Row(Sessions, after("session_id"))
+		if err != nil {
+			return err
+		}
+		if ses != nil {
+			th, _ := ses["therapist_id"].(string)
+			p, _ := ses["profile_id"].(string)
+			ok := th == me
+			if !ok {
+				if ok, err = SeesProfile(me, p, look); err != nil {
+					return err
+				}
+			}
+			if ok {
+				return nil
+			}
+		}
+		return deny("session_id does not name a session this account sees")
+	}
+	return deny("a member does not write %s", c.Entity)
 }

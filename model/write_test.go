@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/therasync/therasync/model"
@@ -10,16 +11,24 @@ import (
 func TestCanWrite(t *testing.T) {
 	rows := map[string]map[string]map[string]any{
 		model.Profiles: {
-			"p-m1": {"owner_id": "m1"},
-			"p-m2": {"owner_id": "m2"},
+			"p-m1":     {"owner_id": "m1"},
+			"p-m2":     {"owner_id": "m2"},
+			"p-m3":     {"owner_id": "m3"},
+			"p-all":    {"owner_id": "m3"},
+			"p-course": {"owner_id": "m3"},
 		},
 		model.Courses: {
 			"c-m1": {"therapist_id": "m1"},
 			"c-m2": {"therapist_id": "m2"},
 		},
 		model.Sessions: {
-			"s-m1": {"therapist_id": "m1", "profile_id": "p-m2"},
-			"s-m2": {"therapist_id": "m2", "profile_id": "p-m1"},
+			"s-m1":   {"therapist_id": "m1", "profile_id": "p-m2"},
+			"s-m2":   {"therapist_id": "m2", "profile_id": "p-m1"},
+			"s-m3":   {"therapist_id": "m3", "profile_id": "p-m3"},
+			"s-gone": {"therapist_id": "m3", "profile_id": "p-gone"},
+		},
+		model.CourseMembers: {
+			"cm1": {"course_id": "c-m1", "profile_id": "p-course"},
 		},
 		model.Transactions: {
 			"t-m1": {"account_id": "m1"},
@@ -30,9 +39,10 @@ func TestCanWrite(t *testing.T) {
 		},
 		model.ProfileShares: {
 			"sh1": {"profile_id": "p-m1", "account_id": "*"},
+			"sh2": {"profile_id": "p-all", "account_id": "*"},
 		},
 	}
-	lookup := func(entity, id string) map[string]any { return rows[entity][id] }
+	lookup := mapRows(rows)
 	member := model.Viewer{ID: "m1", Role: model.RoleMember}
 	secretary := model.Viewer{ID: "s1", Role: model.RoleSecretary}
 	admin := model.Viewer{ID: "a1", Role: model.RoleAdmin}
@@ -60,6 +70,20 @@ func TestCanWrite(t *testing.T) {
 		{"admin changes a share", admin, up("profile_shares", "sh1", map[string]any{"account_id": "m2"}), false},
 		{"admin deletes a share", admin, del("profile_shares", "sh1"), false},
 		{"member creates a session as therapist", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "protocol": "x"}), true},
+		{"member creates a session on a profile it sees", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-m1"}), true},
+		{"member creates a session on a profile shared to all", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-all"}), true},
+		{"member creates a session on a profile it does not see", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-m3"}), false},
+		{"member creates a session on an unknown profile", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-none"}), false},
+		{"member moves its session onto a profile it does not see", member, up("sessions", "s-m1", map[string]any{"profile_id": "p-m3"}), false},
+		{"member keeps its session on the profile it gives sight of", member, up("sessions", "s-m1", map[string]any{"profile_id": "p-m2", "status": "done"}), true},
+		{"member creates a session on its course member's profile", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-course"}), true},
+		{"member creates a profile whose id sessions name", member, up("profiles", "p-gone", map[string]any{"owner_id": "m1"}), false},
+		{"member books on a profile it does not see", member, up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-m3"}), false},
+		{"member books on a profile it sees", member, up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-m1"}), true},
+		{"member books on a session it does not see", member, up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-m3"}), false},
+		{"member books on its own session", member, up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-m1"}), true},
+		{"member checks in a profile it does not see", member, up("attendances", "new", map[string]any{"course_id": "c-m1", "profile_id": "p-m3"}), false},
+		{"member checks in its course member", member, up("attendances", "new", map[string]any{"course_id": "c-m1", "profile_id": "p-course"}), true},
 		{"member writes protocol of own session", member, up("sessions", "s-m1", map[string]any{"protocol": "Befund"}), true},
 		{"member writes another's session", member, up("sessions", "s-m2", map[string]any{"protocol": "x"}), false},
 		{"member hands its session over", member, up("sessions", "s-m1", map[string]any{"therapist_id": "m2"}), false},
@@ -92,6 +116,66 @@ func TestCanWrite(t *testing.T) {
 			}
 			if !tt.ok && !errors.Is(err, model.ErrForbidden) {
 				t.Errorf("CanWrite(%s, %+v) = %v; want ErrForbidden", tt.v.Role, tt.c, err)
+			}
+		})
+	}
+}
+
+// mapRows reads rows held in a map: entity → id → fields.
+type mapRows map[string]map[string]map[string]any
+
+func (m mapRows) Row(entity, id string) (map[string]any, error) { return m[entity][id], nil }
+
+func (m mapRows) Find(entity string, match map[string]string) (map[string]map[string]any, error) {
+	out := map[string]map[string]any{}
+	for id, f := range m[entity] {
+		ok := true
+		for k, v := range match {
+			if s, _ := f[k].(string); s != v {
+				ok = false
+			}
+		}
+		if ok {
+			out[id] = f
+		}
+	}
+	return out, nil
+}
+
+// TestCanWriteRevealsNothing checks that a member's refused write reads
+// the same whether the row it names exists unseen or does not exist.
+func TestCanWriteRevealsNothing(t *testing.T) {
+	rows := mapRows{
+		model.Profiles: {"p-other": {"owner_id": "m2"}, "p-own": {"owner_id": "m1"}},
+		model.Sessions: {"s-other": {"therapist_id": "m2", "profile_id": "p-other"}, "s-seen": {"therapist_id": "m2", "profile_id": "p-own"}},
+		model.Courses:  {"c-other": {"therapist_id": "m2"}},
+	}
+	member := model.Viewer{ID: "m1", Role: model.RoleMember}
+	up := func(entity, id string, f map[string]any) model.Change {
+		return model.Change{Entity: entity, Op: model.OpUpsert, ID: id, Fields: f}
+	}
+	pairs := []struct {
+		name         string
+		exists, none model.Change
+	}{
+		{"session onto a profile", up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-other"}), up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-none"})},
+		{"transaction on a profile", up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-other"}), up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-none"})},
+		{"transaction on a session", up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-other"}), up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-none"})},
+		{"share of a profile", up("profile_shares", "new", map[string]any{"profile_id": "p-other", "account_id": "m3"}), up("profile_shares", "new", map[string]any{"profile_id": "p-none", "account_id": "m3"})},
+		{"check-in at a course", up("attendances", "new", map[string]any{"course_id": "c-other"}), up("attendances", "new", map[string]any{"course_id": "c-none"})},
+		{"update of a session seen or not", up("sessions", "s-other", map[string]any{"status": "done"}), up("sessions", "s-seen", map[string]any{"status": "done"})},
+	}
+	for _, p := range pairs {
+		t.Run(p.name, func(t *testing.T) {
+			e1 := model.CanWrite(member, 0, p.exists, rows[p.exists.Entity][p.exists.ID], rows)
+			e2 := model.CanWrite(member, 0, p.none, rows[p.none.Entity][p.none.ID], rows)
+			if e1 == nil || e2 == nil {
+				t.Fatalf("want both refused, got %v and %v", e1, e2)
+			}
+			m1 := strings.ReplaceAll(e1.Error(), p.exists.ID, "ID")
+			m2 := strings.ReplaceAll(e2.Error(), p.none.ID, "ID")
+			if m1 != m2 {
+				t.Errorf("refusals differ:\n  %s\n  %s", m1, m2)
 			}
 		})
 	}

@@ -473,19 +473,8 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 	if err != nil {
 		return nil, err
 	}
-	var lookupErr error
-	rows := func(entity, id string) map[string]any {
-		row, err := readRow(ctx, tx, entity, id)
-		if err != nil {
-			lookupErr = err
-		}
-		return row
-	}
-	if err := model.CanWrite(*b.Writer, i, c, before, rows); err != nil {
-		return nil, errors.Join(err, lookupErr)
-	}
-	if lookupErr != nil {
-		return nil, lookupErr
+	if err := model.CanWrite(*b.Writer, i, c, before, txRows{ctx, tx}); err != nil {
+		return nil, err
 	}
 	enc := r.enc[i]
 	checkIn := c.Entity == model.Attendances && c.Op == model.OpUpsert
@@ -513,6 +502,44 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 		return nil, fmt.Errorf("record mutation: %w", err)
 	}
 	return lcs, nil
+}
+
+// txRows reads the current rows within a writing transaction, for the
+// access policy's decisions on a write (model.Rows).
+type txRows struct {
+	ctx context.Context
+	tx  *sql.Tx
+}
+
+// Row returns a row's fields, nil when there is none.
+func (r txRows) Row(entity, id string) (map[string]any, error) {
+	return readRow(r.ctx, r.tx, entity, id)
+}
+
+// Find returns the rows of entity whose fields equal match's values.
+func (r txRows) Find(entity string, match map[string]string) (map[string]map[string]any, error) {
+	e, ok := model.Lookup(entity)
+	if !ok {
+		return nil, fmt.Errorf("find: unknown entity %q", entity)
+	}
+	if len(match) == 0 {
+		return nil, fmt.Errorf("find: %s rows without a condition", entity)
+	}
+	names := make([]string, 0, len(match))
+	for f := range match {
+		if _, ok := e.Field(f); !ok {
+			return nil, fmt.Errorf("find: unknown field %s.%s", entity, f)
+		}
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	where := make([]string, len(names))
+	args := make([]any, len(names))
+	for i, f := range names {
+		where[i] = quote(f) + ` = ?`
+		args[i] = match[f]
+	}
+	return queryRows(r.ctx, r.tx, entity, `WHERE `+strings.Join(where, ` AND `), args...)
 }
 
 // readRow returns the current fields of a row within tx, nil when there is
