@@ -11,10 +11,6 @@ import (
 	"github.com/therasync/therasync/model"
 )
 
-// ErrRevoked refuses a device whose access was revoked, by the device
-// revoke or by disabling its account's app access.
-var ErrRevoked = errors.New("device revoked")
-
 // Device is a logged-in device of an account.
 type Device struct {
 	ID          string     `json:"device_id"`
@@ -27,9 +23,12 @@ type Device struct {
 	LastSeenAt  *time.Time `json:"last_seen_at,omitempty"`
 	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
 	Wipe        bool       `json:"wipe"`
+	// TokenHash is the SHA-256 of the device's current token's secret; nil
+	// after logout.
+	TokenHash []byte `json:"-"`
 }
 
-const deviceCols = `id, account_id, name, platform, created_at, last_login_at, last_seen_at, revoked_at, wipe, logged_out_at`
+const deviceCols = `id, account_id, name, platform, created_at, last_login_at, last_seen_at, revoked_at, wipe, logged_out_at, token_hash`
 
 func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
 	var (
@@ -38,7 +37,7 @@ func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
 		seen, revoked, loggedOut sql.NullString
 		wipe                     int64
 	)
-	if err := sc.Scan(&d.ID, &d.AccountID, &d.Name, &d.Platform, &created, &login, &seen, &revoked, &wipe, &loggedOut); err != nil {
+	if err := sc.Scan(&d.ID, &d.AccountID, &d.Name, &d.Platform, &created, &login, &seen, &revoked, &wipe, &loggedOut, &d.TokenHash); err != nil {
 		return Device{}, err
 	}
 	d.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
@@ -73,9 +72,12 @@ func parseNullTime(s sql.NullString) *time.Time {
 func (t *Tenant) nowString() string { return t.opts.Now().UTC().Format(time.RFC3339Nano) }
 
 // LoginDevice records a login of the account on the device: it creates the
-// device or replaces its token (a revoke of the device is lifted by a new
-// login with a code the practice sent). It returns the new token, shown
-// only here, and whether the device is new to the account.
+// device or gives it a new token, which replaces the old one. A device id
+// belongs to the account that logged it in (DESIGN §5): another account's
+// login with it is refused with ErrConflict unless the device logged out;
+// a revoked device (or one to be wiped) stays revoked, and its login is
+// refused with ErrRevoked. It returns the new token, shown only here, and
+// whether the device is new to the account.
 func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, platform string) (token string, isNew bool, err error) {
 	secret, err := randomToken(32)
 	if err != nil {
@@ -83,18 +85,24 @@ func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, pla
 	}
 	hash := sha256.Sum256([]byte(secret))
 	err = t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var prev string
-		err := tx.QueryRowContext(ctx, `SELECT account_id FROM devices WHERE id = ?`, deviceID).Scan(&prev)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = ?`, deviceID))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			isNew = true
+		case err != nil:
 			return err
+		default:
+			if err := loginAllowed(d, accountID); err != nil {
+				return err
+			}
+			isNew = d.AccountID != accountID
 		}
-		isNew = prev != accountID
 		now := t.nowString()
 		_, err = tx.ExecContext(ctx, `INSERT INTO devices(id, account_id, name, platform, token_hash, created_at, last_login_at)
 		VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET account_id = excluded.account_id, name = excluded.name,
 		platform = excluded.platform, token_hash = excluded.token_hash, last_login_at = excluded.last_login_at,
 		created_at = CASE WHEN devices.account_id = excluded.account_id THEN devices.created_at ELSE excluded.created_at END,
-		revoked_at = NULL, wipe = 0, logged_out_at = NULL`,
+		logged_out_at = NULL`,
 			deviceID, accountID, name, platform, hash[:], now, now)
 		return err
 	})
@@ -102,6 +110,31 @@ func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, pla
 		return "", false, fmt.Errorf("login device: %w", err)
 	}
 	return t.id + "." + secret, isNew, nil
+}
+
+// loginAllowed decides whether the account may log in on an existing
+// device.
+func loginAllowed(d Device, accountID string) error {
+	if d.RevokedAt != nil {
+		return ErrRevoked
+	}
+	if d.AccountID != accountID && d.State != "logged_out" {
+		return fmt.Errorf("device id %s belongs to another account: %w", d.ID, ErrConflict)
+	}
+	return nil
+}
+
+// CheckDeviceLogin reports whether the account may log in on the device id
+// (see LoginDevice), without logging in: nil, ErrConflict or ErrRevoked.
+func (t *Tenant) CheckDeviceLogin(ctx context.Context, accountID, deviceID string) error {
+	d, err := t.Device(ctx, deviceID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return loginAllowed(d, accountID)
 }
 
 // AuthenticateDevice returns the tenant and device of a device token, or
@@ -126,26 +159,6 @@ func (s *Store) AuthenticateDevice(ctx context.Context, token string) (*Tenant, 
 		return nil, Device{}, ErrUnauthorized
 	}
 	return t, d, nil
-}
-
-// DeviceAccess returns the device's account if the device may sync now:
-// ErrRevoked when the device was revoked or the account's app access is
-// disabled (or the account is gone or has no role).
-func (t *Tenant) DeviceAccess(ctx context.Context, d Device) (Account, error) {
-	if d.RevokedAt != nil {
-		return Account{}, ErrRevoked
-	}
-	acc, err := t.Account(ctx, d.AccountID)
-	if errors.Is(err, ErrNotFound) {
-		return Account{}, ErrRevoked
-	}
-	if err != nil {
-		return Account{}, err
-	}
-	if !acc.AppEnabled || !model.ValidRole(acc.Role) {
-		return acc, ErrRevoked
-	}
-	return acc, nil
 }
 
 // Devices lists the account's devices, newest login first.
@@ -179,8 +192,9 @@ func (t *Tenant) Device(ctx context.Context, id string) (Device, error) {
 }
 
 // RevokeDevice revokes the device; with wipe, the device is told to delete
-// its local data when it next reaches the server.
-func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool) (Device, error) {
+// its local data when it next reaches the server. The audit line, with by
+// as its actor (and addr), is written in the same transaction.
+func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool, by, addr string) (Device, error) {
 	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE devices SET revoked_at = coalesce(revoked_at, ?), wipe = max(wipe, ?) WHERE id = ?`,
 			t.nowString(), wipe, id)
@@ -190,7 +204,15 @@ func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool) (Device
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
-		return nil
+		var account string
+		if err := tx.QueryRowContext(ctx, `SELECT account_id FROM devices WHERE id = ?`, id).Scan(&account); err != nil {
+			return err
+		}
+		detail := ""
+		if wipe {
+			detail = "wipe"
+		}
+		return insertAudit(ctx, tx, t.opts.Now(), AuditEntry{Actor: by, AccountID: account, DeviceID: id, Action: "device_revoked", Detail: detail, Addr: addr})
 	})
 	if err != nil {
 		return Device{}, fmt.Errorf("revoke device %s: %w", id, err)
@@ -302,8 +324,28 @@ type AuditEntry struct {
 
 // Audit appends an entry to the audit log.
 func (t *Tenant) Audit(ctx context.Context, e AuditEntry) error {
-	_, err := t.execWrite(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`,
-		t.nowString(), e.Actor, nullString(e.AccountID), nullString(e.DeviceID), e.Action, nullString(e.Detail), nullString(e.Addr))
+	return t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return insertAudit(ctx, tx, t.opts.Now(), e)
+	})
+}
+
+// AuditBatch appends entries to the audit log in one transaction.
+func (t *Tenant) AuditBatch(ctx context.Context, es []AuditEntry) error {
+	return t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := t.opts.Now()
+		for _, e := range es {
+			if err := insertAudit(ctx, tx, now, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// insertAudit appends an entry to the audit log within tx.
+func insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, e AuditEntry) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`,
+		now.UTC().Format(time.RFC3339Nano), e.Actor, nullString(e.AccountID), nullString(e.DeviceID), e.Action, nullString(e.Detail), nullString(e.Addr))
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Action, err)
 	}

@@ -2,16 +2,32 @@ package store_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
 )
 
+// loginDevice logs the account in on the device and returns the hash of
+// its token, as a device's push presents it.
+func loginDevice(tb testing.TB, tn *store.Tenant, account, device string) []byte {
+	tb.Helper()
+	tok, _, err := tn.LoginDevice(context.Background(), account, device, device, "test")
+	if err != nil {
+		tb.Fatalf("LoginDevice(%s, %s) = %v", account, device, err)
+	}
+	_, secret, _ := strings.Cut(tok, ".")
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
 func devicePush(tb testing.TB, tn *store.Tenant, v model.Viewer, device string, ids []string, js string) store.Result {
 	tb.Helper()
-	res, err := tn.Apply(context.Background(), store.Batch{Origin: "device:" + device, Writer: &v, DeviceID: device, MutationIDs: ids, Changes: changes(tb, js)})
+	res, err := tn.Apply(context.Background(), store.Batch{Origin: "device:" + device, Writer: &v, DeviceID: device, MutationIDs: ids, Changes: changes(tb, js),
+		TokenHash: loginDevice(tb, tn, v.ID, device)})
 	if err != nil {
 		tb.Fatalf("Apply(device push) = %v", err)
 	}

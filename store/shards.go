@@ -73,22 +73,30 @@ type Account struct {
 	AppEnabled bool
 }
 
-// Account returns the account id, or ErrNotFound.
-func (t *Tenant) Account(ctx context.Context, id string) (Account, error) {
+const accountCols = `id, name, email, role, app_enabled`
+
+func scanAccount(sc interface{ Scan(...any) error }) (Account, error) {
 	var (
 		a                 Account
 		name, email, role sql.NullString
 		enabled           sql.NullInt64
 	)
-	err := t.rdb.QueryRowContext(ctx, `SELECT id, name, email, role, app_enabled FROM accounts WHERE id = ?`, id).
-		Scan(&a.ID, &name, &email, &role, &enabled)
+	if err := sc.Scan(&a.ID, &name, &email, &role, &enabled); err != nil {
+		return Account{}, err
+	}
+	a.Name, a.Email, a.Role, a.AppEnabled = name.String, email.String, role.String, enabled.Int64 != 0
+	return a, nil
+}
+
+// Account returns the account id, or ErrNotFound.
+func (t *Tenant) Account(ctx context.Context, id string) (Account, error) {
+	a, err := scanAccount(t.rdb.QueryRowContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Account{}, ErrNotFound
 	}
 	if err != nil {
 		return Account{}, fmt.Errorf("account %s: %w", id, err)
 	}
-	a.Name, a.Email, a.Role, a.AppEnabled = name.String, email.String, role.String, enabled.Int64 != 0
 	return a, nil
 }
 

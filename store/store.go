@@ -106,6 +106,8 @@ type Settings struct {
 	Licenses  []string  `json:"licenses"`
 	TZ        string    `json:"tz"`
 	CreatedAt time.Time `json:"created_at"`
+	// KeyHash is the SHA-256 of the practice key's secret part.
+	KeyHash []byte `json:"-"`
 }
 
 // HasLicense reports whether the tenant holds the license l.
@@ -139,20 +141,10 @@ func (s *Store) CreateTenant(ctx context.Context, nt NewTenant) (Settings, strin
 	if _, err := time.LoadLocation(nt.TZ); err != nil {
 		return Settings{}, "", fmt.Errorf("create tenant: unknown time zone %q", nt.TZ)
 	}
-	lic := []string{}
-	for _, l := range nt.Licenses {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			continue
-		}
-		if l != LicenseSync && l != LicenseApp {
-			return Settings{}, "", fmt.Errorf("create tenant: unknown license %q (want %s or %s)", l, LicenseSync, LicenseApp)
-		}
-		if !slices.Contains(lic, l) {
-			lic = append(lic, l)
-		}
+	lic, err := licenseList(nt.Licenses)
+	if err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
 	}
-	sort.Strings(lic)
 	id, err := newTenantID()
 	if err != nil {
 		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
@@ -181,6 +173,26 @@ func (s *Store) CreateTenant(ctx context.Context, nt NewTenant) (Settings, strin
 		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
 	}
 	return st, id + "." + secret, nil
+}
+
+// licenseList checks and normalises a list of licenses: each LicenseSync
+// or LicenseApp, blanks dropped, sorted, once each.
+func licenseList(ls []string) ([]string, error) {
+	lic := []string{}
+	for _, l := range ls {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if l != LicenseSync && l != LicenseApp {
+			return nil, fmt.Errorf("unknown license %q (want %s or %s)", l, LicenseSync, LicenseApp)
+		}
+		if !slices.Contains(lic, l) {
+			lic = append(lic, l)
+		}
+	}
+	sort.Strings(lic)
+	return lic, nil
 }
 
 // TenantIDs lists the ids of every tenant in the data directory.

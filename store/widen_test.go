@@ -89,6 +89,10 @@ func widenProperty(t *testing.T, seed uint64) {
 	mustApply(t, tn, "seed", seedBatch+`]`)
 
 	roles := map[string]string{"a1": model.RoleAdmin, "s1": model.RoleSecretary, "m1": model.RoleMember, "m2": model.RoleMember, "m3": model.RoleMember}
+	tokens := map[string][]byte{}
+	for _, a := range accounts {
+		tokens[a] = loginDevice(t, tn, a, "d-"+a)
+	}
 	accepted, refused := 0, 0
 	for step := range 160 {
 		writer := pick(accounts...)
@@ -127,7 +131,7 @@ func widenProperty(t *testing.T, seed uint64) {
 		before := visible(t, tn, v)
 		c := model.Change{Entity: entity, Op: model.OpUpsert, ID: id, Fields: f}
 		res, err := tn.Apply(ctx, store.Batch{Origin: "device:d-" + writer, Writer: &v, DeviceID: "d-" + writer,
-			MutationIDs: []string{fmt.Sprint("mut", step)}, Changes: []model.Change{c}})
+			MutationIDs: []string{fmt.Sprint("mut", step)}, Changes: []model.Change{c}, TokenHash: tokens[writer]})
 		if err != nil {
 			t.Fatalf("step %d: Apply = %v", step, err)
 		}

@@ -15,8 +15,14 @@ import (
 	"github.com/therasync/therasync/model"
 )
 
-// OriginPractice is the origin of changes pushed by a practice PC.
-const OriginPractice = "practice"
+// The origins of changes that are not a device's.
+const (
+	// OriginPractice is the origin of changes pushed by a practice PC.
+	OriginPractice = "practice"
+	// OriginOperator is the origin of changes made by the server's operator
+	// (the therasync command on the server).
+	OriginOperator = "operator"
+)
 
 // Batch is a list of validated changes applied atomically: all or none.
 type Batch struct {
@@ -37,6 +43,23 @@ type Batch struct {
 	// applied once.
 	DeviceID    string
 	MutationIDs []string
+	// TokenHash is, for a device's push, the hash of the token the device
+	// authenticated with: the push is applied only while it is the device's
+	// current token and the device may sync (checked in the transaction).
+	TokenHash []byte
+	// Addr is the client's address, for the audit lines the batch writes.
+	Addr string
+}
+
+// actor returns who made the batch, as the audit log names it.
+func (b Batch) actor() string {
+	switch {
+	case b.Writer != nil:
+		return "device"
+	case b.Origin == OriginOperator:
+		return "operator"
+	}
+	return "practice"
 }
 
 // Result is the outcome of an applied batch.
@@ -54,18 +77,22 @@ type Result struct {
 	// (recorded durably with it): accounts whose app access was enabled or
 	// whose role changed while enabled.
 	BuildRequests []string
-	// AccessChanges are the accounts whose app access the batch enabled or
-	// disabled.
+	// AccessChanges are the accounts whose app access the batch started or
+	// ended, whatever the op and value (each also written to the audit log
+	// in the batch's transaction).
 	AccessChanges []AccessChange
 	// Refused holds, for a device's push, the error of each refused change
 	// by its index (a *model.ValidationError or *model.ForbiddenError).
 	Refused map[int]error
 }
 
-// AccessChange is an account whose app access was enabled or disabled.
+// AccessChange is an account whose app access started (Enabled) or ended.
 type AccessChange struct {
 	AccountID string
 	Enabled   bool
+	// Reason says what changed: "app_enabled true", "app_enabled false",
+	// "app_enabled null", "role removed", "account deleted", "role set".
+	Reason string
 }
 
 // Apply applies the batch in one durable transaction and returns once it is
@@ -366,6 +393,11 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 			return Result{}, fmt.Errorf("look up batch: %w", err)
 		}
 	}
+	if b.Writer != nil {
+		if err := w.checkPush(ctx, tx, b); err != nil {
+			return Result{}, err
+		}
+	}
 	w.builds = w.builds[:0]
 	w.access = w.access[:0]
 	logged := make([]model.Change, 0, len(b.Changes))
@@ -391,6 +423,15 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 		}
 		if lc != nil {
 			logged = append(logged, *lc)
+		}
+	}
+	for _, ac := range w.access {
+		action := "app_disabled"
+		if ac.Enabled {
+			action = "app_enabled"
+		}
+		if err := insertAudit(ctx, tx, now, AuditEntry{Actor: b.actor(), AccountID: ac.AccountID, DeviceID: b.DeviceID, Action: action, Detail: ac.Reason, Addr: b.Addr}); err != nil {
+			return Result{}, err
 		}
 	}
 	if b.ID != "" {
@@ -457,10 +498,11 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT mutation`); err != nil {
 		return nil, err
 	}
-	start := *seq
+	start, builds, access := *seq, len(w.builds), len(w.access)
 	defer func() {
 		if err != nil {
 			*seq = start
+			w.builds, w.access = w.builds[:builds], w.access[:access]
 			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO mutation`); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
@@ -563,12 +605,22 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		if e.Name == model.ProfileShares {
 			return nil, enc, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be deleted"}
 		}
+		var before accountAccess
+		if e.Name == model.Accounts {
+			var err error
+			if before, err = w.accountAccess(ctx, tx, c.ID); err != nil {
+				return nil, enc, err
+			}
+		}
 		res, err := w.exec(ctx, tx, "del:"+e.Name, `DELETE FROM `+quote(e.Name)+` WHERE id = ?`, c.ID)
 		if err != nil {
 			return nil, enc, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil, enc, nil
+		}
+		if before.on() {
+			w.access = append(w.access, AccessChange{AccountID: c.ID, Reason: "account deleted"})
 		}
 		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, enc, nil
 	}
@@ -596,7 +648,9 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		}
 	}
 	var before *accountAccess
-	if e.Name == model.Accounts && (fields["app_enabled"] != nil || fields["role"] != nil) {
+	_, setsEnabled := fields["app_enabled"]
+	_, setsRole := fields["role"]
+	if e.Name == model.Accounts && (setsEnabled || setsRole) { // also when set to null
 		a, err := w.accountAccess(ctx, tx, c.ID)
 		if err != nil {
 			return nil, enc, err
@@ -609,7 +663,7 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		return nil, enc, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
 	}
 	if before != nil {
-		if err := w.requestBuildIfNeeded(ctx, tx, c.ID, *before, now); err != nil {
+		if err := w.requestBuildIfNeeded(ctx, tx, c.ID, *before, fields, now); err != nil {
 			return nil, enc, err
 		}
 	}
@@ -621,11 +675,16 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: fields}, enc, nil
 }
 
-// accountAccess is what decides whether an account's shard must be built.
+// accountAccess is what decides whether an account's shard must be built
+// and whether its devices may sync.
 type accountAccess struct {
+	exists  bool
 	enabled bool
 	role    string
 }
+
+// on reports whether the account's app access is on.
+func (a accountAccess) on() bool { return a.exists && a.enabled && model.ValidRole(a.role) }
 
 func (w *writer) accountAccess(ctx context.Context, tx *sql.Tx, id string) (accountAccess, error) {
 	var (
@@ -633,24 +692,28 @@ func (w *writer) accountAccess(ctx context.Context, tx *sql.Tx, id string) (acco
 		role    sql.NullString
 	)
 	err := w.scan(ctx, tx, "access", `SELECT app_enabled, role FROM accounts WHERE id = ?`, []any{id}, &enabled, &role)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) {
+		return accountAccess{}, nil
+	}
+	if err != nil {
 		return accountAccess{}, fmt.Errorf("look up account %s: %w", id, err)
 	}
-	return accountAccess{enabled: enabled.Int64 != 0, role: role.String}, nil
+	return accountAccess{exists: true, enabled: enabled.Int64 != 0, role: role.String}, nil
 }
 
-// requestBuildIfNeeded records a shard build request, in the batch's
-// transaction, when an account's app access was enabled or its role changed
-// while enabled, and notes changes of the app access.
-func (w *writer) requestBuildIfNeeded(ctx context.Context, tx *sql.Tx, id string, before accountAccess, now time.Time) error {
+// requestBuildIfNeeded notes an account's app access that started or ended
+// with a change of its fields, and records a shard build request, in the
+// batch's transaction, when the access started or the role changed while
+// it is on.
+func (w *writer) requestBuildIfNeeded(ctx context.Context, tx *sql.Tx, id string, before accountAccess, fields map[string]any, now time.Time) error {
 	after, err := w.accountAccess(ctx, tx, id)
 	if err != nil {
 		return err
 	}
-	if after.enabled != before.enabled {
-		w.access = append(w.access, AccessChange{AccountID: id, Enabled: after.enabled})
+	if after.on() != before.on() {
+		w.access = append(w.access, AccessChange{AccountID: id, Enabled: after.on(), Reason: accessReason(fields, after)})
 	}
-	if !after.enabled || !model.ValidRole(after.role) || (before.enabled && before.role == after.role) {
+	if !after.on() || (before.on() && before.role == after.role) {
 		return nil
 	}
 	if _, err := w.exec(ctx, tx, "request", `INSERT INTO shard_requests(account_id, requested_at) VALUES (?, ?)
@@ -659,6 +722,24 @@ func (w *writer) requestBuildIfNeeded(ctx context.Context, tx *sql.Tx, id string
 	}
 	w.builds = append(w.builds, id)
 	return nil
+}
+
+// accessReason says which of an account's fields started or ended its app
+// access.
+func accessReason(fields map[string]any, after accountAccess) string {
+	v, setsEnabled := fields["app_enabled"]
+	switch {
+	case after.on():
+		if setsEnabled {
+			return "app_enabled true"
+		}
+		return "role set"
+	case setsEnabled && v == nil:
+		return "app_enabled null"
+	case setsEnabled && v == false:
+		return "app_enabled false"
+	}
+	return "role removed"
 }
 
 // checkShare enforces that a profile share is complete when created and

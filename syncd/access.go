@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"image/png"
@@ -26,20 +25,6 @@ type Mailer interface {
 	SendCode(ctx context.Context, tenant, account, code string, expires time.Time) error
 	SendLoginNotice(ctx context.Context, tenant, account, device string, at time.Time) error
 }
-
-// Revocation is the event published on Redis when devices lose access, so
-// that every syncd process closes their live connections.
-type Revocation struct {
-	Tenant    string `json:"tenant"`
-	AccountID string `json:"account_id"`
-	// DeviceID names the one device revoked; empty means every device of
-	// the account (its app access was disabled).
-	DeviceID string `json:"device_id,omitempty"`
-	Wipe     bool   `json:"wipe,omitempty"`
-}
-
-// keyRevocations is the Redis channel of Revocation events.
-func keyRevocations() string { return "therasync:revocations" }
 
 // keyTOTPUsed marks a TOTP code as used, so that it is not accepted twice.
 func keyTOTPUsed(tenant, account, code string) string {
@@ -64,20 +49,6 @@ var (
 	errTOTPRequired  = errors.New("a current TOTP code of an enrolled admin is required in the X-TOTP header")
 	errNoSecret      = errors.New("the server has no SECRET configured for TOTP")
 )
-
-// publishRevocation tells every syncd process to close the affected live
-// connections. The store already refuses the devices; a failed publish
-// only delays the closing until their next request, so it is logged.
-func (s *Server) publishRevocation(ctx context.Context, rev Revocation) {
-	s.revoke(rev) // this process's connections at once
-	if s.cfg.Redis == nil {
-		return
-	}
-	b, _ := json.Marshal(rev)
-	if err := s.cfg.Redis.Publish(ctx, keyRevocations(), b).Err(); err != nil {
-		s.log.Error("publish revocation", "tenant", rev.Tenant, "account", rev.AccountID, "err", err)
-	}
-}
 
 // audit appends to the tenant's audit log; a failure is the request's
 // failure where the caller returns it, and logged where the answer is
@@ -233,31 +204,13 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, t *store.T
 			return
 		}
 	}
-	d, err := t.RevokeDevice(r.Context(), r.PathValue("id"), req.Wipe)
+	d, err := t.RevokeDevice(r.Context(), r.PathValue("id"), req.Wipe, "practice", clientAddr(r))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("device %q: %w", r.PathValue("id"), err))
 		return
 	}
-	detail := ""
-	if req.Wipe {
-		detail = "wipe"
-	}
-	s.audit(r.Context(), t, store.AuditEntry{Actor: "practice", AccountID: d.AccountID, DeviceID: d.ID, Action: "device_revoked", Detail: detail, Addr: clientAddr(r)})
 	s.publishRevocation(r.Context(), Revocation{Tenant: t.ID(), AccountID: d.AccountID, DeviceID: d.ID, Wipe: d.Wipe})
 	writeJSON(w, http.StatusOK, d)
-}
-
-// accessChanged audits app access enabled or disabled by a push and
-// publishes the revocations.
-func (s *Server) accessChanged(ctx context.Context, t *store.Tenant, changes []store.AccessChange, addr string) {
-	for _, c := range changes {
-		action := "app_enabled"
-		if !c.Enabled {
-			action = "app_disabled"
-			s.publishRevocation(ctx, Revocation{Tenant: t.ID(), AccountID: c.AccountID})
-		}
-		s.audit(ctx, t, store.AuditEntry{Actor: "practice", AccountID: c.AccountID, Action: action, Addr: addr})
-	}
 }
 
 // stepUp checks the X-TOTP header against the enrolled admins' secrets; a
@@ -365,6 +318,7 @@ func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request, t *stor
 		return
 	}
 	s.audit(r.Context(), t, store.AuditEntry{Actor: "practice", Action: "key_rotated", Addr: clientAddr(r)})
+	s.publishRevocation(r.Context(), Revocation{Tenant: t.ID(), Practice: true, Current: fingerprint(keyHash(key))})
 	writeJSON(w, http.StatusOK, map[string]string{"practice_key": key})
 }
 

@@ -135,7 +135,7 @@ func TestCheckinDay(t *testing.T) {
 		if code, _, raw := get(t, "nope", ""); code != 401 || !strings.Contains(raw, "unauthorized") {
 			t.Errorf("bad token = %d %s; want 401 unauthorized", code, raw)
 		}
-		if _, err := e.T.RevokeDevice(context.Background(), "tablet-3", false); err != nil {
+		if _, err := e.T.RevokeDevice(context.Background(), "tablet-3", false, "practice", ""); err != nil {
 			t.Fatal(err)
 		}
 		if code, _, raw := get(t, tok, ""); code != 403 || !strings.Contains(raw, "device_revoked") {

@@ -148,6 +148,11 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	if err != nil {
 		return loginResponse{}, err
 	}
+	// The device id must be free for the account before the code is
+	// spent (LoginDevice checks again in its transaction).
+	if err := t.CheckDeviceLogin(ctx, acc.ID, req.DeviceID); err != nil {
+		return loginResponse{}, err
+	}
 	if err := s.cfg.Codes.Consume(ctx, h, code, addr); err != nil {
 		return loginResponse{}, err
 	}
@@ -155,6 +160,8 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	if err != nil {
 		return loginResponse{}, err
 	}
+	// A token the device held before is replaced: its sockets end.
+	s.publishRevocation(ctx, Revocation{Tenant: t.ID(), DeviceID: req.DeviceID, TokenEnded: true, Current: fingerprint(keyHash(token))})
 	s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: acc.ID, DeviceID: req.DeviceID, Action: "login", Detail: req.Platform, Addr: addr})
 	if isNew && s.cfg.Mail != nil {
 		name := req.DeviceName
@@ -187,19 +194,12 @@ func (s *Server) device(h deviceHandler) http.HandlerFunc {
 }
 
 // deviceAccess authenticates the request's device and checks that it may
-// sync; a revoked device comes back with store.ErrRevoked and its tenant
-// and device.
+// sync (store.Tenant.DeviceAccess); a revoked device comes back with
+// store.ErrRevoked and its tenant and device.
 func (s *Server) deviceAccess(r *http.Request) (*store.Tenant, store.Device, store.Account, error) {
 	t, d, err := s.authDevice(r)
 	if err != nil {
 		return nil, d, store.Account{}, err
-	}
-	st, err := t.Settings(r.Context())
-	if err == nil {
-		err = appLicenses(st)
-	}
-	if err != nil {
-		return t, d, store.Account{}, err
 	}
 	acc, err := t.DeviceAccess(r.Context(), d)
 	return t, d, acc, err
@@ -311,6 +311,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.publishRevocation(r.Context(), Revocation{Tenant: t.ID(), DeviceID: d.ID, TokenEnded: true})
 	s.audit(r.Context(), t, store.AuditEntry{Actor: "device", AccountID: d.AccountID, DeviceID: d.ID, Action: "logout", Addr: clientAddr(r)})
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }

@@ -44,7 +44,11 @@ type feed struct {
 	metrics *metrics
 	wake    chan struct{} // capacity 1: new commits may exist
 	stop    chan struct{}
-	done    chan struct{}
+	done    chan struct{} // closed when run and guard returned
+	// recheck (capacity 1) asks guard to re-read the tenant's access now;
+	// it does every recheckEvery anyway.
+	recheck      chan struct{}
+	recheckEvery time.Duration
 
 	mu      sync.Mutex
 	ready   bool           // tracker loaded; latest is meaningful
@@ -59,6 +63,9 @@ type feed struct {
 	dirty   []*view // views with output in the batch being dispatched
 	// byAccount are the live (joined) device connections by account.
 	byAccount map[string]map[*liveConn]struct{}
+	// all are every connection of the tenant in this process, whose
+	// access guard re-reads.
+	all map[*liveConn]struct{}
 }
 
 // viewKey names a view: a member account, or a role shared by every
@@ -77,12 +84,64 @@ type view struct {
 	announced int64          // the seq of the last caught_up sent
 }
 
-func newFeed(t *store.Tenant, log *slog.Logger, m *metrics) *feed {
+func newFeed(t *store.Tenant, log *slog.Logger, m *metrics, recheck time.Duration) *feed {
 	f := &feed{tenant: t, log: log, metrics: m, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		waiting: map[*liveConn]struct{}{}, views: map[viewKey]*view{}, byAccount: map[string]map[*liveConn]struct{}{}}
-	go f.run()
+		recheck: make(chan struct{}, 1), recheckEvery: recheck,
+		waiting: map[*liveConn]struct{}{}, views: map[viewKey]*view{}, byAccount: map[string]map[*liveConn]struct{}{},
+		all: map[*liveConn]struct{}{}}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); f.run() }()
+	go func() { defer wg.Done(); f.guard() }()
+	go func() { wg.Wait(); close(f.done) }()
 	f.poke()
 	return f
+}
+
+// attach makes c one of the tenant's connections whose access guard
+// re-reads.
+func (f *feed) attach(c *liveConn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.all[c] = struct{}{}
+}
+
+// recheckSoon asks guard to re-read the tenant's access now.
+func (f *feed) recheckSoon() {
+	select {
+	case f.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// guard re-reads the tenant's access every recheckEvery, and when asked,
+// and ends the connections it no longer grants (checkAccess): a lost
+// revocation event delays a closing by at most that. It reads the store
+// without holding the feed's lock.
+func (f *feed) guard() {
+	ctx := context.Background()
+	tick := time.NewTicker(f.recheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+		case <-f.recheck:
+		}
+		a, err := f.tenant.Access(ctx)
+		if err != nil {
+			f.log.Error("live feed: read access", "tenant", f.tenant.ID(), "err", err)
+			continue
+		}
+		f.mu.Lock()
+		conns := make([]*liveConn, 0, len(f.all))
+		for c := range f.all {
+			conns = append(conns, c)
+		}
+		f.mu.Unlock()
+		checkAccess(a, conns)
+	}
 }
 
 func (f *feed) poke() {
@@ -93,7 +152,6 @@ func (f *feed) poke() {
 }
 
 func (f *feed) run() {
-	defer close(f.done)
 	ctx := context.Background()
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
@@ -241,6 +299,7 @@ func (f *feed) leave(c *liveConn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.waiting, c)
+	delete(f.all, c)
 	f.dropLocked(c)
 }
 
@@ -271,6 +330,15 @@ func (f *feed) dropLocked(c *liveConn) {
 // sends each view's frame to its connections.
 func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
 	for _, ch := range cs {
+		if endsAccess(ch) {
+			for c := range f.byAccount[ch.ID] {
+				if ch.Seq > c.startSeq {
+					c.s.metrics.revocationCloses.Inc()
+					c.stop(closeRevoked, "device revoked", nil)
+					f.dropLocked(c)
+				}
+			}
+		}
 		if ch.Entity == model.Accounts && ch.Fields["role"] != nil {
 			// The device's data is what its old role saw: it needs a shard.
 			for c := range f.byAccount[ch.ID] {
@@ -289,6 +357,26 @@ func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
 	}
 	clear(f.dirty)
 	f.dirty = f.dirty[:0]
+}
+
+// endsAccess reports whether ch ends the app access of the account it
+// changes (DESIGN §5): the account deleted, app_enabled set to anything
+// but true (false or null), or its role removed.
+func endsAccess(ch model.Change) bool {
+	if ch.Entity != model.Accounts {
+		return false
+	}
+	if ch.Op == model.OpDelete {
+		return true
+	}
+	if v, ok := ch.Fields["app_enabled"]; ok && v != true {
+		return true
+	}
+	if v, ok := ch.Fields["role"]; ok {
+		r, _ := v.(string)
+		return !model.ValidRole(r)
+	}
+	return false
 }
 
 // emitLocked adds changes to what the view receives in this batch.

@@ -53,9 +53,14 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // one place where store, model and authcode errors become HTTP answers;
 // internal is true for errors that are the server's fault.
 func classify(err error) (status int, code, msg string, internal bool) {
-	var maxBytes *http.MaxBytesError
+	var (
+		maxBytes *http.MaxBytesError
+		tooMany  *tooManyError
+	)
 	msg = err.Error()
 	switch {
+	case errors.As(err, &tooMany):
+		return http.StatusTooManyRequests, codeTooMany, msg, false
 	case errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit), false
 	case errors.Is(err, model.ErrInvalid), errors.Is(err, errBadRequest):
@@ -112,6 +117,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if code == codeShardNotReady {
 		w.Header().Set("Retry-After", "5")
+	}
+	var tooMany *tooManyError
+	if errors.As(err, &tooMany) {
+		w.Header().Set("Retry-After", fmt.Sprint(int(tooMany.retryAfter.Seconds()+0.999)))
 	}
 	writeError(w, status, code, msg)
 }

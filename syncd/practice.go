@@ -41,11 +41,7 @@ func (s *Server) handlePushChanges(w http.ResponseWriter, r *http.Request, t *st
 	} else {
 		s.metrics.pushes.WithLabelValues("applied").Inc()
 		s.metrics.changesApplied.Add(float64(len(res.Changes)))
-		s.enqueueBuilds(r.Context(), t.ID(), res.BuildRequests)
-		s.accessChanged(r.Context(), t, res.AccessChanges, clientAddr(r))
-		if len(res.Changes) > 0 {
-			s.committed(r.Context(), t.ID(), res.Seq)
-		}
+		s.applied(r.Context(), t, res)
 	}
 	writeJSON(w, http.StatusOK, pushResponse{Seq: res.Seq})
 }
@@ -70,7 +66,7 @@ func (s *Server) decodePush(r *http.Request, st store.Settings) (store.Batch, er
 	case len(req.Changes) > s.cfg.MaxBatchChanges:
 		return store.Batch{}, badRequest("a batch holds at most %d changes, this one %d", s.cfg.MaxBatchChanges, len(req.Changes))
 	}
-	b := store.Batch{ID: req.BatchID, Origin: store.OriginPractice, Changes: make([]model.Change, len(req.Changes))}
+	b := store.Batch{ID: req.BatchID, Origin: store.OriginPractice, Addr: clientAddr(r), Changes: make([]model.Change, len(req.Changes))}
 	for i, rc := range req.Changes {
 		c, err := rc.Validate(i)
 		if err != nil {

@@ -26,6 +26,20 @@ const (
 	DefaultMaxBodyBytes    = 16 << 20
 	DefaultMaxBatchChanges = 10000
 	DefaultMaxPullChanges  = 10000
+	// DefaultMaxSocketsPerDevice is how many live connections one device
+	// holds on one syncd: a phone reconnecting before its old socket timed
+	// out needs two.
+	DefaultMaxSocketsPerDevice = 2
+	// DefaultMaxSocketsPerAccount is how many live connections one
+	// account's devices hold on one syncd: a therapist's phones and
+	// tablets.
+	DefaultMaxSocketsPerAccount = 16
+	// DefaultUpgradesPerMinute is how often one device may open a live
+	// connection (after a burst of 10).
+	DefaultUpgradesPerMinute = 30
+	// DefaultAccessRecheck is how often each tenant's live connections'
+	// access is read again from the store.
+	DefaultAccessRecheck = 2 * time.Second
 )
 
 // Config configures a Server.
@@ -64,6 +78,21 @@ type Config struct {
 	MaxBatchChanges int
 	// Now is the clock of the check-in page's day; nil means time.Now.
 	Now func() time.Time
+	// MaxSocketsPerDevice caps a device's live connections on this
+	// process (a new one replaces the oldest); zero means
+	// DefaultMaxSocketsPerDevice.
+	MaxSocketsPerDevice int
+	// MaxSocketsPerAccount caps an account's live connections on this
+	// process (more are refused with 429); zero means
+	// DefaultMaxSocketsPerAccount.
+	MaxSocketsPerAccount int
+	// UpgradesPerMinute caps how often a device opens a live connection
+	// (429 past it); zero means DefaultUpgradesPerMinute.
+	UpgradesPerMinute int
+	// AccessRecheck is how often each tenant's live connections' access
+	// is read again from the store, which closes them even when a
+	// revocation event was lost; zero means DefaultAccessRecheck.
+	AccessRecheck time.Duration
 }
 
 // Server is the syncd HTTP server.
@@ -76,6 +105,7 @@ type Server struct {
 
 	hub      *hub
 	upgrader *websocket.Upgrader
+	events   Events
 
 	srv *http.Server
 	ln  net.Listener
@@ -106,7 +136,20 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub(), upgrader: newUpgrader()}
+	if cfg.MaxSocketsPerDevice <= 0 {
+		cfg.MaxSocketsPerDevice = DefaultMaxSocketsPerDevice
+	}
+	if cfg.MaxSocketsPerAccount <= 0 {
+		cfg.MaxSocketsPerAccount = DefaultMaxSocketsPerAccount
+	}
+	if cfg.UpgradesPerMinute <= 0 {
+		cfg.UpgradesPerMinute = DefaultUpgradesPerMinute
+	}
+	if cfg.AccessRecheck <= 0 {
+		cfg.AccessRecheck = DefaultAccessRecheck
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub(), upgrader: newUpgrader(),
+		events: Events{Redis: cfg.Redis}}
 	if box, err := seal.New(cfg.Secret, "totp"); err == nil {
 		s.totpBox = box
 	}

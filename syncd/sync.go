@@ -18,13 +18,17 @@ import (
 
 // Timing and sizes of live connections.
 const (
-	pongWait        = 60 * time.Second // a device silent that long is gone
-	pingPeriod      = 25 * time.Second
-	sendQueueSize   = 64 // frames waiting for the writer; a full queue drops the connection
-	catchUpBatch    = 500
-	closeRevoked    = 4003
-	closeTokenGone  = 4001
-	keyCommitsTopic = "therasync:commits"
+	pongWait      = 60 * time.Second // a device silent that long is gone
+	pingPeriod    = 25 * time.Second
+	sendQueueSize = 64 // frames waiting for the writer; a full queue drops the connection
+	// maxControlFrames bounds the acks and rejects waiting for the writer:
+	// past it, the connection reads no further push until the device has
+	// taken them (they never make a device count as too slow).
+	maxControlFrames = 2 * (maxMutationsPerFrame + 1)
+	catchUpBatch     = 500
+	closeRevoked     = 4003
+	closeTokenGone   = 4001
+	keyCommitsTopic  = "therasync:commits"
 )
 
 // keyCommits is the Redis channel on which every syncd announces the seq a
@@ -35,123 +39,6 @@ func keyCommits() string { return keyCommitsTopic }
 type commitEvent struct {
 	Tenant string `json:"tenant"`
 	Seq    int64  `json:"seq"`
-}
-
-// hub knows the live connections of this process.
-type hub struct {
-	mu     sync.Mutex
-	conns  map[string]map[*liveConn]struct{} // tenant → connections
-	feeds  map[string]*feed                  // tenant → its feed, while it has connections
-	closed bool
-	wg     sync.WaitGroup // one per connection, done when both its goroutines ended
-}
-
-func newHub() *hub {
-	return &hub{conns: map[string]map[*liveConn]struct{}{}, feeds: map[string]*feed{}}
-}
-
-func (h *hub) add(c *liveConn) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return false
-	}
-	id := c.tenant.ID()
-	if h.conns[id] == nil {
-		h.conns[id] = map[*liveConn]struct{}{}
-	}
-	h.conns[id][c] = struct{}{}
-	if h.feeds[id] == nil {
-		h.feeds[id] = newFeed(c.tenant, c.s.log, c.s.metrics)
-	}
-	c.feed = h.feeds[id]
-	h.wg.Add(1)
-	return true
-}
-
-func (h *hub) remove(c *liveConn) {
-	c.feed.leave(c)
-	h.mu.Lock()
-	id := c.tenant.ID()
-	delete(h.conns[id], c)
-	var stopped *feed
-	if len(h.conns[id]) == 0 && h.feeds[id] != nil {
-		stopped = h.feeds[id]
-		delete(h.feeds, id)
-	}
-	h.mu.Unlock()
-	if stopped != nil {
-		close(stopped.stop)
-		<-stopped.done
-	}
-	h.wg.Done()
-}
-
-// committed tells the tenant's feed, if this process has one, that its seq
-// moved.
-func (h *hub) committed(tenant string) {
-	h.mu.Lock()
-	f := h.feeds[tenant]
-	h.mu.Unlock()
-	if f != nil {
-		f.poke()
-	}
-}
-
-// each calls fn for the tenant's connections (all tenants for ""), outside
-// the lock.
-func (h *hub) each(tenant string, fn func(*liveConn)) {
-	h.mu.Lock()
-	var cs []*liveConn
-	for t, m := range h.conns {
-		if tenant != "" && t != tenant {
-			continue
-		}
-		for c := range m {
-			cs = append(cs, c)
-		}
-	}
-	h.mu.Unlock()
-	for _, c := range cs {
-		fn(c)
-	}
-}
-
-func (h *hub) count() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, m := range h.conns {
-		n += len(m)
-	}
-	return n
-}
-
-// committed wakes this process's connections of the tenant and tells the
-// other syncd processes through Redis.
-func (s *Server) committed(ctx context.Context, tenant string, seq int64) {
-	s.hub.committed(tenant)
-	if s.cfg.Redis == nil {
-		return
-	}
-	if err := s.cfg.Redis.Publish(ctx, keyCommits(), mustJSON(commitEvent{Tenant: tenant, Seq: seq})).Err(); err != nil {
-		s.log.Warn("publish commit; other syncd processes wake on their next commit", "tenant", tenant, "err", err)
-	}
-}
-
-// revoke closes the live connections that a revocation affects.
-func (s *Server) revoke(rev Revocation) {
-	s.hub.each(rev.Tenant, func(c *liveConn) {
-		if c.practice || c.accountID != rev.AccountID || (rev.DeviceID != "" && c.deviceID != rev.DeviceID) {
-			return
-		}
-		s.metrics.revocationCloses.Inc()
-		if rev.Wipe {
-			c.stop(closeRevoked, "device revoked", mustJSON(wipeFrame{Type: "wipe"}))
-			return
-		}
-		c.stop(closeRevoked, "device revoked", nil)
-	})
 }
 
 // subscribe follows the commit and revocation channels until ctx ends.
@@ -224,11 +111,16 @@ type liveConn struct {
 	viewer    model.Viewer
 	accountID string
 	deviceID  string
-	cursor    int64          // catching up: the last seq sent
-	started   bool           // the first catch-up ran its checks
-	tracker   *model.Tracker // a member's sight at cursor while catching up; nil once live
-	feed      *feed          // the tenant's live stream in this process
-	view      *view          // the view the feed sends to once live; guarded by feed.mu
+	tokenHash []byte // the device token it authenticated with (devices)
+	keyHash   []byte // the practice key it authenticated with (practice PCs)
+	// startSeq is the tenant's seq when the connection's access was
+	// checked: an account change after it that ends access ends the stream.
+	startSeq int64
+	cursor   int64          // catching up: the last seq sent
+	started  bool           // the first catch-up ran its checks
+	tracker  *model.Tracker // a member's sight at cursor while catching up; nil once live
+	feed     *feed          // the tenant's live stream in this process
+	view     *view          // the view the feed sends to once live; guarded by feed.mu
 
 	wake       chan struct{} // capacity 1: the feed read changes (catching up)
 	kick       chan struct{} // capacity 1: frames were queued (catching up)
@@ -236,8 +128,11 @@ type liveConn struct {
 	readerDone chan struct{} // closed when readLoop returned
 	ping       *time.Timer   // queues a ping every pingPeriod
 
+	room chan struct{} // capacity 1: control frames were sent (the reader may go on)
+
 	mu      sync.Mutex
 	queue   [][]byte // frames to send; a nil frame is a ping
+	ctl     [][]byte // acks and rejects to send, before queue
 	writing bool     // a goroutine writes: the catch-up or a flusher
 
 	stopOnce  sync.Once
@@ -296,6 +191,49 @@ func (c *liveConn) enqueue(frame []byte) {
 		return
 	}
 	c.queue = append(c.queue, frame)
+	c.startLocked()
+}
+
+// enqueueControl hands an ack or a reject to the writer: control frames
+// are never a reason to drop a device (DESIGN §7); waitRoom bounds them.
+func (c *liveConn) enqueueControl(frame []byte) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.mu.Lock()
+	c.ctl = append(c.ctl, frame)
+	c.startLocked()
+}
+
+// waitRoom holds the reader until the device has taken enough of its
+// acks and rejects; a device that takes none for LiveWriteTimeout is
+// dropped.
+func (c *liveConn) waitRoom() bool {
+	timer := time.NewTimer(c.s.cfg.LiveWriteTimeout)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		n := len(c.ctl)
+		c.mu.Unlock()
+		if n <= maxControlFrames-maxMutationsPerFrame-1 {
+			return true
+		}
+		select {
+		case <-c.room:
+		case <-c.done:
+			return false
+		case <-timer.C:
+			c.s.metrics.sendDrops.Inc()
+			c.stop(websocket.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
+			return false
+		}
+	}
+}
+
+// startLocked starts a flusher unless a writer runs, and unlocks c.mu.
+func (c *liveConn) startLocked() {
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
@@ -331,7 +269,7 @@ func (c *liveConn) flush() {
 		default:
 		}
 		c.mu.Lock()
-		if len(c.queue) == 0 {
+		if len(c.queue)+len(c.ctl) == 0 {
 			select {
 			case <-c.done: // stop saw a writer running: this one finishes
 				c.mu.Unlock()
@@ -351,8 +289,22 @@ func (c *liveConn) flush() {
 	}
 }
 
-// popLocked takes the oldest queued frame; the queue is not empty.
+// popLocked takes the oldest queued frame, control frames first; the
+// queues are not both empty.
 func (c *liveConn) popLocked() []byte {
+	if len(c.ctl) > 0 {
+		f := c.ctl[0]
+		c.ctl[0] = nil
+		c.ctl = c.ctl[1:]
+		if len(c.ctl) == 0 {
+			c.ctl = nil
+		}
+		select {
+		case c.room <- struct{}{}:
+		default:
+		}
+		return f
+	}
 	f := c.queue[0]
 	c.queue[0] = nil
 	c.queue = c.queue[1:]
@@ -366,7 +318,7 @@ func (c *liveConn) popLocked() []byte {
 func (c *liveConn) drain() {
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 {
+		if len(c.queue)+len(c.ctl) == 0 {
 			c.mu.Unlock()
 			return
 		}
@@ -394,8 +346,21 @@ func (c *liveConn) queuePing() {
 // as lost is told, on its next connection, to delete its data: it gets the
 // wipe frame and close 4003 instead of a refusal.
 func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
-	t, d, acc, err := s.deviceAccess(r)
-	if errors.Is(err, store.ErrRevoked) && d.Wipe {
+	ctx := r.Context()
+	t, d, err := s.authDevice(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// The seq is read before the access: an account change after it that
+	// ends the access is seen by the stream.
+	start, err := t.Seq(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	acc, err := t.DeviceAccess(ctx, d)
+	if errors.Is(err, store.ErrRevoked) && d.RevokedAt != nil && d.Wipe {
 		ws, err := s.upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			return
@@ -405,25 +370,30 @@ func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
 		ws.SetWriteDeadline(deadline)
 		ws.WriteMessage(websocket.TextMessage, mustJSON(wipeFrame{Type: "wipe"}))
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeRevoked, "device revoked"), deadline)
-		s.audit(r.Context(), t, store.AuditEntry{Actor: "device", AccountID: d.AccountID, DeviceID: d.ID, Action: "wipe_sent", Addr: clientAddr(r)})
+		s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: d.AccountID, DeviceID: d.ID, Action: "wipe_sent", Addr: clientAddr(r)})
 		return
 	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.serveLive(w, r, &liveConn{tenant: t, viewer: model.Viewer{ID: acc.ID, Role: acc.Role}, accountID: acc.ID, deviceID: d.ID})
+	s.serveLive(w, r, &liveConn{tenant: t, viewer: model.Viewer{ID: acc.ID, Role: acc.Role}, accountID: acc.ID, deviceID: d.ID,
+		tokenHash: d.TokenHash, startSeq: start})
 }
 
 // handlePracticeSync serves GET /v1/practice/sync?cursor=N: a practice PC
 // sees every change of its tenant.
-func (s *Server) handlePracticeSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
-	s.serveLive(w, r, &liveConn{tenant: t, practice: true, viewer: model.Viewer{Role: model.RoleAdmin}})
+func (s *Server) handlePracticeSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
+	s.serveLive(w, r, &liveConn{tenant: t, practice: true, viewer: model.Viewer{Role: model.RoleAdmin}, keyHash: st.KeyHash})
 }
 
 func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) {
 	cursor, err := queryInt(r.URL.Query().Get("cursor"), "cursor", 0, 0, 1<<62)
 	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.hub.admit(c, s.limits()); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -434,14 +404,19 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 	c.s, c.ws, c.cursor = s, ws, cursor
 	c.wake = make(chan struct{}, 1)
 	c.kick = make(chan struct{}, 1)
+	c.room = make(chan struct{}, 1)
 	c.done = make(chan struct{})
 	c.readerDone = make(chan struct{})
 	c.writing = true // the catch-up
 	ws.SetReadLimit(maxFrameBytes)
-	if !s.hub.add(c) {
+	evicted, ok := s.hub.add(c, s.limits())
+	if !ok {
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		ws.Close()
 		return
+	}
+	if evicted != nil {
+		evicted.stop(websocket.ClosePolicyViolation, "replaced by a newer connection of this device", nil)
 	}
 	s.metrics.connected.Inc()
 	if !c.practice {
@@ -471,8 +446,11 @@ func (c *liveConn) readLoop() {
 			return
 		}
 		c.ws.SetReadDeadline(time.Now().Add(pongWait))
+		if !c.waitRoom() {
+			return
+		}
 		if typ != websocket.TextMessage {
-			c.enqueue(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "frames are JSON text"}))
+			c.enqueueControl(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "frames are JSON text"}))
 			continue
 		}
 		c.handlePush(data)
@@ -480,35 +458,24 @@ func (c *liveConn) readLoop() {
 }
 
 // handlePush applies a push frame: every valid, allowed mutation durably,
-// then one ack; a reject for each refused one.
+// then one ack; a reject for each refused one. The store applies it only
+// while the device's token is current and the device may sync, in the
+// writing transaction: a push that races a logout or a revocation is
+// refused whole, and ends the stream.
 func (c *liveConn) handlePush(data []byte) {
 	ctx := context.Background() // a push that started is finished, even if the device goes away
 	ms, err := decodePush(data)
 	if err != nil {
-		c.enqueue(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: err.Error()}))
+		c.enqueueControl(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: err.Error()}))
 		return
 	}
 	if c.practice {
-		c.enqueue(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "practice PCs push with POST /v1/practice/changes"}))
+		c.enqueueControl(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "practice PCs push with POST /v1/practice/changes"}))
 		return
 	}
-	// The device's access is checked again: it may have been revoked since
-	// the connection opened.
-	d, err := c.tenant.Device(ctx, c.deviceID)
-	if err == nil {
-		_, err = c.tenant.DeviceAccess(ctx, d)
-	}
-	if errors.Is(err, store.ErrRevoked) {
-		c.stop(closeRevoked, "device revoked", nil)
-		return
-	}
-	if err != nil {
-		c.s.log.Error("device push", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
-		c.stop(websocket.CloseInternalServerErr, "internal error", nil)
-		return
-	}
-	b := store.Batch{Origin: "device:" + c.deviceID, Writer: &c.viewer, DeviceID: c.deviceID}
+	b := store.Batch{Origin: "device:" + c.deviceID, Writer: &c.viewer, DeviceID: c.deviceID, TokenHash: c.tokenHash}
 	var valid []mutation
+	var rejected []store.AuditEntry
 	for _, m := range ms {
 		if m.Err != nil {
 			c.reject(m.ID, m.Err)
@@ -522,7 +489,16 @@ func (c *liveConn) handlePush(data []byte) {
 		return
 	}
 	res, err := c.tenant.Apply(ctx, b)
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrRoleChanged):
+		c.resync("the account's role changed")
+		return
+	case errors.Is(err, store.ErrUnauthorized), errors.Is(err, store.ErrRevoked):
+		code, text := closeCodeOf(err)
+		c.stop(code, text, nil)
+		c.s.hub.recheck(c.tenant.ID()) // a wipe, if any, goes with the next re-read
+		return
+	case err != nil:
 		c.s.log.Error("device push", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
 		c.stop(websocket.CloseInternalServerErr, "internal error", nil)
 		return
@@ -531,25 +507,28 @@ func (c *liveConn) handlePush(data []byte) {
 	for i, m := range valid {
 		if err := res.Refused[i]; err != nil {
 			c.reject(m.ID, err)
-			c.s.audit(ctx, c.tenant, store.AuditEntry{Actor: "device", AccountID: c.accountID, DeviceID: c.deviceID, Action: "write_rejected", Detail: m.Change.Entity + " " + errorCode(err)})
+			rejected = append(rejected, store.AuditEntry{Actor: "device", AccountID: c.accountID, DeviceID: c.deviceID, Action: "write_rejected", Detail: m.Change.Entity + " " + errorCode(err)})
 			continue
 		}
 		ack.MutationIDs = append(ack.MutationIDs, m.ID)
 	}
 	if len(ack.MutationIDs) > 0 {
 		c.s.metrics.acks.Add(float64(len(ack.MutationIDs)))
-		c.enqueue(mustJSON(ack))
+		c.enqueueControl(mustJSON(ack))
 	}
-	if len(res.Changes) > 0 {
-		c.s.metrics.changesApplied.Add(float64(len(res.Changes)))
-		c.s.committed(ctx, c.tenant.ID(), res.Seq)
+	if len(rejected) > 0 {
+		if err := c.tenant.AuditBatch(ctx, rejected); err != nil {
+			c.s.log.Error("audit", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
+		}
 	}
+	c.s.metrics.changesApplied.Add(float64(len(res.Changes)))
+	c.s.applied(ctx, c.tenant, res)
 }
 
 func (c *liveConn) reject(id string, err error) {
 	_, code, msg, _ := classify(err)
 	c.s.metrics.rejects.Inc()
-	c.enqueue(mustJSON(rejectFrame{Type: "reject", MutationID: id, Error: code, Message: msg}))
+	c.enqueueControl(mustJSON(rejectFrame{Type: "reject", MutationID: id, Error: code, Message: msg}))
 }
 
 // catchUpLoop is a connection's first writer: it catches up from the
@@ -694,6 +673,10 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 				err error
 			)
 			switch {
+			case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq && endsAccess(ch):
+				c.s.metrics.revocationCloses.Inc()
+				c.stop(closeRevoked, "device revoked", nil)
+				return false, nil
 			case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
 				err = &errResync{reason: "the account's role changed"}
 			case c.tracker != nil:

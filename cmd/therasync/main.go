@@ -4,6 +4,10 @@
 //	therasync dev [--addr 127.0.0.1:8080] [--data ./data]
 //	therasync tenant create --data DIR --name NAME [--licenses sync,app] [--tz Europe/Berlin]
 //	therasync tenant list --data DIR
+//	therasync tenant set --data DIR --tenant T [--licenses sync,app|none] [--tz Z]
+//	therasync account disable|enable --data DIR --tenant T --account A
+//	therasync device list --data DIR --tenant T --account A
+//	therasync device revoke --data DIR --tenant T --device D [--wipe]
 //	therasync backup --data DIR --out DIR
 //	therasync restore --from DIR --data DIR [--tenant ID] [--force]
 //	therasync device login|sync|status|query|write|logout --dir DIR [--server URL]
@@ -33,6 +37,13 @@ const usage = `usage:
       creates a tenant; prints {"tenant_id", "practice_key"}
   therasync tenant list --data DIR
       lists the tenants of a data directory
+  therasync tenant set --data DIR --tenant T [--licenses sync,app|none] [--tz ZONE] [--redis URL]
+  therasync account disable|enable --data DIR --tenant T --account A [--redis URL]
+  therasync device list --data DIR --tenant T --account A
+  therasync device revoke --data DIR --tenant T --device D [--wipe] [--redis URL]
+      OPERATOR TOOLS (the vendor's support): take effect at once on the
+      running syncd processes (through Redis, REDIS_URL, or within seconds
+      without it); audited with "operator" as the actor
   therasync backup --data DIR --out DIR
       consistent online copy of every tenant's database (syncd may run), verified
   therasync restore --from DIR --data DIR [--tenant ID] [--force]
@@ -96,13 +107,15 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runDev(ctx, args[1:])
 	case "tenant":
 		if len(args) < 2 {
-			return usageError("tenant: want create or list")
+			return usageError("tenant: want create, list or set")
 		}
 		switch args[1] {
 		case "create":
 			return m.runTenantCreate(ctx, args[2:])
 		case "list":
 			return m.runTenantList(ctx, args[2:])
+		case "set":
+			return m.runTenantSet(ctx, args[2:])
 		}
 		return usageError("tenant: unknown command " + args[1])
 	case "backup":
@@ -110,7 +123,12 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	case "restore":
 		return m.runRestore(ctx, args[1:])
 	case "device":
+		if len(args) > 1 && (args[1] == "list" || args[1] == "revoke") {
+			return m.runDeviceOperator(ctx, args[1], args[2:])
+		}
 		return m.runDevice(ctx, args[1:])
+	case "account":
+		return m.runAccount(ctx, args[1:])
 	case "token":
 		return m.runToken(ctx, args[1:])
 	case "help", "-h", "--help":

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -275,8 +276,14 @@ func TestCheckinPage(t *testing.T) {
 	secretary := model.Viewer{ID: "s1", Role: model.RoleSecretary}
 	other := []model.Change{{Entity: model.Attendances, Op: model.OpUpsert, ID: "other-terminal",
 		Fields: map[string]any{"course_id": "c-today", "profile_id": "p2", "date": today}}}
+	tok, _, err := sys.tenant.LoginDevice(context.Background(), "s1", "tablet-2", "Tablet 2", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := strings.Cut(tok, ".")
+	hash := sha256.Sum256([]byte(secret))
 	if _, err := sys.tenant.Apply(context.Background(), store.Batch{Origin: "device:tablet-2", Writer: &secretary, DeviceID: "tablet-2",
-		MutationIDs: []string{"m-other"}, Changes: other}); err != nil {
+		MutationIDs: []string{"m-other"}, Changes: other, TokenHash: hash[:]}); err != nil {
 		t.Fatal(err)
 	}
 	srv.up()

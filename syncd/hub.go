@@ -1,0 +1,229 @@
+package syncd
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// hub knows the live connections of this process, and limits how many a
+// device and an account may hold and how often a device may open one.
+type hub struct {
+	mu    sync.Mutex
+	conns map[string]map[*liveConn]struct{} // tenant → connections
+	feeds map[string]*feed                  // tenant → its feed, while it has connections
+	// byDevice are the devices' connections, oldest first; byAccount
+	// counts the accounts' connections.
+	byDevice  map[deviceKey][]*liveConn
+	byAccount map[deviceKey]int // deviceKey with device ""
+	upgrades  map[deviceKey]*bucket
+	closed    bool
+	wg        sync.WaitGroup // one per connection, done when both its goroutines ended
+}
+
+// deviceKey names a device (or, with device "", an account) of a tenant.
+type deviceKey struct{ tenant, account, device string }
+
+// limits are the caps of Config on live connections.
+type limits struct {
+	perDevice, perAccount int
+	upgradesPerMinute     float64
+	recheck               time.Duration
+}
+
+func (s *Server) limits() limits {
+	return limits{perDevice: s.cfg.MaxSocketsPerDevice, perAccount: s.cfg.MaxSocketsPerAccount,
+		upgradesPerMinute: float64(s.cfg.UpgradesPerMinute), recheck: s.cfg.AccessRecheck}
+}
+
+// bucket is a token bucket of one device's upgrades.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// upgradeBurst is how many connections a device may open at once before
+// its rate applies.
+const upgradeBurst = 10
+
+func newHub() *hub {
+	return &hub{conns: map[string]map[*liveConn]struct{}{}, feeds: map[string]*feed{},
+		byDevice: map[deviceKey][]*liveConn{}, byAccount: map[deviceKey]int{}, upgrades: map[deviceKey]*bucket{}}
+}
+
+// admit decides, before the upgrade, whether c may open: its device has
+// not opened too many connections lately and its account holds fewer than
+// its cap. A device at its own cap is admitted: add replaces its oldest
+// connection.
+func (h *hub) admit(c *liveConn, l limits) error {
+	if c.practice {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	dk := deviceKey{c.tenant.ID(), c.accountID, c.deviceID}
+	now := time.Now()
+	b := h.upgrades[dk]
+	if b == nil {
+		if len(h.upgrades) > 100000 {
+			h.pruneUpgradesLocked(now, l)
+		}
+		b = &bucket{tokens: upgradeBurst, at: now}
+		h.upgrades[dk] = b
+	}
+	b.tokens = math.Min(upgradeBurst, b.tokens+now.Sub(b.at).Minutes()*l.upgradesPerMinute)
+	b.at = now
+	if b.tokens < 1 {
+		wait := time.Duration((1 - b.tokens) / l.upgradesPerMinute * float64(time.Minute))
+		return &tooManyError{msg: "this device opens live connections too often", retryAfter: wait}
+	}
+	b.tokens--
+	if h.byAccount[deviceKey{tenant: dk.tenant, account: dk.account}] >= l.perAccount && len(h.byDevice[dk]) == 0 {
+		return &tooManyError{msg: fmt.Sprintf("the account holds %d live connections, the most it may", l.perAccount), retryAfter: time.Minute}
+	}
+	return nil
+}
+
+// pruneUpgradesLocked forgets the devices whose buckets are full again.
+func (h *hub) pruneUpgradesLocked(now time.Time, l limits) {
+	for k, b := range h.upgrades {
+		if b.tokens+now.Sub(b.at).Minutes()*l.upgradesPerMinute >= upgradeBurst {
+			delete(h.upgrades, k)
+		}
+	}
+}
+
+// add registers c; it returns false when the hub is closed, and the
+// device's oldest connection when c takes the device past its cap (the
+// caller stops it).
+func (h *hub) add(c *liveConn, l limits) (evicted *liveConn, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, false
+	}
+	id := c.tenant.ID()
+	if h.conns[id] == nil {
+		h.conns[id] = map[*liveConn]struct{}{}
+	}
+	h.conns[id][c] = struct{}{}
+	if h.feeds[id] == nil {
+		h.feeds[id] = newFeed(c.tenant, c.s.log, c.s.metrics, l.recheck)
+	}
+	c.feed = h.feeds[id]
+	c.feed.attach(c)
+	if !c.practice {
+		dk := deviceKey{id, c.accountID, c.deviceID}
+		h.byDevice[dk] = append(h.byDevice[dk], c)
+		h.byAccount[deviceKey{tenant: id, account: c.accountID}]++
+		if len(h.byDevice[dk]) > l.perDevice {
+			evicted = h.byDevice[dk][0]
+		}
+	}
+	h.wg.Add(1)
+	return evicted, true
+}
+
+func (h *hub) remove(c *liveConn) {
+	c.feed.leave(c)
+	h.mu.Lock()
+	id := c.tenant.ID()
+	delete(h.conns[id], c)
+	if !c.practice {
+		dk := deviceKey{id, c.accountID, c.deviceID}
+		cs := h.byDevice[dk]
+		for i, o := range cs {
+			if o == c {
+				cs = append(cs[:i:i], cs[i+1:]...)
+				break
+			}
+		}
+		if len(cs) == 0 {
+			delete(h.byDevice, dk)
+		} else {
+			h.byDevice[dk] = cs
+		}
+		ak := deviceKey{tenant: id, account: c.accountID}
+		if h.byAccount[ak]--; h.byAccount[ak] <= 0 {
+			delete(h.byAccount, ak)
+		}
+	}
+	var stopped *feed
+	if len(h.conns[id]) == 0 && h.feeds[id] != nil {
+		stopped = h.feeds[id]
+		delete(h.feeds, id)
+		delete(h.conns, id)
+	}
+	h.mu.Unlock()
+	if stopped != nil {
+		close(stopped.stop)
+		<-stopped.done
+	}
+	h.wg.Done()
+}
+
+// committed tells the tenant's feed, if this process has one, that its seq
+// moved.
+func (h *hub) committed(tenant string) {
+	h.mu.Lock()
+	f := h.feeds[tenant]
+	h.mu.Unlock()
+	if f != nil {
+		f.poke()
+	}
+}
+
+// recheck has the tenant's feed (all tenants' for "") re-read the access
+// of its connections.
+func (h *hub) recheck(tenant string) {
+	h.mu.Lock()
+	var fs []*feed
+	for t, f := range h.feeds {
+		if tenant == "" || t == tenant {
+			fs = append(fs, f)
+		}
+	}
+	h.mu.Unlock()
+	for _, f := range fs {
+		f.recheckSoon()
+	}
+}
+
+// each calls fn for the tenant's connections (all tenants for ""), outside
+// the lock.
+func (h *hub) each(tenant string, fn func(*liveConn)) {
+	h.mu.Lock()
+	var cs []*liveConn
+	for t, m := range h.conns {
+		if tenant != "" && t != tenant {
+			continue
+		}
+		for c := range m {
+			cs = append(cs, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		fn(c)
+	}
+}
+
+func (h *hub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.conns {
+		n += len(m)
+	}
+	return n
+}
+
+// tooManyError refuses a connection past a limit: 429 too_many_attempts
+// with Retry-After.
+type tooManyError struct {
+	msg        string
+	retryAfter time.Duration
+}
+
+func (e *tooManyError) Error() string { return e.msg }

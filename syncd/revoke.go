@@ -1,0 +1,224 @@
+package syncd
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/therasync/therasync/store"
+)
+
+// This file ends live connections whose access ended (DESIGN §5), by every
+// way it can end: a change of the account in the change log (every
+// process's feed sees it in seq order), an event on Redis (revocations,
+// logouts, newer logins, key rotations, licenses) and, as the safety net
+// for a lost event, each feed's periodic re-read of the tenant's access.
+
+// Revocation is the event published on Redis when access ends, so that
+// every syncd process closes the affected live connections at once.
+type Revocation struct {
+	Tenant string `json:"tenant"`
+	// AccountID names the account whose devices lost access; "" (with no
+	// DeviceID) means every device of the tenant (a license withdrawn).
+	AccountID string `json:"account_id,omitempty"`
+	// DeviceID names the one device concerned; "" means every device of
+	// the account.
+	DeviceID string `json:"device_id,omitempty"`
+	// Wipe tells a device revoked as lost to delete its data.
+	Wipe bool `json:"wipe,omitempty"`
+	// TokenEnded means the device's token ended (a logout, or a newer
+	// login that replaced it): its sockets close with 4001 unless they hold
+	// the token whose fingerprint is Current ("" after a logout).
+	TokenEnded bool   `json:"token_ended,omitempty"`
+	Current    string `json:"current,omitempty"`
+	// Practice means the practice key was replaced: practice sockets of
+	// another key than Current close with 4001.
+	Practice bool `json:"practice,omitempty"`
+}
+
+// keyRevocations is the Redis channel of Revocation events.
+func keyRevocations() string { return "therasync:revocations" }
+
+// fingerprint names a token (or key) by its hash without revealing the
+// hash: what a Revocation carries.
+func fingerprint(hash []byte) string {
+	if hash == nil {
+		return ""
+	}
+	sum := sha256.Sum256(append([]byte("therasync token fingerprint\x00"), hash...))
+	return hex.EncodeToString(sum[:12])
+}
+
+// keyHash returns the hash the store keeps of a practice key or device
+// token ("<tenant>.<secret>"): the SHA-256 of its secret.
+func keyHash(cred string) []byte {
+	_, secret, _ := strings.Cut(cred, ".")
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
+// Events publishes what the other syncd processes act on at once: commits
+// (they wake their connections) and revocations. The syncd server and the
+// operator's command both publish through it. With a nil Redis it
+// publishes nothing; the feeds' re-read of the access still closes the
+// connections within Config.AccessRecheck.
+type Events struct {
+	Redis redis.UniversalClient
+}
+
+// Committed announces that the tenant reached seq.
+func (e Events) Committed(ctx context.Context, tenant string, seq int64) error {
+	if e.Redis == nil {
+		return nil
+	}
+	if err := e.Redis.Publish(ctx, keyCommits(), mustJSON(commitEvent{Tenant: tenant, Seq: seq})).Err(); err != nil {
+		return fmt.Errorf("publish commit: %w", err)
+	}
+	return nil
+}
+
+// Revoked announces a revocation.
+func (e Events) Revoked(ctx context.Context, rev Revocation) error {
+	if e.Redis == nil {
+		return nil
+	}
+	b, _ := json.Marshal(rev)
+	if err := e.Redis.Publish(ctx, keyRevocations(), b).Err(); err != nil {
+		return fmt.Errorf("publish revocation: %w", err)
+	}
+	return nil
+}
+
+// Applied announces what a committed batch requires of every process: a
+// revocation for each account whose app access it ended, and a wake-up.
+func (e Events) Applied(ctx context.Context, tenant string, res store.Result) error {
+	var errs []error
+	for _, rev := range revocations(tenant, res) {
+		errs = append(errs, e.Revoked(ctx, rev))
+	}
+	if len(res.Changes) > 0 {
+		errs = append(errs, e.Committed(ctx, tenant, res.Seq))
+	}
+	return errors.Join(errs...)
+}
+
+// revocations are the revocations a batch's result calls for.
+func revocations(tenant string, res store.Result) []Revocation {
+	var out []Revocation
+	for _, ac := range res.AccessChanges {
+		if !ac.Enabled {
+			out = append(out, Revocation{Tenant: tenant, AccountID: ac.AccountID})
+		}
+	}
+	return out
+}
+
+// applied does what a committed batch calls for, whoever wrote it (a
+// practice push or a device's): shard builds, closing the sockets of
+// accounts whose access it ended (here at once, elsewhere through Redis)
+// and waking the live streams. The audit lines of access changes were
+// written in the batch's transaction.
+func (s *Server) applied(ctx context.Context, t *store.Tenant, res store.Result) {
+	if res.Repeated {
+		return
+	}
+	s.enqueueBuilds(ctx, t.ID(), res.BuildRequests)
+	for _, rev := range revocations(t.ID(), res) {
+		s.revoke(rev)
+	}
+	if len(res.Changes) > 0 {
+		s.hub.committed(t.ID())
+	}
+	if err := s.events.Applied(ctx, t.ID(), res); err != nil {
+		s.log.Warn("publish a batch's events; other syncd processes act on their next read", "tenant", t.ID(), "err", err)
+	}
+}
+
+// publishRevocation closes the affected live connections of this process
+// and tells the others. The store already refuses the devices; a failed
+// publish only delays the closing elsewhere until the next re-read of
+// the access.
+func (s *Server) publishRevocation(ctx context.Context, rev Revocation) {
+	s.revoke(rev)
+	if err := s.events.Revoked(ctx, rev); err != nil {
+		s.log.Error("publish revocation", "tenant", rev.Tenant, "account", rev.AccountID, "err", err)
+	}
+}
+
+// revoke closes this process's live connections that a revocation
+// affects, and has their feed re-read the tenant's access.
+func (s *Server) revoke(rev Revocation) {
+	s.hub.each(rev.Tenant, func(c *liveConn) {
+		switch {
+		case rev.Practice:
+			if c.practice && fingerprint(c.keyHash) != rev.Current {
+				c.stop(closeTokenGone, "the practice key was replaced", nil)
+			}
+			return
+		case c.practice:
+			return
+		case rev.AccountID != "" && c.accountID != rev.AccountID,
+			rev.DeviceID != "" && c.deviceID != rev.DeviceID:
+			return
+		case rev.TokenEnded:
+			if fingerprint(c.tokenHash) != rev.Current {
+				c.stop(closeTokenGone, "the device's token is no longer valid", nil)
+			}
+			return
+		}
+		s.metrics.revocationCloses.Inc()
+		if rev.Wipe {
+			c.stop(closeRevoked, "device revoked", mustJSON(wipeFrame{Type: "wipe"}))
+			return
+		}
+		c.stop(closeRevoked, "device revoked", nil)
+	})
+	s.hub.recheck(rev.Tenant)
+}
+
+// checkAccess ends the connections whose access the tenant's current
+// state no longer grants: the one rule of store.Access, as at connect and
+// on every push.
+func checkAccess(a *store.Access, conns []*liveConn) {
+	for _, c := range conns {
+		if c.practice {
+			if subtle.ConstantTimeCompare(c.keyHash, a.Settings.KeyHash) != 1 {
+				c.stop(closeTokenGone, "the practice key was replaced", nil)
+			}
+			continue
+		}
+		d, acc, err := a.Device(c.deviceID, c.tokenHash)
+		switch {
+		case errors.Is(err, store.ErrUnauthorized):
+			c.stop(closeTokenGone, "the device's token is no longer valid", nil)
+		case errors.Is(err, store.ErrRevoked) && d.RevokedAt != nil && d.Wipe:
+			c.s.metrics.revocationCloses.Inc()
+			c.stop(closeRevoked, "device revoked", mustJSON(wipeFrame{Type: "wipe"}))
+		case err != nil:
+			c.s.metrics.revocationCloses.Inc()
+			c.stop(closeRevoked, "device revoked", nil)
+		case acc.Role != c.viewer.Role:
+			c.resync("the account's role changed")
+		}
+	}
+}
+
+// closeCodeOf returns the close code and text of an error that ends a
+// device's stream: a push refused by the store's check.
+func closeCodeOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, store.ErrUnauthorized):
+		return closeTokenGone, "the device's token is no longer valid"
+	case errors.Is(err, store.ErrRevoked):
+		return closeRevoked, "device revoked"
+	}
+	return websocket.CloseInternalServerErr, "internal error"
+}
