@@ -97,9 +97,7 @@ func Open(dir, server string) (*Client, error) {
 			return nil, fmt.Errorf("open device: %w", err)
 		}
 	case errors.Is(err, os.ErrNotExist):
-		id := make([]byte, 16)
-		rand.Read(id)
-		c.st = State{Server: strings.TrimRight(server, "/"), DeviceID: hex.EncodeToString(id), State: StateLoggedOut}
+		c.st = State{Server: strings.TrimRight(server, "/"), DeviceID: newDeviceID(), State: StateLoggedOut}
 	default:
 		return nil, fmt.Errorf("open device: %w", err)
 	}
@@ -121,6 +119,13 @@ func Open(dir, server string) (*Client, error) {
 		}
 	}
 	return c, c.saveLocked()
+}
+
+// newDeviceID returns a fresh random device id.
+func newDeviceID() string {
+	id := make([]byte, 16)
+	rand.Read(id)
+	return hex.EncodeToString(id)
 }
 
 func openDB(path string) (*sql.DB, error) {

@@ -481,8 +481,13 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 			if !ok {
 				err := <-readErr
 				var ce *websocket.CloseError
-				if errors.As(err, &ce) && ce.Code == 4003 {
-					c.setState(StateRevoked)
+				if errors.As(err, &ce) {
+					switch ce.Code {
+					case 4003:
+						c.setState(StateRevoked)
+					case 4001: // the token ended: logged out elsewhere or replaced
+						c.setState(StateLoggedOut)
+					}
 				}
 				return false, err
 			}
@@ -614,6 +619,9 @@ func (c *Client) wipeLocked() error {
 	removeDB(c.path("outbox.db"))
 	os.Remove(c.path("data.db.part"))
 	c.st.Token, c.st.State = "", StateWiped
+	// The server keeps the old id revoked for good (DESIGN §5): a later
+	// login is a new device.
+	c.st.DeviceID = newDeviceID()
 	return c.saveLocked()
 }
 

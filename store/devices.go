@@ -115,11 +115,11 @@ func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, pla
 // loginAllowed decides whether the account may log in on an existing
 // device.
 func loginAllowed(d Device, accountID string) error {
-	if d.RevokedAt != nil {
-		return ErrRevoked
-	}
 	if d.AccountID != accountID && d.State != "logged_out" {
 		return fmt.Errorf("device id %s belongs to another account: %w", d.ID, ErrConflict)
+	}
+	if d.RevokedAt != nil {
+		return ErrRevoked
 	}
 	return nil
 }

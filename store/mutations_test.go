@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -94,5 +96,117 @@ func TestDeviceMutations(t *testing.T) {
 	}
 	if _, err := tn.Apply(ctx, store.Batch{Writer: &m1, Changes: changes(t, `[{"entity":"profiles","op":"delete","id":"x"}]`)}); err == nil {
 		t.Errorf("a device push without device and mutation ids = nil error")
+	}
+}
+
+// TestDevicePushNeedsCurrentAccess: a device's push is applied only while
+// the token it presents is the device's current one and the device may
+// sync, decided in the writing transaction: after a logout, a newer login,
+// a revocation, a disabled account or a role change, nothing of it is
+// applied.
+func TestDevicePushNeedsCurrentAccess(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	ctx := context.Background()
+	mustApply(t, tn, "seed", `[{"entity":"accounts","op":"upsert","id":"m1","fields":{"role":"member","app_enabled":true}}]`)
+	m1 := model.Viewer{ID: "m1", Role: model.RoleMember}
+	n := 0
+	push := func(device string, token []byte, v model.Viewer) error {
+		n++
+		_, err := tn.Apply(ctx, store.Batch{Origin: "device:" + device, Writer: &v, DeviceID: device, TokenHash: token,
+			MutationIDs: []string{fmt.Sprint("mut-", n)}, Changes: changes(t, fmt.Sprintf(`[{"entity":"profiles","op":"upsert","id":"p%d","fields":{"owner_id":"m1"}}]`, n))})
+		return err
+	}
+	steps := []struct {
+		name, device string
+		before       func() []byte // returns the token the push presents
+		v            model.Viewer
+		want         error
+	}{
+		{"a current token", "d1", func() []byte { return loginDevice(t, tn, "m1", "d1") }, m1, nil},
+		{"no token", "d2", func() []byte { loginDevice(t, tn, "m1", "d2"); return nil }, m1, store.ErrUnauthorized},
+		{"a token replaced by a newer login", "d3", func() []byte {
+			old := loginDevice(t, tn, "m1", "d3")
+			loginDevice(t, tn, "m1", "d3")
+			return old
+		}, m1, store.ErrUnauthorized},
+		{"after a logout", "d4", func() []byte {
+			tok := loginDevice(t, tn, "m1", "d4")
+			if err := tn.LogoutDevice(ctx, "d4"); err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, m1, store.ErrUnauthorized},
+		{"a revoked device", "d5", func() []byte {
+			tok := loginDevice(t, tn, "m1", "d5")
+			if _, err := tn.RevokeDevice(ctx, "d5", false, "practice", ""); err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, m1, store.ErrRevoked},
+		{"a role the account no longer has", "d6", func() []byte { return loginDevice(t, tn, "m1", "d6") },
+			model.Viewer{ID: "m1", Role: model.RoleAdmin}, store.ErrRoleChanged},
+		{"a disabled account", "d7", func() []byte {
+			tok := loginDevice(t, tn, "m1", "d7")
+			mustApply(t, tn, "disable", `[{"entity":"accounts","op":"upsert","id":"m1","fields":{"app_enabled":null}}]`)
+			return tok
+		}, m1, store.ErrRevoked},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			tok := st.before()
+			seq, _ := tn.Seq(ctx)
+			err := push(st.device, tok, st.v)
+			if !errors.Is(err, st.want) || st.want == nil && err != nil {
+				t.Fatalf("push = %v; want %v", err, st.want)
+			}
+			after, _ := tn.Seq(ctx)
+			if st.want != nil && after != seq {
+				t.Errorf("a refused push moved the seq %d → %d", seq, after)
+			}
+		})
+	}
+}
+
+// TestAccessChangesOfEveryOp: whatever op and value end (or start) an
+// account's app access, the batch reports it and writes its audit line.
+func TestAccessChangesOfEveryOp(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	ctx := context.Background()
+	steps := []struct {
+		change string
+		want   []store.AccessChange
+	}{
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"role":"member","app_enabled":true}}`, []store.AccessChange{{AccountID: "a", Enabled: true, Reason: "app_enabled true"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"app_enabled":false}}`, []store.AccessChange{{AccountID: "a", Reason: "app_enabled false"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"app_enabled":true}}`, []store.AccessChange{{AccountID: "a", Enabled: true, Reason: "app_enabled true"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"app_enabled":null}}`, []store.AccessChange{{AccountID: "a", Reason: "app_enabled null"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"app_enabled":true}}`, []store.AccessChange{{AccountID: "a", Enabled: true, Reason: "app_enabled true"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"role":null}}`, []store.AccessChange{{AccountID: "a", Reason: "role removed"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"role":"admin"}}`, []store.AccessChange{{AccountID: "a", Enabled: true, Reason: "role set"}}},
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"role":"member"}}`, nil}, // a role change keeps the access
+		{`{"entity":"accounts","op":"upsert","id":"a","fields":{"name":"A"}}`, nil},
+		{`{"entity":"accounts","op":"delete","id":"a"}`, []store.AccessChange{{AccountID: "a", Reason: "account deleted"}}},
+		{`{"entity":"accounts","op":"delete","id":"a"}`, nil}, // nothing left to end
+		{`{"entity":"accounts","op":"upsert","id":"b","fields":{"app_enabled":false}}`, nil},
+	}
+	for i, st := range steps {
+		res := mustApply(t, tn, fmt.Sprint("s", i), "["+st.change+"]")
+		if !reflect.DeepEqual(res.AccessChanges, st.want) {
+			t.Errorf("%s: access changes %+v; want %+v", st.change, res.AccessChanges, st.want)
+		}
+	}
+	log, err := tn.AuditLog(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log {
+		got = append(got, e.Actor+" "+e.Action+" "+e.Detail)
+	}
+	want := []string{"practice app_enabled app_enabled true", "practice app_disabled app_enabled false", "practice app_enabled app_enabled true",
+		"practice app_disabled app_enabled null", "practice app_enabled app_enabled true", "practice app_disabled role removed",
+		"practice app_enabled role set", "practice app_disabled account deleted"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("audit = %q; want %q", got, want)
 	}
 }

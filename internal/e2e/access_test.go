@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/png"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pquerna/otp/totp"
 	"github.com/redis/go-redis/v9"
 
@@ -558,4 +560,73 @@ func TestTOTPStepUp(t *testing.T) {
 		}
 	}
 	sys.noSecretsAnywhere(secret, rot.Key, old)
+}
+
+// TestDeviceIDBelongsToItsAccount: a device id belongs to the account that
+// logged it in (DESIGN §5): another account's login with it is refused
+// with 409 unless the device logged out, the refused login spends no code,
+// and no login clears a revocation or a pending wipe.
+func TestDeviceIDBelongsToItsAccount(t *testing.T) {
+	sys := newSystem(t, func(s *system) { s.resend = 10 * time.Millisecond })
+	sys.startWorker(time.Hour)
+	readyAccount(sys)
+	sys.push(up("accounts", "m2", map[string]any{"app_enabled": true}))
+	sys.waitShard("m2", sys.seq(), 5*time.Second)
+	code := func(account string) string {
+		time.Sleep(20 * time.Millisecond) // the resend limit
+		return sys.sendCode(account)
+	}
+	login := func(email, c, device string, want int, wantCode string) login {
+		t.Helper()
+		st, l, b := sys.login(email, c, device)
+		if st != want || want != 200 && errCode(b) != wantCode {
+			t.Fatalf("login of %s on %s = %d %s; want %d %s", email, device, st, b, want, wantCode)
+		}
+		return l
+	}
+	lost := login("j@x.de", code("m1"), "tab-1", 200, "")
+
+	m2code := code("m2")
+	login("l@x.de", m2code, "tab-1", 409, "conflict")
+	if st, b := sys.do("POST", "/v1/practice/devices/tab-1/revoke", map[string]bool{"wipe": true}); st != 200 {
+		t.Fatalf("revoke = %d %s", st, b)
+	}
+	login("l@x.de", m2code, "tab-1", 409, "conflict") // the code was not spent
+	// The lost phone still gets its wipe.
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+lost.Token)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(sys.url, "http")+"/v1/device/sync?cursor=0", h)
+	if err != nil {
+		t.Fatalf("the lost phone's connection: %v", err)
+	}
+	_, wipe, _ := ws.ReadMessage()
+	_, _, err = ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !strings.Contains(string(wipe), `"wipe"`) || !errors.As(err, &ce) || ce.Code != 4003 {
+		t.Errorf("the lost phone got %s then %v; want the wipe and 4003", wipe, err)
+	}
+	ws.Close()
+	if _, b := sys.do("GET", "/v1/practice/accounts/m1/devices", nil); !strings.Contains(string(b), `"device_id":"tab-1"`) || !strings.Contains(string(b), `"state":"wiped"`) {
+		t.Errorf("m1's devices = %s; want tab-1, wiped", b)
+	}
+	// Its own account cannot lift the revocation by logging in again.
+	login("j@x.de", code("m1"), "tab-1", 403, "device_revoked")
+	login("l@x.de", m2code, "tab-2", 200, "")
+
+	// A device that logged out is free for another account.
+	free := login("j@x.de", code("m1"), "tab-3", 200, "")
+	if st, _ := sys.req("POST", "/v1/device/logout", free.Token, nil, nil); st.StatusCode != 200 {
+		t.Fatalf("logout = %d", st.StatusCode)
+	}
+	login("l@x.de", code("m2"), "tab-3", 200, "")
+	if _, b := sys.do("GET", "/v1/practice/accounts/m2/devices", nil); !strings.Contains(string(b), `"device_id":"tab-3"`) {
+		t.Errorf("m2's devices = %s; want tab-3", b)
+	}
+	// A revoked device stays revoked, logged out or not.
+	rev := login("j@x.de", code("m1"), "tab-4", 200, "")
+	sys.do("POST", "/v1/practice/devices/tab-4/revoke", nil)
+	if st, _ := sys.req("POST", "/v1/device/logout", rev.Token, nil, nil); st.StatusCode != 200 {
+		t.Fatalf("logout of a revoked device = %d", st.StatusCode)
+	}
+	login("l@x.de", code("m2"), "tab-4", 403, "device_revoked")
 }
