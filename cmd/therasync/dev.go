@@ -44,10 +44,9 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var err error
-	mr := miniredis.NewMiniRedis()
-	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-		return fmt.Errorf("start embedded redis: %w", err)
+	mr, err := startDevRedis()
+	if err != nil {
+		return err
 	}
 	m.closers = append(m.closers, func() error { mr.Close(); return nil })
 	cfg.RedisURL = "redis://" + mr.Addr()
@@ -84,6 +83,19 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	<-ctx.Done()
 	fmt.Fprintln(m.Stdout, "therasync dev: shutting down")
 	return nil
+}
+
+// startDevRedis starts the dev server's embedded Redis on a free loopback
+// port. Its keys expire in real time, as in Redis: an access code lasts its
+// 15 minutes, a resend limit its minute, a lockout its hour (miniredis
+// alone only expires keys when told to fast-forward).
+func startDevRedis() (*miniredis.Miniredis, error) {
+	mr := miniredis.NewMiniRedis()
+	mr.ClockTTL(true)
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	return mr, nil
 }
 
 // devSecret returns the dev server's secret from DATA/secret, made on first
