@@ -66,13 +66,17 @@ func (b *Builder) Build(ctx context.Context, src Source, accountID string, keep 
 	return Built{Meta: m, Path: filepath.Join(ShardDir(src.TenantID, accountID), name)}, nil
 }
 
-var safeName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$`)
+// safeName matches the account ids used in a directory name as they are:
+// lower case (a case-insensitive disk would merge "Acc" and "acc"), no
+// leading or trailing dot, at most 100 bytes.
+var safeName = regexp.MustCompile(`^[a-z0-9_-]([a-z0-9._-]{0,98}[a-z0-9_-])?$`)
 
 // ShardDir returns the directory, relative to the data directory, of an
-// account's shards. Account ids are chosen by clients: an id that is not a
-// plain file name is replaced by a hash of it.
+// account's shards. Account ids are chosen by clients, so no two ids may
+// share a name: a safe id is kept behind "a-", any other is replaced by
+// "h-" and 128 bits of its sha256.
 func ShardDir(tenantID, accountID string) string {
-	name := accountID
+	name := "a-" + accountID
 	if !safeName.MatchString(accountID) {
 		sum := sha256.Sum256([]byte(accountID))
 		name = "h-" + hex.EncodeToString(sum[:16])

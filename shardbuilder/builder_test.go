@@ -2,9 +2,12 @@ package shardbuilder_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -59,11 +62,11 @@ func TestBuildPlacesAndPrunes(t *testing.T) {
 			t.Fatalf("Build = %v", err)
 		}
 		paths = append(paths, got.Path)
-		if want := filepath.Join("shards", tn.ID(), "m1", strconv.FormatInt(got.Seq, 10)+".db"); got.Path != want {
+		if want := filepath.Join("shards", tn.ID(), "a-m1", strconv.FormatInt(got.Seq, 10)+".db"); got.Path != want {
 			t.Errorf("Build path = %s; want %s", got.Path, want)
 		}
 	}
-	ents, _ := os.ReadDir(filepath.Join(s.Dir(), "shards", tn.ID(), "m1"))
+	ents, _ := os.ReadDir(filepath.Join(s.Dir(), "shards", tn.ID(), "a-m1"))
 	var names []string
 	for _, e := range ents {
 		names = append(names, e.Name())
@@ -82,15 +85,59 @@ func TestBuildPlacesAndPrunes(t *testing.T) {
 	}
 }
 
-func TestShardDirOfUnsafeIDs(t *testing.T) {
-	for _, id := range []string{"../etc", "a/b", ".", "..", "x y", strings.Repeat("a", 200)} {
-		d := shardbuilder.ShardDir("t1", id)
-		if filepath.Dir(d) != filepath.Join("shards", "t1") || strings.Contains(filepath.Base(d), "/") || !strings.HasPrefix(filepath.Base(d), "h-") {
-			t.Errorf("ShardDir(t1, %q) = %s; want a hashed name under shards/t1", id, d)
-		}
+// hashedName is the directory name ShardDir gives an id that is not used
+// as it is.
+func hashedName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "h-" + hex.EncodeToString(sum[:16])
+}
+
+func TestShardDir(t *testing.T) {
+	long := strings.Repeat("a", 200)
+	for _, tt := range []struct {
+		name, id, want string
+	}{
+		{"safe id is kept, prefixed", "acc-jonas_2", "a-acc-jonas_2"},
+		{"safe id of digits", "17", "a-17"},
+		{"safe id with dots", "m1.v2", "a-m1.v2"},
+		{"path traversal", "../etc", hashedName("../etc")},
+		{"slash", "a/b", hashedName("a/b")},
+		{"dot", ".", hashedName(".")},
+		{"dot dot", "..", hashedName("..")},
+		{"space", "x y", hashedName("x y")},
+		{"too long", long, hashedName(long)},
+		{"upper case (one directory on a case-insensitive disk)", "Acc-Jonas", hashedName("Acc-Jonas")},
+		{"trailing dot (dropped by some file systems)", "acc.", hashedName("acc.")},
+		{"crafted as the hashed name of another id", hashedName("../etc"), "a-" + hashedName("../etc")},
+		{"crafted as the prefixed name of another id", "a-acc-jonas_2", "a-a-acc-jonas_2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, want := shardbuilder.ShardDir("t1", tt.id), filepath.Join("shards", "t1", tt.want); got != want {
+				t.Errorf("ShardDir(t1, %q) = %s; want %s", tt.id, got, want)
+			}
+		})
 	}
-	if d := shardbuilder.ShardDir("t1", "acc-jonas_2"); d != filepath.Join("shards", "t1", "acc-jonas_2") {
-		t.Errorf("ShardDir(t1, acc-jonas_2) = %s; want it kept", d)
+}
+
+// TestShardDirNeverShared: no two account ids share a directory, whatever
+// ids a client crafts (a hashed name, a prefixed name, case variants).
+func TestShardDirNeverShared(t *testing.T) {
+	ids := []string{"../etc", "a/b", ".", "..", "x y", strings.Repeat("a", 200), "acc-jonas", "ACC-JONAS", "Acc-Jonas", "acc.", "acc", "17", ""}
+	for _, id := range slices.Clone(ids) {
+		ids = append(ids, hashedName(id), "a-"+id, "h-"+id, "a-"+hashedName(id))
+	}
+	owner := map[string]string{}
+	for _, id := range ids {
+		d := shardbuilder.ShardDir("t1", id)
+		if filepath.Dir(d) != filepath.Join("shards", "t1") {
+			t.Errorf("ShardDir(t1, %q) = %s; want a directory right under shards/t1", id, d)
+		}
+		// Compared without case: some disks do.
+		key := strings.ToLower(d)
+		if prev, ok := owner[key]; ok && prev != id {
+			t.Errorf("ShardDir(t1, %q) = ShardDir(t1, %q) = %s", id, prev, d)
+		}
+		owner[key] = id
 	}
 }
 

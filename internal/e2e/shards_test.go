@@ -29,6 +29,7 @@ import (
 
 	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/internal/redistest"
+	"github.com/therasync/therasync/shardbuilder"
 	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/syncd"
 	"github.com/therasync/therasync/worker"
@@ -263,7 +264,7 @@ func TestEnableAppBuildsShard(t *testing.T) {
 	sys.push(up("accounts", "m1", map[string]any{"app_enabled": true}))
 	si := sys.waitShard("m1", sys.seq(), 5*time.Second)
 	t.Logf("enable → shard recorded in %v", time.Since(start))
-	path := filepath.Join(sys.data, "shards", sys.tenant.ID(), "m1", fmt.Sprintf("%d.db", si.Seq))
+	path := filepath.Join(sys.data, shardbuilder.ShardDir(sys.tenant.ID(), "m1"), fmt.Sprintf("%d.db", si.Seq))
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("shard file: %v", err)
