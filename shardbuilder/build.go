@@ -6,12 +6,9 @@ package shardbuilder
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -342,12 +339,7 @@ func syncAndHash(path string) (int64, string, error) {
 	if err := f.Sync(); err != nil {
 		return 0, "", fmt.Errorf("fsync %s: %w", path, err)
 	}
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return 0, "", err
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
+	return Sum(f)
 }
 
 func quote(name string) string { return `"` + name + `"` }

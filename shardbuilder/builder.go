@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -109,6 +111,38 @@ func prune(dir string, keep int) error {
 		if err := os.Remove(filepath.Join(dir, strconv.FormatInt(seqs[i], 10)+".db")); err != nil && !os.IsNotExist(err) {
 			return err
 		}
+	}
+	return nil
+}
+
+// ErrMismatch is returned by Verify for a shard file whose size or sha256
+// differs from what was recorded when it was built.
+var ErrMismatch = errors.New("shard file does not match its record")
+
+// Sum returns the size and the hex sha256 of what r reads.
+func Sum(r io.Reader) (int64, string, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return n, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Verify checks that the file at path has the size and sha256 recorded
+// for it; it returns an error matching ErrMismatch when it has not.
+func Verify(path string, size int64, sha string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("verify shard: %w", err)
+	}
+	defer f.Close()
+	n, sum, err := Sum(f)
+	if err != nil {
+		return fmt.Errorf("verify shard: %w", err)
+	}
+	if n != size || sum != sha {
+		return fmt.Errorf("verify shard %s: %d bytes, sha256 %s; recorded %d, %s: %w", path, n, sum, size, sha, ErrMismatch)
 	}
 	return nil
 }

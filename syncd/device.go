@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -137,8 +135,9 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	if err != nil {
 		return loginResponse{}, err
 	}
-	sh, err := t.LatestShard(ctx, acc.ID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && sh.Role != acc.Role) {
+	// The shard the device will download must be there and intact.
+	f, sh, err := s.openShard(ctx, t, acc)
+	if errors.Is(err, errShardNotReady) {
 		// Make sure a build is on its way; the code stays valid.
 		if ids, err := t.RequestBuilds(ctx, acc.ID); err == nil {
 			s.enqueueBuilds(ctx, t.ID(), ids)
@@ -148,6 +147,7 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	if err != nil {
 		return loginResponse{}, err
 	}
+	f.Close()
 	// The device id must be free for the account before the code is
 	// spent (LoginDevice checks again in its transaction).
 	if err := t.CheckDeviceLogin(ctx, acc.ID, req.DeviceID); err != nil {
@@ -215,30 +215,14 @@ func (s *Server) authDevice(r *http.Request) (*store.Tenant, store.Device, error
 }
 
 // handleShard serves GET /v1/device/shard: the newest shard file of the
-// device's account, with its sha256 as ETag, Range requests and gzip.
+// device's account, with its sha256 as ETag, Range requests and gzip. A
+// file whose content is not what its record says is never served
+// (openShard).
 func (s *Server) handleShard(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account) {
 	ctx := r.Context()
-	var (
-		f   *os.File
-		sh  store.Shard
-		err error
-	)
-	for attempt := 0; attempt < 3; attempt++ { // a newer build may prune the file in between
-		sh, err = t.LatestShard(ctx, acc.ID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && sh.Role != acc.Role) {
-			s.fail(w, r, errShardNotReady)
-			return
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if f, err = os.Open(filepath.Join(s.cfg.Store.Dir(), sh.Path)); err == nil || !os.IsNotExist(err) {
-			break
-		}
-	}
+	f, sh, err := s.openShard(ctx, t, acc)
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("open shard: %w", err))
+		s.fail(w, r, err)
 		return
 	}
 	defer f.Close()

@@ -106,6 +106,8 @@ type Server struct {
 	hub      *hub
 	upgrader *websocket.Upgrader
 	events   Events
+	// shardSums are the sha256 of the shard files served so far.
+	shardSums shardSums
 
 	srv *http.Server
 	ln  net.Listener

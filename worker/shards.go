@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -54,7 +55,13 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 	}
 	if cur, err := t.LatestShard(ctx, p.Account); err == nil && cur.Seq >= seq &&
 		cur.SchemaVersion == shardbuilder.SchemaVersion && cur.Role == acc.Role {
-		return "up_to_date", t.BuildDone(ctx, p.Account, started)
+		// Current, unless its file is not what its record says (syncd
+		// refuses to serve such a shard and asks for this build).
+		err := shardbuilder.Verify(filepath.Join(s.cfg.Store.Dir(), cur.Path), cur.Size, cur.SHA256)
+		if err == nil {
+			return "up_to_date", t.BuildDone(ctx, p.Account, started)
+		}
+		s.log.Warn("rebuilding a current shard whose file does not match its record", "tenant", t.ID(), "account", p.Account, "seq", cur.Seq, "err", err)
 	}
 	begin := time.Now()
 	b, err := s.builder.Build(ctx, shardbuilder.Source{TenantID: t.ID(), Path: t.Path()}, p.Account, store.KeepShards)

@@ -27,6 +27,7 @@ import (
 	"github.com/pquerna/otp/totp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/therasync/therasync/shardbuilder"
 	"github.com/therasync/therasync/store"
 )
 
@@ -367,6 +368,52 @@ func TestShardNotReadyKeepsCode(t *testing.T) {
 	sys.waitShard("m1", sys.seq(), 5*time.Second)
 	if st, _, b := sys.login("j@x.de", code, "phone-1"); st != 200 {
 		t.Errorf("login with the same code once the shard is built = %d %s; want 200", st, b)
+	}
+}
+
+// TestTamperedShardIsRebuilt: a shard file changed on disk after its
+// build is not handed out: the login answers shard_not_ready and keeps the
+// code, the worker rebuilds the shard although its seq is current, and then
+// the same code logs in and the download matches its sha256.
+func TestTamperedShardIsRebuilt(t *testing.T) {
+	sys := newSystem(t)
+	sys.startWorker(time.Hour)
+	readyAccount(sys)
+	old := sys.waitShard("m1", sys.seq(), 5*time.Second)
+	path := filepath.Join(sys.data, shardbuilder.ShardDir(sys.tenant.ID(), "m1"), fmt.Sprintf("%d.db", old.Seq))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b[len(b)/2:], "tampered")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := sys.codes.Issue(context.Background(), sys.tenant.ID(), "m1", "j@x.de")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _, b := sys.login("j@x.de", code, "phone-1"); st != 409 || errCode(b) != "shard_not_ready" {
+		t.Fatalf("login while the shard is tampered = %d %s; want 409 shard_not_ready", st, b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for sys.waitShard("m1", old.Seq, time.Second).SHA256 == old.SHA256 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tampered shard was not rebuilt within 5s\n%s", sys.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st, l, body := sys.login("j@x.de", code, "phone-1")
+	if st != 200 {
+		t.Fatalf("login with the same code after the rebuild = %d %s; want 200", st, body)
+	}
+	resp, shard := sys.req("GET", "/v1/device/shard", l.Token, nil, nil)
+	sum := sha256.Sum256(shard)
+	if resp.StatusCode != 200 || hex.EncodeToString(sum[:]) != l.Shard.SHA256 || l.Shard.SHA256 == old.SHA256 {
+		t.Errorf("download after the rebuild = %d, sha256 %x; want 200 with the login's %s (not the old %s)", resp.StatusCode, sum, l.Shard.SHA256, old.SHA256)
+	}
+	if n := strings.Count(sys.logs.String(), "shard refused"); n != 1 {
+		t.Errorf("the tampered shard was logged %d times; want once\n%s", n, sys.logs)
 	}
 }
 
