@@ -255,6 +255,22 @@ func (t *Tenant) RowsBy(ctx context.Context, entity, field, value string) (map[s
 	return queryRows(ctx, t.rdb, entity, `WHERE `+quote(field)+` = ?`, value)
 }
 
+// ExistedBefore reports whether the row existed just before seq: its
+// newest change before seq is an upsert. A row none of whose earlier
+// changes is in the log counts as not existing.
+func (t *Tenant) ExistedBefore(ctx context.Context, entity, id string, seq int64) (bool, error) {
+	var op string
+	err := t.rdb.QueryRowContext(ctx, `SELECT op FROM changes WHERE entity = ? AND row_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
+		entity, id, seq).Scan(&op)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("row %s/%s before %d: %w", entity, id, seq, err)
+	}
+	return op == string(model.OpUpsert), nil
+}
+
 // RoleAt returns the account's role as of seq: the role its newest change
 // at or before seq set, "" when none did.
 func (t *Tenant) RoleAt(ctx context.Context, accountID string, seq int64) (string, error) {

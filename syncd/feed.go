@@ -347,10 +347,13 @@ func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
 				}
 			}
 		}
+		ex := &existence{} // asked at most once per change
 		for _, v := range f.shared {
-			f.emitLocked(v, project(v.key.practice, v.key.role, ch))
+			if pc := project(v.key.practice, v.key.role, ch); !emptied(ch, pc) || !f.existedLocked(ctx, ch, ex) {
+				f.emitLocked(v, pc)
+			}
 		}
-		f.dispatchMembersLocked(ctx, ch)
+		f.dispatchMembersLocked(ctx, ch, ex)
 	}
 	for _, v := range f.dirty {
 		f.flushLocked(v)
@@ -392,13 +395,16 @@ func (f *feed) emitLocked(v *view, cs ...model.Change) {
 
 // dispatchMembersLocked decides what each member view receives of ch and
 // applies ch to the tracker.
-func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change) {
+func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change, ex *existence) {
 	tr := f.tracker
 	if !model.HasLinks(ch.Entity) { // accounts and practices: every member sees them
 		tr.Apply(ch)
 		pc := project(false, model.RoleMember, ch)
 		for _, v := range f.views {
 			if v.key.account != "" {
+				if emptied(ch, pc) && f.existedLocked(ctx, ch, ex) { // asks the store once, and only with a member view
+					return
+				}
 				f.emitLocked(v, pc)
 			}
 		}
@@ -491,6 +497,42 @@ func (f *feed) announce(budget int) (more bool) {
 		v.announced = f.latest
 	}
 	return false
+}
+
+// emptied reports whether projection took every field of the upsert ch
+// (pc is its projection): the viewer may see none of what it changed. Such
+// a change of a row that existed tells the viewer nothing but that
+// something it may not see changed, so it is not sent; an upsert that
+// creates the row is sent even without fields (the row is in the viewer's
+// shard), and so is one that had no fields to start with.
+func emptied(ch, pc model.Change) bool {
+	return ch.Op == model.OpUpsert && len(ch.Fields) > 0 && len(pc.Fields) == 0
+}
+
+// existence is whether a change's row existed before it, once asked.
+type existence struct {
+	known, existed bool
+}
+
+// existedLocked reports whether ch's row existed before ch, which the
+// tracker has not applied yet: from the tracker's link fields for a linked
+// entity, else from the store. When the store cannot tell, the row counts
+// as new, so that the change is sent.
+func (f *feed) existedLocked(ctx context.Context, ch model.Change, ex *existence) bool {
+	if ex.known {
+		return ex.existed
+	}
+	ex.known = true
+	if model.HasLinks(ch.Entity) {
+		_, ex.existed = f.tracker.Links().Get(ch.Entity, ch.ID)
+		return ex.existed
+	}
+	existed, err := f.tenant.ExistedBefore(ctx, ch.Entity, ch.ID, ch.Seq)
+	if err != nil {
+		f.log.Error("live feed: did the row exist", "tenant", f.tenant.ID(), "seq", ch.Seq, "err", err)
+	}
+	ex.existed = existed
+	return existed
 }
 
 // project returns the change as a viewer may see it: its visible fields

@@ -34,7 +34,13 @@ func loadTracker(ctx context.Context, t *store.Tenant, member string, seq int64)
 func memberStep(ctx context.Context, t *store.Tenant, tr *model.Tracker, member string, ch model.Change) ([]model.Change, error) {
 	if !model.HasLinks(ch.Entity) {
 		tr.Apply(ch)
-		return []model.Change{project(false, model.RoleMember, ch)}, nil
+		pc := project(false, model.RoleMember, ch)
+		if emptied(ch, pc) {
+			if existed, err := t.ExistedBefore(ctx, ch.Entity, ch.ID, ch.Seq); err != nil || existed {
+				return nil, err // nothing the member may see changed
+			}
+		}
+		return []model.Change{pc}, nil
 	}
 	prev, existed := tr.Links().Get(ch.Entity, ch.ID)
 	saw := existed && tr.SeesRow(member, ch.Entity, ch.ID, prev)

@@ -682,7 +682,7 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 			case c.tracker != nil:
 				vs, err = memberStep(ctx, c.tenant, c.tracker, c.accountID, ch)
 			default:
-				vs = []model.Change{project(c.practice, c.viewer.Role, ch)}
+				vs, err = c.visible(ctx, ch)
 			}
 			var rs *errResync
 			if errors.As(err, &rs) {
@@ -708,6 +708,19 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 		default:
 		}
 	}
+}
+
+// visible returns what a connection that is not a member's receives of ch:
+// the change as its viewer may see it, or nothing when the viewer may see
+// none of what it changed in an existing row (see emptied).
+func (c *liveConn) visible(ctx context.Context, ch model.Change) ([]model.Change, error) {
+	pc := project(c.practice, c.viewer.Role, ch)
+	if emptied(ch, pc) {
+		if existed, err := c.tenant.ExistedBefore(ctx, ch.Entity, ch.ID, ch.Seq); err != nil || existed {
+			return nil, err
+		}
+	}
+	return []model.Change{pc}, nil
 }
 
 // closeLive ends every live connection with 1001 and waits, until ctx is
