@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/therasync/therasync/internal/fsutil"
 )
 
 // Builder writes shard files under a data directory:
@@ -46,7 +48,9 @@ type Built struct {
 // new one).
 func (b *Builder) Build(ctx context.Context, src Source, accountID string, keep int) (Built, error) {
 	dir := filepath.Join(b.dataDir, ShardDir(src.TenantID, accountID))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// A new account's (or tenant's) directory must outlive a power loss as
+	// the shard file in it does.
+	if err := fsutil.MkdirAll(dir, 0o700); err != nil {
 		return Built{}, fmt.Errorf("build shard: %w", err)
 	}
 	tmp := filepath.Join(dir, "build-"+randomSuffix()+".tmp")
@@ -59,7 +63,7 @@ func (b *Builder) Build(ctx context.Context, src Source, accountID string, keep 
 		os.Remove(tmp)
 		return Built{}, fmt.Errorf("build shard: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		return Built{}, fmt.Errorf("build shard: %w", err)
 	}
 	if err := prune(dir, max(keep, 1)); err != nil {
@@ -145,15 +149,6 @@ func Verify(path string, size int64, sha string) error {
 		return fmt.Errorf("verify shard %s: %d bytes, sha256 %s; recorded %d, %s: %w", path, n, sum, size, sha, ErrMismatch)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func randomSuffix() string {
