@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/therasync/therasync/internal/fsutil"
 )
 
 // Size returns the size in bytes of the tenant's database (its pages, the
@@ -23,12 +25,14 @@ func (t *Tenant) Size(ctx context.Context) (int64, error) {
 
 // Backup writes a consistent copy of the tenant's database, as of one
 // moment, to the new file path with VACUUM INTO while writers go on, then
-// verifies it with integrity_check.
+// verifies it with integrity_check. The file, its directory and the
+// directories created for it are fsynced: a backup that returned survives a
+// power loss.
 func (t *Tenant) Backup(ctx context.Context, path string) error {
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("backup tenant %s: %s exists", t.id, path)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := fsutil.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("backup tenant %s: %w", t.id, err)
 	}
 	// A connection of its own: the read pool is query_only.
@@ -42,6 +46,9 @@ func (t *Tenant) Backup(ctx context.Context, path string) error {
 		return fmt.Errorf("backup tenant %s: %w", t.id, err)
 	}
 	if err := syncFile(path); err != nil {
+		return fmt.Errorf("backup tenant %s: %w", t.id, err)
+	}
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("backup tenant %s: %w", t.id, err)
 	}
 	if err := VerifyFile(ctx, path); err != nil {
@@ -109,7 +116,7 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 	if _, err := os.Stat(dst); err == nil && !force {
 		return id, fmt.Errorf("restore tenant %s: %w (use --force to replace it)", id, ErrExists)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+	if err := fsutil.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return id, fmt.Errorf("restore: %w", err)
 	}
 	tmp := dst + ".restore"

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/therasync/therasync/internal/fsutil"
 )
 
 // Errors returned by the store.
@@ -72,7 +74,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxGroupChanges <= 0 {
 		opts.MaxGroupChanges = 20000
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "tenants"), 0o700); err != nil {
+	if err := fsutil.MkdirAll(filepath.Join(dir, "tenants"), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	return &Store{dir: dir, opts: opts, tenants: make(map[string]*Tenant)}, nil
@@ -154,7 +156,8 @@ func (s *Store) CreateTenant(ctx context.Context, nt NewTenant) (Settings, strin
 		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
 	}
 	path := s.tenantPath(id)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	// The tenant's directory must outlive a power loss, as its database.
+	if err := fsutil.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
 	}
 	db, err := openWriteDB(path)
@@ -170,6 +173,10 @@ func (s *Store) CreateTenant(ctx context.Context, nt NewTenant) (Settings, strin
 	hash := sha256.Sum256([]byte(secret))
 	if _, err := db.ExecContext(ctx, `INSERT INTO tenant(id, name, licenses, tz, key_hash, created_at) VALUES (?,?,?,?,?,?)`,
 		id, st.Name, string(licJSON), st.TZ, hash[:], st.CreatedAt.Format(time.RFC3339)); err != nil {
+		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
+	}
+	// The database's own directory entries (the file, its WAL).
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
 	}
 	return st, id + "." + secret, nil
