@@ -41,6 +41,14 @@ type Config struct {
 	CodeDigits      int           // CODE_DIGITS / -code-digits: digits of an access code, 6 to 10
 	SMTPURL         string        // SMTP_URL: smtp://user:pass@host:port; empty writes mails to DATA/outbox
 	MailFrom        string        // MAIL_FROM: the sender of mails
+	// The limits of live connections, per syncd process.
+	MaxSocketsPerDevice  int           // MAX_SOCKETS_PER_DEVICE / -max-sockets-per-device: a new one replaces the oldest
+	MaxSocketsPerAccount int           // MAX_SOCKETS_PER_ACCOUNT / -max-sockets-per-account: more are refused with 429
+	UpgradesPerMinute    int           // UPGRADES_PER_MINUTE / -upgrades-per-minute: a device's connection rate (after a burst of 10)
+	AccessRecheck        time.Duration // ACCESS_RECHECK / -access-recheck: how often live connections' access is read again
+
+	// envErrs are the environment variables that did not parse.
+	envErrs []error
 }
 
 // SecretBytes returns the decoded SECRET.
@@ -62,12 +70,39 @@ func DefaultConfig(getenv func(string) string) Config {
 		TickInterval:    30 * time.Second,
 		CodeDigits:      6,
 		MailFrom:        "Therasync <noreply@therasync.invalid>",
+
+		MaxSocketsPerDevice:  syncd.DefaultMaxSocketsPerDevice,
+		MaxSocketsPerAccount: syncd.DefaultMaxSocketsPerAccount,
+		UpgradesPerMinute:    syncd.DefaultUpgradesPerMinute,
+		AccessRecheck:        syncd.DefaultAccessRecheck,
 	}
 	env := func(name string, set func(string)) {
 		if v := getenv(name); v != "" {
 			set(v)
 		}
 	}
+	envInt := func(name string, p *int) {
+		env(name, func(v string) {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s: want an integer, got %q", name, v))
+			}
+			*p = n
+		})
+	}
+	envDuration := func(name string, p *time.Duration) {
+		env(name, func(v string) {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s: want a duration such as 2s, got %q", name, v))
+			}
+			*p = d
+		})
+	}
+	envInt("MAX_SOCKETS_PER_DEVICE", &c.MaxSocketsPerDevice)
+	envInt("MAX_SOCKETS_PER_ACCOUNT", &c.MaxSocketsPerAccount)
+	envInt("UPGRADES_PER_MINUTE", &c.UpgradesPerMinute)
+	envDuration("ACCESS_RECHECK", &c.AccessRecheck)
 	env("ADDR", func(v string) { c.Addr = v })
 	env("DATA_DIR", func(v string) { c.DataDir = v })
 	env("REDIS_URL", func(v string) { c.RedisURL = v })
@@ -85,7 +120,8 @@ func DefaultConfig(getenv func(string) string) Config {
 
 // RegisterFlags registers the flags of the fields the process uses: any of
 // "addr", "data", "redis", "log-level", "max-body", "shutdown-timeout",
-// "concurrency", "tick", "code-digits".
+// "concurrency", "tick", "code-digits", "live-limits" (the four limits of
+// live connections).
 func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 	for _, n := range names {
 		switch n {
@@ -107,6 +143,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.CodeDigits, n, c.CodeDigits, "digits of an access code, 6 to 10 (env CODE_DIGITS)")
 		case "tick":
 			fs.DurationVar(&c.TickInterval, n, c.TickInterval, "how often the worker runs its periodic jobs (env TICK_INTERVAL)")
+		case "live-limits":
+			fs.IntVar(&c.MaxSocketsPerDevice, "max-sockets-per-device", c.MaxSocketsPerDevice, "live connections of one device; a new one replaces the oldest (env MAX_SOCKETS_PER_DEVICE)")
+			fs.IntVar(&c.MaxSocketsPerAccount, "max-sockets-per-account", c.MaxSocketsPerAccount, "live connections of one account's devices; more are refused (env MAX_SOCKETS_PER_ACCOUNT)")
+			fs.IntVar(&c.UpgradesPerMinute, "upgrades-per-minute", c.UpgradesPerMinute, "live connections a device opens a minute, after a burst of 10 (env UPGRADES_PER_MINUTE)")
+			fs.DurationVar(&c.AccessRecheck, "access-recheck", c.AccessRecheck, "how often live connections' access is read again (env ACCESS_RECHECK)")
 		default:
 			panic("daemon: unknown flag " + n)
 		}
@@ -115,7 +156,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
-	var errs []error
+	errs := append([]error(nil), c.envErrs...)
 	if c.Addr == "" {
 		errs = append(errs, errors.New("ADDR is empty"))
 	}
@@ -145,6 +186,18 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 256, got %d", c.Concurrency))
+	}
+	if c.MaxSocketsPerDevice < 1 {
+		errs = append(errs, fmt.Errorf("MAX_SOCKETS_PER_DEVICE must be at least 1, got %d", c.MaxSocketsPerDevice))
+	}
+	if c.MaxSocketsPerAccount < 1 {
+		errs = append(errs, fmt.Errorf("MAX_SOCKETS_PER_ACCOUNT must be at least 1, got %d", c.MaxSocketsPerAccount))
+	}
+	if c.UpgradesPerMinute < 1 {
+		errs = append(errs, fmt.Errorf("UPGRADES_PER_MINUTE must be at least 1, got %d", c.UpgradesPerMinute))
+	}
+	if c.AccessRecheck < 100*time.Millisecond || c.AccessRecheck > time.Minute {
+		errs = append(errs, fmt.Errorf("ACCESS_RECHECK must be between 100ms and 1m, got %s", c.AccessRecheck))
 	}
 	return errors.Join(errs...)
 }
@@ -210,6 +263,11 @@ func StartSyncd(ctx context.Context, c Config, log *slog.Logger) (*Syncd, error)
 		Logger:       log,
 		Registry:     prometheus.NewRegistry(),
 		MaxBodyBytes: c.MaxBodyBytes,
+
+		MaxSocketsPerDevice:  c.MaxSocketsPerDevice,
+		MaxSocketsPerAccount: c.MaxSocketsPerAccount,
+		UpgradesPerMinute:    c.UpgradesPerMinute,
+		AccessRecheck:        c.AccessRecheck,
 		Checks: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			"data": func(ctx context.Context) error {
