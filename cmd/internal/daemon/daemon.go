@@ -99,22 +99,28 @@ func DefaultConfig(getenv func(string) string) Config {
 			*p = d
 		})
 	}
-	envInt("MAX_SOCKETS_PER_DEVICE", &c.MaxSocketsPerDevice)
-	envInt("MAX_SOCKETS_PER_ACCOUNT", &c.MaxSocketsPerAccount)
-	envInt("UPGRADES_PER_MINUTE", &c.UpgradesPerMinute)
-	envDuration("ACCESS_RECHECK", &c.AccessRecheck)
 	env("ADDR", func(v string) { c.Addr = v })
 	env("DATA_DIR", func(v string) { c.DataDir = v })
 	env("REDIS_URL", func(v string) { c.RedisURL = v })
 	env("LOG_LEVEL", func(v string) { c.LogLevel = v })
-	env("MAX_BODY_BYTES", func(v string) { c.MaxBodyBytes, _ = strconv.ParseInt(v, 10, 64) })
-	env("SHUTDOWN_TIMEOUT", func(v string) { c.ShutdownTimeout, _ = time.ParseDuration(v) })
-	env("WORKER_CONCURRENCY", func(v string) { c.Concurrency, _ = strconv.Atoi(v) })
-	env("TICK_INTERVAL", func(v string) { c.TickInterval, _ = time.ParseDuration(v) })
+	env("MAX_BODY_BYTES", func(v string) {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("MAX_BODY_BYTES: want an integer, got %q", v))
+		}
+		c.MaxBodyBytes = n
+	})
+	envDuration("SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	envInt("WORKER_CONCURRENCY", &c.Concurrency)
+	envDuration("TICK_INTERVAL", &c.TickInterval)
 	env("SECRET", func(v string) { c.Secret = v })
-	env("CODE_DIGITS", func(v string) { c.CodeDigits, _ = strconv.Atoi(v) })
+	envInt("CODE_DIGITS", &c.CodeDigits)
 	env("SMTP_URL", func(v string) { c.SMTPURL = v })
 	env("MAIL_FROM", func(v string) { c.MailFrom = v })
+	envInt("MAX_SOCKETS_PER_DEVICE", &c.MaxSocketsPerDevice)
+	envInt("MAX_SOCKETS_PER_ACCOUNT", &c.MaxSocketsPerAccount)
+	envInt("UPGRADES_PER_MINUTE", &c.UpgradesPerMinute)
+	envDuration("ACCESS_RECHECK", &c.AccessRecheck)
 	return c
 }
 
