@@ -20,11 +20,11 @@ func TestManyRejectsDuringCatchUp(t *testing.T) {
 	e := newTenantEnv(t, syncd.Config{})
 	var b strings.Builder
 	b.WriteString("[")
-	for i := range 3000 { // a long catch-up: six batches
+	for i := range 4000 { // a long catch-up: 8 MB in eight batches
 		if i > 0 {
 			b.WriteString(",")
 		}
-		fmt.Fprintf(&b, `{"entity":"practices","op":"upsert","id":"pr%d","fields":{"name":"Praxis %d"}}`, i, i)
+		fmt.Fprintf(&b, `{"entity":"practices","op":"upsert","id":"pr%d","fields":{"name":"Praxis %d %s"}}`, i, i, strings.Repeat("x", 2000))
 	}
 	b.WriteString("]")
 	e.push(t, "many", b.String())
@@ -37,6 +37,7 @@ func TestManyRejectsDuringCatchUp(t *testing.T) {
 	if err := ws.WriteMessage(websocket.TextMessage, push); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(time.Second) // the device reads nothing for a while: the catch-up stalls on a full socket
 	rejects, caughtUp := 0, false
 	for rejects < 200 || !caughtUp {
 		f := next(t, ws, 5*time.Second)
