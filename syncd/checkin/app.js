@@ -485,7 +485,9 @@ function forget(message) {
   state.ws = null;
   if (ws) ws.close();
   clearTimeout(state.timer);
-  for (const k of ['auth', 'view', 'queue', 'refused', 'revoked']) store.drop(k);
+  // The device id goes too: the server keeps a wiped or revoked id revoked
+  // for good, so the next login is a new device.
+  for (const k of ['auth', 'view', 'queue', 'refused', 'revoked', 'device_id']) store.drop(k);
   Object.assign(state, { auth: null, view: null, queue: [], refused: [], revoked: false, online: false });
   render();
   if (message) $('login-error').textContent = message;
