@@ -361,6 +361,12 @@ func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
 	}
 	acc, err := t.DeviceAccess(ctx, d)
 	if errors.Is(err, store.ErrRevoked) && d.RevokedAt != nil && d.Wipe {
+		// Told on every connection, but no more often than any device
+		// connects: each telling is an audit line.
+		if err := s.hub.admit(&liveConn{tenant: t, accountID: d.AccountID, deviceID: d.ID}, s.limits()); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		ws, err := s.upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			return
