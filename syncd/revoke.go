@@ -42,6 +42,10 @@ type Revocation struct {
 	// Practice means the practice key was replaced: practice sockets of
 	// another key than Current close with 4001.
 	Practice bool `json:"practice,omitempty"`
+	// Seq, for an account's access ended by a change, is that change's
+	// batch seq: a socket whose access was checked at or after it (the
+	// account was enabled again meanwhile) stays open.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // keyRevocations is the Redis channel of Revocation events.
@@ -115,7 +119,7 @@ func revocations(tenant string, res store.Result) []Revocation {
 	var out []Revocation
 	for _, ac := range res.AccessChanges {
 		if !ac.Enabled {
-			out = append(out, Revocation{Tenant: tenant, AccountID: ac.AccountID})
+			out = append(out, Revocation{Tenant: tenant, AccountID: ac.AccountID, Seq: res.Seq})
 		}
 	}
 	return out
@@ -166,7 +170,8 @@ func (s *Server) revoke(rev Revocation) {
 		case c.practice:
 			return
 		case rev.AccountID != "" && c.accountID != rev.AccountID,
-			rev.DeviceID != "" && c.deviceID != rev.DeviceID:
+			rev.DeviceID != "" && c.deviceID != rev.DeviceID,
+			rev.Seq > 0 && c.startSeq >= rev.Seq:
 			return
 		case rev.TokenEnded:
 			if fingerprint(c.tokenHash) != rev.Current {
