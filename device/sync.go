@@ -486,7 +486,7 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 					case 4003:
 						c.setState(StateRevoked)
 					case 4001: // the token ended: logged out elsewhere or replaced
-						c.setState(StateLoggedOut)
+						c.tokenEnded(st.Token)
 					}
 				}
 				return false, err
@@ -529,6 +529,17 @@ func (c *Client) onRefused(err error) {
 		c.setState(StateRevoked)
 	case IsCode(err, "unauthorized"):
 		c.setState(StateLoggedOut)
+	}
+}
+
+// tokenEnded records that the server ended token (close 4001), unless
+// the device logged in anew meanwhile.
+func (c *Client) tokenEnded(token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Token == token && c.st.State != StateWiped {
+		c.st.State = StateLoggedOut
+		c.saveLocked()
 	}
 }
 

@@ -95,6 +95,28 @@ func ValidID(id string) error {
 	return nil
 }
 
+// IsUUID reports whether id is a UUID in its canonical text form
+// (8-4-4-4-12 hex digits, either case): the ids devices give the rows they
+// create (DESIGN §3).
+func IsUUID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 var jsonNull = []byte("null")
 
 // decode turns a raw JSON value into the field's Go value, or says why not.

@@ -16,20 +16,32 @@ var secretarySessionFields = map[string]bool{"starts_at": true, "duration_min": 
 //
 // A write never widens what its writer sees (DESIGN §4): a member's write
 // may name, in a field that gives it a reason to see rows, only a profile
-// or course it sees already. A refusal's reason never tells whether a row
-// the writer cannot see exists.
+// or course it sees already. A device creates rows only under UUIDs
+// (DESIGN §3), so that it cannot take an id the practice PC will use for
+// its own rows (they would merge into the device's). A refusal's reason
+// never tells whether a row the writer cannot see exists.
 func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) error {
 	deny := func(format string, args ...any) error {
 		return &ForbiddenError{Index: index, Entity: c.Entity, Reason: fmt.Sprintf(format, args...)}
+	}
+	if !ValidRole(v.Role) {
+		return deny("the account has no role")
+	}
+	if v.Role == RoleMember {
+		// Before anything that could tell a row exists: a row the member
+		// does not see reads the same as one that is not there.
+		if err := memberSeesTarget(v.ID, c, before, look, deny); err != nil {
+			return err
+		}
+	}
+	if before == nil && c.Op == OpUpsert && !IsUUID(c.ID) {
+		return deny("a device creates rows only with a UUID as id, not %q", c.ID)
 	}
 	if c.Entity == ProfileShares && (c.Op == OpDelete || before != nil) {
 		return deny("a profile share can never be changed or deleted")
 	}
 	if v.Role == RoleAdmin {
 		return nil
-	}
-	if !ValidRole(v.Role) {
-		return deny("the account has no role")
 	}
 	if c.Op == OpDelete {
 		return deny("a %s deletes nothing", v.Role)
@@ -57,6 +69,69 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) e
 	return deny("not allowed")
 }
 
+// notWritable is the refusal of a member's write to a row it does not see
+// or that does not exist (and may not be created under that id): the
+// same words either way.
+func notWritable(c Change, deny func(string, ...any) error) error {
+	return deny("%s is not a row this account may write", c.ID)
+}
+
+// memberSeesTarget refuses a member's write to an existing row it does not
+// see, and its creation of a row under an id that is not a UUID, with the
+// same words.
+func memberSeesTarget(me string, c Change, before map[string]any, look Rows, deny func(string, ...any) error) error {
+	if before == nil {
+		if c.Op == OpUpsert && !IsUUID(c.ID) {
+			return notWritable(c, deny)
+		}
+		return nil
+	}
+	ok, err := SeesRow(me, c.Entity, c.ID, before, look)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notWritable(c, deny)
+	}
+	return nil
+}
+
+// SeesRow reports whether member sees the row of entity with these fields,
+// by RuleFor's conditions asked of look one profile or course at a time.
+func SeesRow(member, entity, id string, fields map[string]any, look Rows) (bool, error) {
+	rule := memberRule(entity)
+	if rule.All {
+		return true, nil
+	}
+	for _, cond := range rule.Conds {
+		var v string
+		if cond.Field == "id" {
+			v = id
+		} else {
+			v, _ = fields[cond.Field].(string)
+		}
+		if v == "" {
+			continue
+		}
+		var (
+			ok  bool
+			err error
+		)
+		switch {
+		case cond.Self:
+			ok = v == member
+		case cond.In == SetProfiles:
+			ok, err = SeesProfile(member, v, look)
+		case cond.In == SetCourses:
+			ok, err = SeesCourse(member, v, look)
+		}
+		if err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
 // memberWrite is CanWrite for a member me: the rows of the write table,
 // and no field naming a profile, course or session it does not see.
 func memberWrite(me string, c Change, before map[string]any, look Rows, deny func(string, ...any) error) error {
@@ -75,7 +150,7 @@ func memberWrite(me string, c Change, before map[string]any, look Rows, deny fun
 	changed := func(f string) bool { return after(f) != "" && (before == nil || was(f) != after(f)) }
 	// Every refusal of a row that exists reads the same, whether the member
 	// sees the row or not.
-	notYours := func() error { return deny("%s is not a row this account may write", c.ID) }
+	notYours := func() error { return notWritable(c, deny) }
 	seesProfile := func(f string) error {
 		if !changed(f) {
 			return nil

@@ -17,6 +17,9 @@ func TestCanWrite(t *testing.T) {
 			"p-all":    {"owner_id": "m3"},
 			"p-course": {"owner_id": "m3"},
 		},
+		model.Accounts: {
+			"m1": {"role": "member"},
+		},
 		model.Courses: {
 			"c-m1": {"therapist_id": "m1"},
 			"c-m2": {"therapist_id": "m2"},
@@ -56,42 +59,42 @@ func TestCanWrite(t *testing.T) {
 		c    model.Change
 		ok   bool
 	}{
-		{"member creates own profile", member, up("profiles", "new", map[string]any{"owner_id": "m1", "first_name": "A"}), true},
-		{"member creates a profile for another", member, up("profiles", "new", map[string]any{"owner_id": "m2"}), false},
-		{"member creates a profile without owner", member, up("profiles", "new", map[string]any{"first_name": "A"}), false},
+		{"member creates own profile", member, up("profiles", newID, map[string]any{"owner_id": "m1", "first_name": "A"}), true},
+		{"member creates a profile for another", member, up("profiles", newID, map[string]any{"owner_id": "m2"}), false},
+		{"member creates a profile without owner", member, up("profiles", newID, map[string]any{"first_name": "A"}), false},
 		{"member updates own profile", member, up("profiles", "p-m1", map[string]any{"phone": "1"}), true},
 		{"member updates another's profile", member, up("profiles", "p-m2", map[string]any{"phone": "1"}), false},
 		{"member gives its profile away", member, up("profiles", "p-m1", map[string]any{"owner_id": "m2"}), false},
 		{"member deletes own profile", member, del("profiles", "p-m1"), false},
-		{"member shares own profile", member, up("profile_shares", "sh-new", map[string]any{"profile_id": "p-m1", "account_id": "m2", "shared_by": "m1"}), true},
-		{"member shares another's profile", member, up("profile_shares", "sh-new", map[string]any{"profile_id": "p-m2", "account_id": "m3"}), false},
-		{"member shares in another's name", member, up("profile_shares", "sh-new", map[string]any{"profile_id": "p-m1", "account_id": "m2", "shared_by": "m2"}), false},
+		{"member shares own profile", member, up("profile_shares", newID, map[string]any{"profile_id": "p-m1", "account_id": "m2", "shared_by": "m1"}), true},
+		{"member shares another's profile", member, up("profile_shares", newID, map[string]any{"profile_id": "p-m2", "account_id": "m3"}), false},
+		{"member shares in another's name", member, up("profile_shares", newID, map[string]any{"profile_id": "p-m1", "account_id": "m2", "shared_by": "m2"}), false},
 		{"member changes a share", member, up("profile_shares", "sh1", map[string]any{"account_id": "m2"}), false},
 		{"admin changes a share", admin, up("profile_shares", "sh1", map[string]any{"account_id": "m2"}), false},
 		{"admin deletes a share", admin, del("profile_shares", "sh1"), false},
-		{"member creates a session as therapist", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "protocol": "x"}), true},
-		{"member creates a session on a profile it sees", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-m1"}), true},
-		{"member creates a session on a profile shared to all", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-all"}), true},
-		{"member creates a session on a profile it does not see", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-m3"}), false},
-		{"member creates a session on an unknown profile", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-none"}), false},
+		{"member creates a session as therapist", member, up("sessions", newID, map[string]any{"therapist_id": "m1", "protocol": "x"}), true},
+		{"member creates a session on a profile it sees", member, up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-m1"}), true},
+		{"member creates a session on a profile shared to all", member, up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-all"}), true},
+		{"member creates a session on a profile it does not see", member, up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-m3"}), false},
+		{"member creates a session on an unknown profile", member, up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-none"}), false},
 		{"member moves its session onto a profile it does not see", member, up("sessions", "s-m1", map[string]any{"profile_id": "p-m3"}), false},
 		{"member keeps its session on the profile it gives sight of", member, up("sessions", "s-m1", map[string]any{"profile_id": "p-m2", "status": "done"}), true},
-		{"member creates a session on its course member's profile", member, up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-course"}), true},
+		{"member creates a session on its course member's profile", member, up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-course"}), true},
 		{"member creates a profile whose id sessions name", member, up("profiles", "p-gone", map[string]any{"owner_id": "m1"}), false},
-		{"member books on a profile it does not see", member, up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-m3"}), false},
-		{"member books on a profile it sees", member, up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-m1"}), true},
-		{"member books on a session it does not see", member, up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-m3"}), false},
-		{"member books on its own session", member, up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-m1"}), true},
-		{"member checks in a profile it does not see", member, up("attendances", "new", map[string]any{"course_id": "c-m1", "profile_id": "p-m3"}), false},
-		{"member checks in its course member", member, up("attendances", "new", map[string]any{"course_id": "c-m1", "profile_id": "p-course"}), true},
+		{"member books on a profile it does not see", member, up("transactions", newID, map[string]any{"account_id": "m1", "profile_id": "p-m3"}), false},
+		{"member books on a profile it sees", member, up("transactions", newID, map[string]any{"account_id": "m1", "profile_id": "p-m1"}), true},
+		{"member books on a session it does not see", member, up("transactions", newID, map[string]any{"account_id": "m1", "session_id": "s-m3"}), false},
+		{"member books on its own session", member, up("transactions", newID, map[string]any{"account_id": "m1", "session_id": "s-m1"}), true},
+		{"member checks in a profile it does not see", member, up("attendances", newID, map[string]any{"course_id": "c-m1", "profile_id": "p-m3"}), false},
+		{"member checks in its course member", member, up("attendances", newID, map[string]any{"course_id": "c-m1", "profile_id": "p-course"}), true},
 		{"member writes protocol of own session", member, up("sessions", "s-m1", map[string]any{"protocol": "Befund"}), true},
 		{"member writes another's session", member, up("sessions", "s-m2", map[string]any{"protocol": "x"}), false},
 		{"member hands its session over", member, up("sessions", "s-m1", map[string]any{"therapist_id": "m2"}), false},
-		{"member checks in at own course", member, up("attendances", "new", map[string]any{"course_id": "c-m1", "profile_id": "p-m2"}), true},
-		{"member checks in at another's course", member, up("attendances", "new", map[string]any{"course_id": "c-m2"}), false},
+		{"member checks in at own course", member, up("attendances", newID, map[string]any{"course_id": "c-m1", "profile_id": "p-m2"}), true},
+		{"member checks in at another's course", member, up("attendances", newID, map[string]any{"course_id": "c-m2"}), false},
 		{"member moves another's attendance to own course", member, up("attendances", "a-m2", map[string]any{"course_id": "c-m1"}), false},
-		{"member books own transaction", member, up("transactions", "new", map[string]any{"account_id": "m1", "kind": "invoice"}), true},
-		{"member books for another", member, up("transactions", "new", map[string]any{"account_id": "m2"}), false},
+		{"member books own transaction", member, up("transactions", newID, map[string]any{"account_id": "m1", "kind": "invoice"}), true},
+		{"member books for another", member, up("transactions", newID, map[string]any{"account_id": "m2"}), false},
 		{"member edits another's transaction", member, up("transactions", "t-m2", map[string]any{"status": "paid"}), false},
 		{"member writes a course", member, up("courses", "c-m1", map[string]any{"title": "x"}), false},
 		{"member writes an account", member, up("accounts", "m1", map[string]any{"role": "admin"}), false},
@@ -99,14 +102,19 @@ func TestCanWrite(t *testing.T) {
 		{"secretary reschedules a session", secretary, up("sessions", "s-m2", map[string]any{"starts_at": "2026-11-23T09:00:00Z", "status": "planned", "price_cents": int64(1), "duration_min": int64(30)}), true},
 		{"secretary writes a protocol", secretary, up("sessions", "s-m2", map[string]any{"protocol": "x"}), false},
 		{"secretary reassigns a session", secretary, up("sessions", "s-m2", map[string]any{"therapist_id": "m1"}), false},
-		{"secretary creates a session", secretary, up("sessions", "new", map[string]any{"status": "planned"}), false},
-		{"secretary books a transaction", secretary, up("transactions", "new", map[string]any{"account_id": "m2"}), true},
-		{"secretary checks a participant in", secretary, up("attendances", "new", map[string]any{"course_id": "c-m2"}), true},
+		{"secretary creates a session", secretary, up("sessions", newID, map[string]any{"status": "planned"}), false},
+		{"secretary books a transaction", secretary, up("transactions", newID, map[string]any{"account_id": "m2"}), true},
+		{"secretary checks a participant in", secretary, up("attendances", newID, map[string]any{"course_id": "c-m2"}), true},
 		{"secretary writes a course", secretary, up("courses", "c-m2", map[string]any{"capacity": int64(3)}), false},
 		{"secretary deletes a profile", secretary, del("profiles", "p-m2"), false},
 		{"admin writes anything", admin, up("accounts", "m1", map[string]any{"role": "secretary"}), true},
 		{"admin deletes a session", admin, del("sessions", "s-m2"), true},
-		{"no role writes nothing", model.Viewer{ID: "x"}, up("profiles", "new", map[string]any{"owner_id": "x"}), false},
+		{"member creates a profile under a practice-style id", member, up("profiles", "p9", map[string]any{"owner_id": "m1"}), false},
+		{"member creates a share under a practice-style id", member, up("profile_shares", "sh9", map[string]any{"profile_id": "p-m1", "account_id": "m2"}), false},
+		{"secretary creates a transaction under a practice-style id", secretary, up("transactions", "t9", map[string]any{"account_id": "m2"}), false},
+		{"admin creates an account under a practice-style id", admin, up("accounts", "m9", map[string]any{"role": "member"}), false},
+		{"admin creates an account under a UUID", admin, up("accounts", newID, map[string]any{"role": "member"}), true},
+		{"no role writes nothing", model.Viewer{ID: "x"}, up("profiles", newID, map[string]any{"owner_id": "x"}), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +128,9 @@ func TestCanWrite(t *testing.T) {
 		})
 	}
 }
+
+// newID is the UUID a device gives a row it creates.
+const newID = "0b7e4d1a-9c1f-4c44-9b0a-2f5e1d3c4a5b"
 
 // mapRows reads rows held in a map: entity → id → fields.
 type mapRows map[string]map[string]map[string]any
@@ -146,9 +157,10 @@ func (m mapRows) Find(entity string, match map[string]string) (map[string]map[st
 // the same whether the row it names exists unseen or does not exist.
 func TestCanWriteRevealsNothing(t *testing.T) {
 	rows := mapRows{
-		model.Profiles: {"p-other": {"owner_id": "m2"}, "p-own": {"owner_id": "m1"}},
-		model.Sessions: {"s-other": {"therapist_id": "m2", "profile_id": "p-other"}, "s-seen": {"therapist_id": "m2", "profile_id": "p-own"}},
-		model.Courses:  {"c-other": {"therapist_id": "m2"}},
+		model.Profiles:      {"p-other": {"owner_id": "m2"}, "p-own": {"owner_id": "m1"}},
+		model.Sessions:      {"s-other": {"therapist_id": "m2", "profile_id": "p-other"}, "s-seen": {"therapist_id": "m2", "profile_id": "p-own"}},
+		model.Courses:       {"c-other": {"therapist_id": "m2"}},
+		model.ProfileShares: {"sh-other": {"profile_id": "p-other", "account_id": "m2"}},
 	}
 	member := model.Viewer{ID: "m1", Role: model.RoleMember}
 	up := func(entity, id string, f map[string]any) model.Change {
@@ -158,11 +170,14 @@ func TestCanWriteRevealsNothing(t *testing.T) {
 		name         string
 		exists, none model.Change
 	}{
-		{"session onto a profile", up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-other"}), up("sessions", "new", map[string]any{"therapist_id": "m1", "profile_id": "p-none"})},
-		{"transaction on a profile", up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-other"}), up("transactions", "new", map[string]any{"account_id": "m1", "profile_id": "p-none"})},
-		{"transaction on a session", up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-other"}), up("transactions", "new", map[string]any{"account_id": "m1", "session_id": "s-none"})},
-		{"share of a profile", up("profile_shares", "new", map[string]any{"profile_id": "p-other", "account_id": "m3"}), up("profile_shares", "new", map[string]any{"profile_id": "p-none", "account_id": "m3"})},
-		{"check-in at a course", up("attendances", "new", map[string]any{"course_id": "c-other"}), up("attendances", "new", map[string]any{"course_id": "c-none"})},
+		{"session onto a profile", up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-other"}), up("sessions", newID, map[string]any{"therapist_id": "m1", "profile_id": "p-none"})},
+		{"transaction on a profile", up("transactions", newID, map[string]any{"account_id": "m1", "profile_id": "p-other"}), up("transactions", newID, map[string]any{"account_id": "m1", "profile_id": "p-none"})},
+		{"transaction on a session", up("transactions", newID, map[string]any{"account_id": "m1", "session_id": "s-other"}), up("transactions", newID, map[string]any{"account_id": "m1", "session_id": "s-none"})},
+		{"share of a profile", up("profile_shares", newID, map[string]any{"profile_id": "p-other", "account_id": "m3"}), up("profile_shares", newID, map[string]any{"profile_id": "p-none", "account_id": "m3"})},
+		{"check-in at a course", up("attendances", newID, map[string]any{"course_id": "c-other"}), up("attendances", newID, map[string]any{"course_id": "c-none"})},
+		{"write of a profile unseen or absent", up("profiles", "p-other", map[string]any{"owner_id": "m1"}), up("profiles", "p-none", map[string]any{"owner_id": "m1"})},
+		{"write of a share unseen or absent", up("profile_shares", "sh-other", map[string]any{"account_id": "m1"}), up("profile_shares", "sh-none", map[string]any{"profile_id": "p-own", "account_id": "m1"})},
+		{"write of a session unseen or absent", up("sessions", "s-other", map[string]any{"therapist_id": "m1"}), up("sessions", "s-none", map[string]any{"therapist_id": "m1"})},
 		{"update of a session seen or not", up("sessions", "s-other", map[string]any{"status": "done"}), up("sessions", "s-seen", map[string]any{"status": "done"})},
 	}
 	for _, p := range pairs {

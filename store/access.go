@@ -177,3 +177,32 @@ func (w *writer) checkPush(ctx context.Context, tx *sql.Tx, b Batch) error {
 	}
 	return nil
 }
+
+// CheckDevice decides, from the store now, whether the device may go on
+// syncing with the token whose hash is token (see checkDevice); it returns
+// the device as stored (for its wipe flag) and its account.
+func (t *Tenant) CheckDevice(ctx context.Context, id string, token []byte) (Device, Account, error) {
+	st, err := t.Settings(ctx)
+	if err != nil {
+		return Device{}, Account{}, err
+	}
+	d, err := t.Device(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Device{}, Account{}, fmt.Errorf("unknown device: %w", ErrUnauthorized)
+	}
+	if err != nil {
+		return Device{}, Account{}, err
+	}
+	if token == nil {
+		token = []byte{}
+	}
+	var acc *Account
+	switch x, err := t.Account(ctx, d.AccountID); {
+	case err == nil:
+		acc = &x
+	case !errors.Is(err, ErrNotFound):
+		return d, Account{}, err
+	}
+	got, err := checkDevice(st, d, token, acc)
+	return d, got, err
+}

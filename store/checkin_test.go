@@ -31,7 +31,7 @@ func seedCourses(tb testing.TB, tn *store.Tenant) {
 
 func checkIn(id, course, profile, date string, springer bool) string {
 	return fmt.Sprintf(`{"entity":"attendances","op":"upsert","id":%q,"fields":{"course_id":%q,"profile_id":%q,"date":%q,"springer":%t,"signature":"iVBORw0KGgo="}}`,
-		id, course, profile, date, springer)
+		uid(id), course, profile, date, springer)
 }
 
 // TestCheckInRules: DESIGN §8 on attendances written by devices, one push
@@ -61,11 +61,11 @@ func TestCheckInRules(t *testing.T) {
 		{"a second Springer past capacity (2 regulars + 1 Springer = 3)", s1, checkIn("a9", "c1", "p4", day, true), model.ErrCourseFull, ""},
 		{"a Springer in a course without capacity", s1, checkIn("a10", "c2", "p1", day, true), nil, "cm1"},
 		{"a member checks in at another's course", m1, checkIn("a11", "c2", "p4", day, false), model.ErrForbidden, ""},
-		{"a check-in without date", s1, `{"entity":"attendances","op":"upsert","id":"a12","fields":{"course_id":"c1","profile_id":"p2"}}`, model.ErrInvalid, ""},
+		{"a check-in without date", s1, `{"entity":"attendances","op":"upsert","id":"` + uid("a12") + `","fields":{"course_id":"c1","profile_id":"p2"}}`, model.ErrInvalid, ""},
 		{"a check-in at an unknown course", s1, checkIn("a13", "nope", "p2", day, false), model.ErrInvalid, ""},
-		{"a device sets another device id", s1, `{"entity":"attendances","op":"upsert","id":"a14","fields":{"course_id":"c1","profile_id":"p2","date":"2026-11-23","device_id":"other"}}`, model.ErrInvalid, ""},
-		{"a check-in moved onto an existing one", s1, `{"entity":"attendances","op":"upsert","id":"a4","fields":{"date":"2026-11-23"}}`, model.ErrAlreadyCheckedIn, ""},
-		{"a correction of a check-in counts nothing", s1, `{"entity":"attendances","op":"upsert","id":"a1","fields":{"signature":"AAAA"}}`, nil, ""},
+		{"a device sets another device id", s1, `{"entity":"attendances","op":"upsert","id":"` + uid("a14") + `","fields":{"course_id":"c1","profile_id":"p2","date":"2026-11-23","device_id":"other"}}`, model.ErrInvalid, ""},
+		{"a check-in moved onto an existing one", s1, `{"entity":"attendances","op":"upsert","id":"` + uid("a4") + `","fields":{"date":"2026-11-23"}}`, model.ErrAlreadyCheckedIn, ""},
+		{"a correction of a check-in counts nothing", s1, `{"entity":"attendances","op":"upsert","id":"` + uid("a1") + `","fields":{"signature":"AAAA"}}`, nil, ""},
 	}
 	for i, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -104,7 +104,7 @@ func TestCheckInRules(t *testing.T) {
 			}
 		})
 	}
-	row, err := tn.Row(ctx, model.Attendances, "a1")
+	row, err := tn.Row(ctx, model.Attendances, uid("a1"))
 	if err != nil || row["device_id"] != "tablet-m1" || row["checked_in_at"] == nil || row["signature"] != "AAAA" {
 		t.Errorf("attendance a1 = %v, %v; want the device id and check-in time set by the server", row, err)
 	}

@@ -96,6 +96,12 @@ func (t *Tenant) LoginDevice(ctx context.Context, accountID, deviceID, name, pla
 				return err
 			}
 			isNew = d.AccountID != accountID
+			if d.TokenHash != nil {
+				// The old token ends with this login.
+				if err := bumpAccessEpoch(ctx, tx); err != nil {
+					return err
+				}
+			}
 		}
 		now := t.nowString()
 		_, err = tx.ExecContext(ctx, `INSERT INTO devices(id, account_id, name, platform, token_hash, created_at, last_login_at)
@@ -208,6 +214,9 @@ func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool, by, add
 		if err := tx.QueryRowContext(ctx, `SELECT account_id FROM devices WHERE id = ?`, id).Scan(&account); err != nil {
 			return err
 		}
+		if err := bumpAccessEpoch(ctx, tx); err != nil {
+			return err
+		}
 		detail := ""
 		if wipe {
 			detail = "wipe"
@@ -222,7 +231,13 @@ func (t *Tenant) RevokeDevice(ctx context.Context, id string, wipe bool, by, add
 
 // LogoutDevice invalidates the device's token.
 func (t *Tenant) LogoutDevice(ctx context.Context, id string) error {
-	if _, err := t.execWrite(ctx, `UPDATE devices SET token_hash = NULL, logged_out_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
+	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET token_hash = NULL, logged_out_at = ? WHERE id = ?`, t.nowString(), id); err != nil {
+			return err
+		}
+		return bumpAccessEpoch(ctx, tx)
+	})
+	if err != nil {
 		return fmt.Errorf("logout device %s: %w", id, err)
 	}
 	return nil
@@ -304,7 +319,13 @@ func (t *Tenant) RotateKey(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
 	hash := sha256.Sum256([]byte(secret))
-	if _, err := t.execWrite(ctx, `UPDATE tenant SET key_hash = ?`, hash[:]); err != nil {
+	err = t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE tenant SET key_hash = ?`, hash[:]); err != nil {
+			return err
+		}
+		return bumpAccessEpoch(ctx, tx)
+	})
+	if err != nil {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
 	return t.id + "." + secret, nil

@@ -50,9 +50,9 @@ func TestDeviceMutations(t *testing.T) {
 	]`)
 	m1 := model.Viewer{ID: "m1", Role: model.RoleMember}
 	res := devicePush(t, tn, m1, "phone-1", []string{"u1", "u2", "u3", "u4"}, `[
-		{"entity":"profiles","op":"upsert","id":"p-new","fields":{"owner_id":"m1","first_name":"Erika"}},
+		{"entity":"profiles","op":"upsert","id":"0821242e-7270-d41b-0aaa-8b7f03751b83","fields":{"owner_id":"m1","first_name":"Erika"}},
 		{"entity":"sessions","op":"upsert","id":"s-m2","fields":{"protocol":"überschrieben"}},
-		{"entity":"transactions","op":"upsert","id":"t-new","fields":{"account_id":"m1","kind":"invoice","amount_cents":100}},
+		{"entity":"transactions","op":"upsert","id":"e2a5b31f-4fd3-e4c6-8710-647300a54457","fields":{"account_id":"m1","kind":"invoice","amount_cents":100}},
 		{"entity":"profiles","op":"upsert","id":"p-m2","fields":{"phone":"1"}}
 	]`)
 	if len(res.Refused) != 2 || !errors.Is(res.Refused[1], model.ErrForbidden) || !errors.Is(res.Refused[3], model.ErrForbidden) {
@@ -67,16 +67,16 @@ func TestDeviceMutations(t *testing.T) {
 	seq := res.Seq
 	// A retry of the same mutations: applied ones once, refused ones again.
 	res = devicePush(t, tn, m1, "phone-1", []string{"u1", "u2", "u3", "u4"}, `[
-		{"entity":"profiles","op":"upsert","id":"p-new","fields":{"owner_id":"m1","first_name":"Erika"}},
+		{"entity":"profiles","op":"upsert","id":"0821242e-7270-d41b-0aaa-8b7f03751b83","fields":{"owner_id":"m1","first_name":"Erika"}},
 		{"entity":"sessions","op":"upsert","id":"s-m2","fields":{"protocol":"überschrieben"}},
-		{"entity":"transactions","op":"upsert","id":"t-new","fields":{"account_id":"m1","kind":"invoice","amount_cents":100}},
+		{"entity":"transactions","op":"upsert","id":"e2a5b31f-4fd3-e4c6-8710-647300a54457","fields":{"account_id":"m1","kind":"invoice","amount_cents":100}},
 		{"entity":"profiles","op":"upsert","id":"p-m2","fields":{"phone":"1"}}
 	]`)
 	if res.Seq != seq || len(res.Changes) != 0 || len(res.Refused) != 2 {
 		t.Errorf("retry = seq %d, %d changes, refused %v; want seq %d, nothing applied again, the same two refused", res.Seq, len(res.Changes), res.Refused, seq)
 	}
 	// A mutation id is the device's: another device may use the same one.
-	res = devicePush(t, tn, m1, "phone-2", []string{"u1"}, `[{"entity":"profiles","op":"upsert","id":"p-new2","fields":{"owner_id":"m1"}}]`)
+	res = devicePush(t, tn, m1, "phone-2", []string{"u1"}, `[{"entity":"profiles","op":"upsert","id":"de16b3b6-9d5d-b7c2-bbea-f6aaf761f8df","fields":{"owner_id":"m1"}}]`)
 	if len(res.Changes) != 1 {
 		t.Errorf("another device's u1 = %+v; want applied", res)
 	}
@@ -113,7 +113,7 @@ func TestDevicePushNeedsCurrentAccess(t *testing.T) {
 	push := func(device string, token []byte, v model.Viewer) error {
 		n++
 		_, err := tn.Apply(ctx, store.Batch{Origin: "device:" + device, Writer: &v, DeviceID: device, TokenHash: token,
-			MutationIDs: []string{fmt.Sprint("mut-", n)}, Changes: changes(t, fmt.Sprintf(`[{"entity":"profiles","op":"upsert","id":"p%d","fields":{"owner_id":"m1"}}]`, n))})
+			MutationIDs: []string{fmt.Sprint("mut-", n)}, Changes: changes(t, fmt.Sprintf(`[{"entity":"profiles","op":"upsert","id":%q,"fields":{"owner_id":"m1"}}]`, uid(fmt.Sprint("p", n))))})
 		return err
 	}
 	steps := []struct {

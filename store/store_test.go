@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,13 @@ func newTenant(tb testing.TB, now func() time.Time) (*store.Store, *store.Tenant
 		tb.Fatalf("Tenant: %v", err)
 	}
 	return s, t, key
+}
+
+// uid returns the UUID a device would give the row it calls name: devices
+// create rows only under UUIDs.
+func uid(name string) string {
+	h := sha1.Sum([]byte(name))
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
 // changes decodes a JSON list of changes and validates them.

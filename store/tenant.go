@@ -127,6 +127,9 @@ func (t *Tenant) SetSettings(ctx context.Context, c SettingsChange, by, addr str
 			if _, err := tx.ExecContext(ctx, `UPDATE tenant SET licenses = ?`, string(lic)); err != nil {
 				return err
 			}
+			if err := bumpAccessEpoch(ctx, tx); err != nil {
+				return err
+			}
 		}
 		if c.TZ != nil {
 			if _, err := tx.ExecContext(ctx, `UPDATE tenant SET tz = ?`, *c.TZ); err != nil {
@@ -158,40 +161,76 @@ func (t *Tenant) Seq(ctx context.Context) (int64, error) {
 // Changes returns at most limit changes after seq since, in seq order, and
 // the newest committed seq, read in one consistent snapshot.
 func (t *Tenant) Changes(ctx context.Context, since int64, limit int) ([]model.Change, int64, error) {
+	r, err := t.Read(ctx, since, limit)
+	return r.Changes, r.Latest, err
+}
+
+// Read is what Tenant.Read returns: changes and, from the same snapshot,
+// the newest seq and the access epoch.
+type Read struct {
+	Changes []model.Change
+	Latest  int64
+	// AccessEpoch moves with every change that ends an access outside the
+	// change log (a device revoked or logged out, a token replaced, a
+	// license withdrawn, the practice key replaced): a reader that sees it
+	// moved checks its connections' access before sending Changes.
+	AccessEpoch int64
+}
+
+// Read returns at most limit changes after seq since, in seq order, with
+// the newest seq and the access epoch of the same snapshot.
+func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error) {
+	var r Read
 	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, 0, fmt.Errorf("read changes: %w", err)
+		return r, fmt.Errorf("read changes: %w", err)
 	}
 	defer tx.Rollback()
-	var latest int64
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&latest); err != nil {
-		return nil, 0, fmt.Errorf("read changes: %w", err)
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT n FROM access_epoch) FROM changes`).Scan(&r.Latest, &r.AccessEpoch); err != nil {
+		return r, fmt.Errorf("read changes: %w", err)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT seq, entity, op, row_id, fields FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`, since, limit)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read changes: %w", err)
+		return r, fmt.Errorf("read changes: %w", err)
 	}
 	defer rows.Close()
-	out := make([]model.Change, 0, min(limit, 1024))
+	r.Changes = make([]model.Change, 0, min(limit, 1024))
 	for rows.Next() {
 		var (
 			c      model.Change
 			fields []byte
 		)
 		if err := rows.Scan(&c.Seq, &c.Entity, &c.Op, &c.ID, &fields); err != nil {
-			return nil, 0, fmt.Errorf("read changes: %w", err)
+			return r, fmt.Errorf("read changes: %w", err)
 		}
 		if fields != nil {
 			if c.Fields, err = model.DecodeFields(c.Entity, fields); err != nil {
-				return nil, 0, fmt.Errorf("read change %d: %w", c.Seq, err)
+				return r, fmt.Errorf("read change %d: %w", c.Seq, err)
 			}
 		}
-		out = append(out, c)
+		r.Changes = append(r.Changes, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("read changes: %w", err)
+		return r, fmt.Errorf("read changes: %w", err)
 	}
-	return out, latest, nil
+	return r, nil
+}
+
+// AccessEpoch returns the tenant's access epoch (see Read).
+func (t *Tenant) AccessEpoch(ctx context.Context) (int64, error) {
+	var n int64
+	if err := t.rdb.QueryRowContext(ctx, `SELECT n FROM access_epoch`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("access epoch: %w", err)
+	}
+	return n, nil
+}
+
+// bumpAccessEpoch moves the access epoch, within a writing transaction.
+func bumpAccessEpoch(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE access_epoch SET n = n + 1`); err != nil {
+		return fmt.Errorf("bump access epoch: %w", err)
+	}
+	return nil
 }
 
 // Row returns the current fields of one row, or ErrNotFound.

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -57,9 +58,11 @@ func widenProperty(t *testing.T, seed uint64) {
 	accounts := append([]string{"a1", "s1"}, members...)
 	// Ids that exist, and some that rows name but that do not exist
 	// (the practice's data may dangle).
-	profiles := []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p-dangling", "p-new1", "p-new2"}
+	// New rows of devices have UUIDs; the practice-style ids p9 and
+	// sh-x are refused to devices (they could be the practice's next).
+	profiles := []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", uid("p-dangling"), uid("p-new1"), uid("p-new2"), "p9"}
 	courses := []string{"c1", "c2", "c3", "c-dangling"}
-	sessions := []string{"s1", "s2", "s3", "s4", "s5", "s6", "s-new"}
+	sessions := []string{"s1", "s2", "s3", "s4", "s5", "s6", uid("s-new"), "s9"}
 	seedBatch := `[
 		{"entity":"accounts","op":"upsert","id":"a1","fields":{"role":"admin","app_enabled":true}},
 		{"entity":"accounts","op":"upsert","id":"s1","fields":{"role":"secretary","app_enabled":true}},
@@ -94,7 +97,7 @@ func widenProperty(t *testing.T, seed uint64) {
 		tokens[a] = loginDevice(t, tn, a, "d-"+a)
 	}
 	accepted, refused := 0, 0
-	for step := range 160 {
+	for step := range 300 {
 		writer := pick(accounts...)
 		if r.IntN(3) > 0 {
 			writer = pick(members...) // members are the ones the rule is about
@@ -113,16 +116,16 @@ func widenProperty(t *testing.T, seed uint64) {
 		case model.Profiles:
 			id, f = pick(profiles...), map[string]any{"owner_id": me(), "phone": "1"}
 		case model.ProfileShares:
-			id, f = fmt.Sprint("sh-d", step), map[string]any{"profile_id": pick(profiles...), "account_id": pick(append(accounts, model.ShareAll)...)}
+			id, f = pick(uid(fmt.Sprint("sh-d", step)), "sh-x"), map[string]any{"profile_id": pick(profiles...), "account_id": pick(append(accounts, model.ShareAll)...)}
 		case model.Sessions:
 			id, f = pick(sessions...), map[string]any{"profile_id": pick(profiles...), "therapist_id": me()}
 			if r.IntN(3) == 0 {
 				delete(f, "therapist_id")
 			}
 		case model.Attendances:
-			id, f = fmt.Sprint("at", r.IntN(5)), map[string]any{"course_id": pick(courses...), "profile_id": pick(profiles...), "date": "2026-11-30", "springer": r.IntN(2) == 0}
+			id, f = uid(fmt.Sprint("at", r.IntN(5))), map[string]any{"course_id": pick(courses...), "profile_id": pick(profiles...), "date": "2026-11-30", "springer": r.IntN(2) == 0}
 		case model.Transactions:
-			id, f = pick("t0", "t1", "t2", fmt.Sprint("t-d", step)), map[string]any{"account_id": me(), "profile_id": pick(profiles...), "kind": "invoice"}
+			id, f = pick("t0", "t1", "t2", uid(fmt.Sprint("t-d", step))), map[string]any{"account_id": me(), "profile_id": pick(profiles...), "kind": "invoice"}
 			if r.IntN(2) == 0 {
 				f["session_id"] = pick(sessions...)
 				delete(f, "profile_id")
@@ -152,5 +155,59 @@ func widenProperty(t *testing.T, seed uint64) {
 	}
 	if accepted < 20 || refused < 20 {
 		t.Fatalf("accepted %d, refused %d writes: the workload tests too little", accepted, refused)
+	}
+}
+
+// TestDeviceCreatesUnderUUIDsOnly: a device cannot take an id the
+// practice PC will give its own row (the practice's ids are often
+// sequential): a member that pre-created "p2" would own the practice's
+// next patient once its push merged into that row, and see its sessions;
+// a share pre-created as "sh1" would block the practice's batch that
+// creates it. Devices create rows only under UUIDs (DESIGN §3).
+func TestDeviceCreatesUnderUUIDsOnly(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	mustApply(t, tn, "seed", `[
+		{"entity":"accounts","op":"upsert","id":"m1","fields":{"role":"member","app_enabled":true}},
+		{"entity":"accounts","op":"upsert","id":"m2","fields":{"role":"member","app_enabled":true}},
+		{"entity":"accounts","op":"upsert","id":"s1","fields":{"role":"secretary","app_enabled":true}},
+		{"entity":"accounts","op":"upsert","id":"a1","fields":{"role":"admin","app_enabled":true}},
+		{"entity":"profiles","op":"upsert","id":"p-m1","fields":{"owner_id":"m1"}},
+		{"entity":"profiles","op":"upsert","id":"p1","fields":{"first_name":"Anna"}}
+	]`)
+	m1 := model.Viewer{ID: "m1", Role: model.RoleMember}
+	squats := []struct {
+		v      model.Viewer
+		change string
+	}{
+		{m1, `{"entity":"profiles","op":"upsert","id":"p2","fields":{"owner_id":"m1"}}`},
+		{m1, `{"entity":"profile_shares","op":"upsert","id":"sh1","fields":{"profile_id":"p-m1","account_id":"m1"}}`},
+		{m1, `{"entity":"transactions","op":"upsert","id":"t1","fields":{"account_id":"m1","kind":"invoice"}}`},
+		{model.Viewer{ID: "s1", Role: model.RoleSecretary}, `{"entity":"profiles","op":"upsert","id":"p3","fields":{"first_name":"X"}}`},
+		{model.Viewer{ID: "a1", Role: model.RoleAdmin}, `{"entity":"accounts","op":"upsert","id":"m3","fields":{"role":"member"}}`},
+	}
+	for i, sq := range squats {
+		res := devicePush(t, tn, sq.v, "dev-"+sq.v.ID, []string{fmt.Sprint("sq", i)}, "["+sq.change+"]")
+		if !errors.Is(res.Refused[0], model.ErrForbidden) {
+			t.Errorf("%s creating %s = %v; want forbidden", sq.v.Role, sq.change, res.Refused[0])
+		}
+	}
+	// The practice's own next rows go in as the practice gives them.
+	if _, err := apply(t, tn, "later", `[
+		{"entity":"profiles","op":"upsert","id":"p2","fields":{"first_name":"Bernd","insurance":"AOK 123"}},
+		{"entity":"sessions","op":"upsert","id":"s9","fields":{"profile_id":"p2","therapist_id":"m2","protocol":"Befund von Bernd"}},
+		{"entity":"profile_shares","op":"upsert","id":"sh1","fields":{"profile_id":"p1","account_id":"m2"}}
+	]`); err != nil {
+		t.Fatalf("the practice's batch = %v", err)
+	}
+	vis := visible(t, tn, m1)
+	for _, k := range []rowKey{{model.Profiles, "p2"}, {model.Sessions, "s9"}} {
+		if vis[k] {
+			t.Errorf("m1 sees %s %s, the practice's patient and another therapist's session", k.entity, k.id)
+		}
+	}
+	// Under a UUID the member's own new rows are fine.
+	res := devicePush(t, tn, m1, "dev-m1", []string{"ok"}, fmt.Sprintf(`[{"entity":"profiles","op":"upsert","id":%q,"fields":{"owner_id":"m1"}}]`, uid("mine")))
+	if len(res.Refused) != 0 {
+		t.Errorf("a member's profile under a UUID: %v", res.Refused)
 	}
 }

@@ -49,6 +49,9 @@ type feed struct {
 	// it does every recheckEvery anyway.
 	recheck      chan struct{}
 	recheckEvery time.Duration
+	// epoch is the access epoch of the last read (-1 before the first);
+	// owned by run.
+	epoch int64
 
 	mu      sync.Mutex
 	ready   bool           // tracker loaded; latest is meaningful
@@ -86,7 +89,7 @@ type view struct {
 
 func newFeed(t *store.Tenant, log *slog.Logger, m *metrics, recheck time.Duration) *feed {
 	f := &feed{tenant: t, log: log, metrics: m, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		recheck: make(chan struct{}, 1), recheckEvery: recheck,
+		recheck: make(chan struct{}, 1), recheckEvery: recheck, epoch: -1,
 		waiting: map[*liveConn]struct{}{}, views: map[viewKey]*view{}, byAccount: map[string]map[*liveConn]struct{}{},
 		all: map[*liveConn]struct{}{}}
 	var wg sync.WaitGroup
@@ -129,19 +132,25 @@ func (f *feed) guard() {
 		case <-tick.C:
 		case <-f.recheck:
 		}
+		f.poke() // and read the store: a commit whose wake-up was lost waits no longer
 		a, err := f.tenant.Access(ctx)
 		if err != nil {
 			f.log.Error("live feed: read access", "tenant", f.tenant.ID(), "err", err)
 			continue
 		}
-		f.mu.Lock()
-		conns := make([]*liveConn, 0, len(f.all))
-		for c := range f.all {
-			conns = append(conns, c)
-		}
-		f.mu.Unlock()
-		checkAccess(a, conns)
+		checkAccess(a, f.conns())
 	}
+}
+
+// conns returns every connection of the tenant in this process.
+func (f *feed) conns() []*liveConn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*liveConn, 0, len(f.all))
+	for c := range f.all {
+		out = append(out, c)
+	}
+	return out
 }
 
 func (f *feed) poke() {
@@ -211,10 +220,21 @@ func (f *feed) read(ctx context.Context) error {
 		after = seq
 	}
 	for {
-		cs, _, err := f.tenant.Changes(ctx, after, catchUpBatch)
+		r, err := f.tenant.Read(ctx, after, catchUpBatch)
 		if err != nil {
 			return err
 		}
+		if r.AccessEpoch != f.epoch {
+			// An access ended outside the change log before these changes
+			// committed: nobody whose access it ended gets them.
+			a, err := f.tenant.Access(ctx)
+			if err != nil {
+				return err
+			}
+			checkAccess(a, f.conns())
+			f.epoch = r.AccessEpoch
+		}
+		cs := r.Changes
 		if len(cs) == 0 {
 			return nil
 		}
@@ -332,7 +352,7 @@ func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
 	for _, ch := range cs {
 		if endsAccess(ch) {
 			for c := range f.byAccount[ch.ID] {
-				if ch.Seq > c.startSeq {
+				if ch.Seq > c.startSeq.Load() {
 					c.s.metrics.revocationCloses.Inc()
 					c.stop(closeRevoked, "device revoked", nil)
 					f.dropLocked(c)

@@ -57,12 +57,9 @@ func newHub() *hub {
 // its cap. A device at its own cap is admitted: add replaces its oldest
 // connection.
 func (h *hub) admit(c *liveConn, l limits) error {
-	if c.practice {
-		return nil
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	dk := deviceKey{c.tenant.ID(), c.accountID, c.deviceID}
+	dk := c.key()
 	now := time.Now()
 	b := h.upgrades[dk]
 	if b == nil {
@@ -83,6 +80,18 @@ func (h *hub) admit(c *liveConn, l limits) error {
 		return &tooManyError{msg: fmt.Sprintf("the account holds %d live connections, the most it may", l.perAccount), retryAfter: time.Minute}
 	}
 	return nil
+}
+
+// practiceAccount stands for the practice PCs in the per-account counts:
+// their sockets are capped and rated like one account's.
+const practiceAccount = "\x00practice"
+
+// key names c's device (the practice PCs share one).
+func (c *liveConn) key() deviceKey {
+	if c.practice {
+		return deviceKey{c.tenant.ID(), practiceAccount, ""}
+	}
+	return deviceKey{c.tenant.ID(), c.accountID, c.deviceID}
 }
 
 // pruneUpgradesLocked forgets the devices whose buckets are full again.
@@ -113,10 +122,10 @@ func (h *hub) add(c *liveConn, l limits) (evicted *liveConn, ok bool) {
 	}
 	c.feed = h.feeds[id]
 	c.feed.attach(c)
+	dk := c.key()
+	h.byAccount[deviceKey{tenant: id, account: dk.account}]++
 	if !c.practice {
-		dk := deviceKey{id, c.accountID, c.deviceID}
 		h.byDevice[dk] = append(h.byDevice[dk], c)
-		h.byAccount[deviceKey{tenant: id, account: c.accountID}]++
 		if len(h.byDevice[dk]) > l.perDevice {
 			evicted = h.byDevice[dk][0]
 		}
@@ -130,8 +139,8 @@ func (h *hub) remove(c *liveConn) {
 	h.mu.Lock()
 	id := c.tenant.ID()
 	delete(h.conns[id], c)
+	dk := c.key()
 	if !c.practice {
-		dk := deviceKey{id, c.accountID, c.deviceID}
 		cs := h.byDevice[dk]
 		for i, o := range cs {
 			if o == c {
@@ -144,10 +153,10 @@ func (h *hub) remove(c *liveConn) {
 		} else {
 			h.byDevice[dk] = cs
 		}
-		ak := deviceKey{tenant: id, account: c.accountID}
-		if h.byAccount[ak]--; h.byAccount[ak] <= 0 {
-			delete(h.byAccount, ak)
-		}
+	}
+	ak := deviceKey{tenant: id, account: dk.account}
+	if h.byAccount[ak]--; h.byAccount[ak] <= 0 {
+		delete(h.byAccount, ak)
 	}
 	var stopped *feed
 	if len(h.conns[id]) == 0 && h.feeds[id] != nil {

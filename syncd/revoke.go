@@ -171,7 +171,7 @@ func (s *Server) revoke(rev Revocation) {
 			return
 		case rev.AccountID != "" && c.accountID != rev.AccountID,
 			rev.DeviceID != "" && c.deviceID != rev.DeviceID,
-			rev.Seq > 0 && c.startSeq >= rev.Seq:
+			rev.Seq > 0 && c.startSeq.Load() >= rev.Seq:
 			return
 		case rev.TokenEnded:
 			if fingerprint(c.tokenHash) != rev.Current {

@@ -2,12 +2,14 @@ package syncd
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -115,12 +117,15 @@ type liveConn struct {
 	keyHash   []byte // the practice key it authenticated with (practice PCs)
 	// startSeq is the tenant's seq when the connection's access was
 	// checked: an account change after it that ends access ends the stream.
-	startSeq int64
-	cursor   int64          // catching up: the last seq sent
-	started  bool           // the first catch-up ran its checks
-	tracker  *model.Tracker // a member's sight at cursor while catching up; nil once live
-	feed     *feed          // the tenant's live stream in this process
-	view     *view          // the view the feed sends to once live; guarded by feed.mu
+	startSeq atomic.Int64 // set by the handshake, then the catch-up; read by the feed and revoke
+	// epoch is the access epoch at which the catch-up last checked the
+	// connection's access (store.Read); owned by the catch-up.
+	epoch   int64
+	cursor  int64          // catching up: the last seq sent
+	started bool           // the first catch-up ran its checks
+	tracker *model.Tracker // a member's sight at cursor while catching up; nil once live
+	feed    *feed          // the tenant's live stream in this process
+	view    *view          // the view the feed sends to once live; guarded by feed.mu
 
 	wake       chan struct{} // capacity 1: the feed read changes (catching up)
 	kick       chan struct{} // capacity 1: frames were queued (catching up)
@@ -221,7 +226,14 @@ func (c *liveConn) waitRoom() bool {
 			return true
 		}
 		select {
-		case <-c.room:
+		case <-c.room: // the device took some: it is not stuck
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			timer.Reset(c.s.cfg.LiveWriteTimeout)
 		case <-c.done:
 			return false
 		case <-timer.C:
@@ -384,16 +396,18 @@ func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveLive(w, r, &liveConn{tenant: t, viewer: model.Viewer{ID: acc.ID, Role: acc.Role}, accountID: acc.ID, deviceID: d.ID,
-		tokenHash: d.TokenHash, startSeq: start})
+		tokenHash: d.TokenHash}, start)
 }
 
 // handlePracticeSync serves GET /v1/practice/sync?cursor=N: a practice PC
 // sees every change of its tenant.
 func (s *Server) handlePracticeSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
-	s.serveLive(w, r, &liveConn{tenant: t, practice: true, viewer: model.Viewer{Role: model.RoleAdmin}, keyHash: st.KeyHash})
+	s.serveLive(w, r, &liveConn{tenant: t, practice: true, viewer: model.Viewer{Role: model.RoleAdmin}, keyHash: st.KeyHash}, 0)
 }
 
-func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) {
+// serveLive upgrades the request to c's live connection; start is the
+// tenant's seq read before its access was checked.
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn, start int64) {
 	cursor, err := queryInt(r.URL.Query().Get("cursor"), "cursor", 0, 0, 1<<62)
 	if err != nil {
 		s.fail(w, r, err)
@@ -408,6 +422,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn) 
 		return // the upgrader answered the client
 	}
 	c.s, c.ws, c.cursor = s, ws, cursor
+	c.startSeq.Store(start)
 	c.wake = make(chan struct{}, 1)
 	c.kick = make(chan struct{}, 1)
 	c.room = make(chan struct{}, 1)
@@ -633,6 +648,12 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 	ctx := context.Background()
 	if !c.started {
 		c.started = true
+		// The access again, now that the connection is registered: what
+		// ended it since the handshake's check and before the registration
+		// reached no revocation event.
+		if ok, err := c.checkOwnAccess(ctx, true); err != nil || !ok {
+			return false, err
+		}
 		latest, err := c.tenant.Seq(ctx)
 		if err != nil {
 			return false, err
@@ -658,11 +679,22 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 		if c.feed.join(c) {
 			return true, nil
 		}
+		// From the feed's memory, whose reader checked every connection's
+		// access before keeping changes of a newer access epoch; or from the
+		// store, then checking it here.
 		cs, _, ok := c.feed.since(c.cursor, catchUpBatch)
 		if !ok {
-			if cs, _, err = c.tenant.Changes(ctx, c.cursor, catchUpBatch); err != nil {
+			r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
+			if err != nil {
 				return false, err
 			}
+			if r.AccessEpoch != c.epoch {
+				if ok, err := c.checkOwnAccess(ctx, false); err != nil || !ok {
+					return false, err
+				}
+				c.epoch = r.AccessEpoch
+			}
+			cs = r.Changes
 		}
 		if len(cs) == 0 {
 			return false, nil // the feed has not read that far: wait for its wake-up
@@ -679,7 +711,7 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 				err error
 			)
 			switch {
-			case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq && endsAccess(ch):
+			case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq.Load() && endsAccess(ch):
 				c.s.metrics.revocationCloses.Inc()
 				c.stop(closeRevoked, "device revoked", nil)
 				return false, nil
@@ -701,6 +733,11 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 			out = append(out, vs...)
 		}
 		c.cursor = cs[len(cs)-1].Seq
+		select {
+		case <-c.done:
+			return false, nil // stopped meanwhile (a revocation): nothing more goes out
+		default:
+		}
 		if len(out) > 0 {
 			if err := c.write(mustJSON(changesFrame{Type: "changes", Changes: out})); err != nil {
 				c.stop(websocket.CloseAbnormalClosure, "", nil)
@@ -708,10 +745,85 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 			}
 			c.s.metrics.changesSent.Add(float64(len(out)))
 		}
+		// Acks and rejects go out between batches: a long catch-up does
+		// not hold them back.
+		if !c.drainControl() {
+			return false, nil
+		}
 		select {
 		case <-c.done:
 			return false, nil
 		default:
+		}
+	}
+}
+
+// checkOwnAccess reads the connection's access from the store and ends
+// the connection when it is gone (4001, 4003 with the wipe frame for a
+// wiped device, resync for another role); it reports whether the
+// connection goes on. first also fixes the seq and access epoch from which
+// the stream itself watches for the end of the access.
+func (c *liveConn) checkOwnAccess(ctx context.Context, first bool) (bool, error) {
+	seq, epoch := c.startSeq.Load(), c.epoch
+	if first {
+		var err error
+		if seq, err = c.tenant.Seq(ctx); err != nil {
+			return false, err
+		}
+		if epoch, err = c.tenant.AccessEpoch(ctx); err != nil {
+			return false, err
+		}
+	}
+	if c.practice {
+		st, err := c.tenant.Settings(ctx)
+		if err != nil {
+			return false, err
+		}
+		if subtle.ConstantTimeCompare(c.keyHash, st.KeyHash) != 1 {
+			c.stop(closeTokenGone, "the practice key was replaced", nil)
+			return false, nil
+		}
+		c.epoch = epoch
+		return true, nil
+	}
+	d, acc, err := c.tenant.CheckDevice(ctx, c.deviceID, c.tokenHash)
+	switch {
+	case errors.Is(err, store.ErrUnauthorized):
+		c.stop(closeTokenGone, "the device's token is no longer valid", nil)
+		return false, nil
+	case errors.Is(err, store.ErrRevoked):
+		c.s.metrics.revocationCloses.Inc()
+		var last []byte
+		if d.RevokedAt != nil && d.Wipe {
+			last = mustJSON(wipeFrame{Type: "wipe"})
+		}
+		c.stop(closeRevoked, "device revoked", last)
+		return false, nil
+	case err != nil:
+		return false, err
+	case acc.Role != c.viewer.Role:
+		c.resync("the account's role changed")
+		return false, nil
+	}
+	c.startSeq.Store(seq)
+	c.epoch = epoch
+	return true, nil
+}
+
+// drainControl sends the acks and rejects that wait, from the catch-up's
+// goroutine; it reports false when the connection broke.
+func (c *liveConn) drainControl() bool {
+	for {
+		c.mu.Lock()
+		if len(c.ctl) == 0 {
+			c.mu.Unlock()
+			return true
+		}
+		f := c.popLocked()
+		c.mu.Unlock()
+		if err := c.writeFrame(f); err != nil {
+			c.stop(websocket.CloseAbnormalClosure, "", nil)
+			return false
 		}
 	}
 }

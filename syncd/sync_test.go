@@ -262,7 +262,7 @@ func TestDeviceWrites(t *testing.T) {
 		{"id":"m-1","entity":"sessions","op":"upsert","row_id":"ses1","fields":{"protocol":"vom Empfang"}},
 		{"id":"m-2","entity":"sessions","op":"upsert","row_id":"ses1","fields":{"status":"cancelled"}},
 		{"id":"m-3","entity":"profiles","op":"upsert","row_id":"p1","fields":{"diagnose":"x"}},
-		{"id":"m-4","entity":"transactions","op":"upsert","row_id":"tx-tablet","fields":{"account_id":"m1","kind":"invoice","amount_cents":3800}}
+		{"id":"m-4","entity":"transactions","op":"upsert","row_id":"ffff0138-2e19-b5ce-0b71-9e221c7d6533","fields":{"account_id":"m1","kind":"invoice","amount_cents":3800}}
 	]}`)
 	var acks []string
 	rejects := map[string]string{}
@@ -290,7 +290,7 @@ func TestDeviceWrites(t *testing.T) {
 	}
 	ref := ""
 	for _, c := range got {
-		if c["id"] == "tx-tablet" {
+		if c["id"] == "ffff0138-2e19-b5ce-0b71-9e221c7d6533" {
 			ref, _ = c["fields"].(map[string]any)["reference"].(string)
 		}
 	}
@@ -299,7 +299,7 @@ func TestDeviceWrites(t *testing.T) {
 	}
 	p := e.pull(t, 0, 1000)
 	last := p.Changes[len(p.Changes)-1]
-	if last["id"] != "tx-tablet" {
+	if last["id"] != "ffff0138-2e19-b5ce-0b71-9e221c7d6533" {
 		t.Errorf("practice pull ends with %v; want the device's transaction", last)
 	}
 	// The same mutation again: acknowledged, applied once.

@@ -274,7 +274,7 @@ func TestCheckinPage(t *testing.T) {
 	)
 	// Meanwhile another terminal checked Bernd in: the queued one is refused.
 	secretary := model.Viewer{ID: "s1", Role: model.RoleSecretary}
-	other := []model.Change{{Entity: model.Attendances, Op: model.OpUpsert, ID: "other-terminal",
+	other := []model.Change{{Entity: model.Attendances, Op: model.OpUpsert, ID: uid("other-terminal"),
 		Fields: map[string]any{"course_id": "c-today", "profile_id": "p2", "date": today}}}
 	tok, _, err := sys.tenant.LoginDevice(context.Background(), "s1", "tablet-2", "Tablet 2", "test")
 	if err != nil {

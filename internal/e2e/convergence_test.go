@@ -140,9 +140,13 @@ func convergence(t *testing.T, seed uint64) {
 			case 0:
 				ch = model.Change{Entity: model.Profiles, Op: model.OpUpsert, ID: pick(profiles), Fields: map[string]any{"phone": fmt.Sprint(step)}}
 			case 1:
-				ch = model.Change{Entity: model.Sessions, Op: model.OpUpsert, ID: fmt.Sprint("s", r.IntN(6)), Fields: map[string]any{"status": "done", "therapist_id": a, "profile_id": pick(profiles)}}
+				id := fmt.Sprint("s", r.IntN(6)) // the practice's, or a new one
+				if r.IntN(2) == 0 {
+					id = uid(fmt.Sprint("ds", r.IntN(4)))
+				}
+				ch = model.Change{Entity: model.Sessions, Op: model.OpUpsert, ID: id, Fields: map[string]any{"status": "done", "therapist_id": a, "profile_id": pick(profiles)}}
 			case 2:
-				ch = model.Change{Entity: model.Transactions, Op: model.OpUpsert, ID: fmt.Sprint("dt", step), Fields: map[string]any{"account_id": a, "kind": "payment", "amount_cents": int64(step)}}
+				ch = model.Change{Entity: model.Transactions, Op: model.OpUpsert, ID: uid(fmt.Sprint("dt", step)), Fields: map[string]any{"account_id": a, "kind": "payment", "amount_cents": int64(step)}}
 			}
 			c.Write(context.Background(), ch) // a read-only device refuses; fine
 		case k < 9: // a device syncs (others stay offline)

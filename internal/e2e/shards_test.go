@@ -72,6 +72,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// uid returns the UUID a device would give the row it calls name: devices
+// create rows only under UUIDs.
+func uid(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
 // testSecret is the server secret of the tests.
 var testSecret = []byte("e2e-secret-0123456789abcdef-0123456789")
 
