@@ -278,37 +278,68 @@ func (t *Tenant) LastCodeSent(ctx context.Context, accountID string) (sent, expi
 	return sent, expires, nil
 }
 
-// SetTOTP stores an admin's sealed TOTP secret, replacing an earlier one.
-func (t *Tenant) SetTOTP(ctx context.Context, accountID string, sealed []byte) error {
-	_, err := t.execWrite(ctx, `INSERT INTO totp(account_id, secret, enrolled_at) VALUES (?,?,?)
+// ErrTOTPEnrolled refuses a first enrolment (SetTOTP with first) when an
+// account of the tenant is enrolled already: that enrolment needs the
+// step-up.
+var ErrTOTPEnrolled = errors.New("an account of the practice group is enrolled for TOTP already")
+
+// SetTOTP stores an account's sealed TOTP secret, replacing an earlier one.
+// With first, it stores it only if no account of the tenant is enrolled,
+// checked in the same transaction (else ErrTOTPEnrolled), so that two
+// enrolments racing past an unenrolled tenant do not both skip the step-up.
+func (t *Tenant) SetTOTP(ctx context.Context, accountID string, sealed []byte, first bool) error {
+	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if first {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM totp`).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return ErrTOTPEnrolled
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO totp(account_id, secret, enrolled_at) VALUES (?,?,?)
 		ON CONFLICT(account_id) DO UPDATE SET secret = excluded.secret, enrolled_at = excluded.enrolled_at`,
-		accountID, sealed, t.nowString())
+			accountID, sealed, t.nowString())
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("set totp: %w", err)
+		return fmt.Errorf("set totp of %s: %w", accountID, err)
 	}
 	return nil
 }
 
-// TOTPSecrets returns the sealed TOTP secrets of the accounts that are
-// admins now, by account id.
-func (t *Tenant) TOTPSecrets(ctx context.Context) (map[string][]byte, error) {
-	rows, err := t.rdb.QueryContext(ctx, `SELECT t.account_id, t.secret FROM totp t JOIN accounts a ON a.id = t.account_id WHERE a.role = ?`, model.RoleAdmin)
+// TOTPEnrolment is an account's enrolment for the admin step-up.
+type TOTPEnrolment struct {
+	AccountID string
+	// Secret is the TOTP secret as sealed by the caller.
+	Secret []byte
+	// Admin is true when the account exists and is an admin now.
+	Admin bool
+}
+
+// TOTPEnrolments returns every enrolment of the tenant, ordered by account
+// id: also those of accounts that are no admins any more or were deleted,
+// since enrolments outlive role changes (DESIGN §5).
+func (t *Tenant) TOTPEnrolments(ctx context.Context) ([]TOTPEnrolment, error) {
+	rows, err := t.rdb.QueryContext(ctx, `SELECT t.account_id, t.secret, coalesce(a.role = ?, 0) FROM totp t
+		LEFT JOIN accounts a ON a.id = t.account_id ORDER BY t.account_id`, model.RoleAdmin)
 	if err != nil {
-		return nil, fmt.Errorf("totp secrets: %w", err)
+		return nil, fmt.Errorf("totp enrolments: %w", err)
 	}
 	defer rows.Close()
-	out := map[string][]byte{}
+	var out []TOTPEnrolment
 	for rows.Next() {
-		var (
-			id     string
-			secret []byte
-		)
-		if err := rows.Scan(&id, &secret); err != nil {
-			return nil, fmt.Errorf("totp secrets: %w", err)
+		var e TOTPEnrolment
+		if err := rows.Scan(&e.AccountID, &e.Secret, &e.Admin); err != nil {
+			return nil, fmt.Errorf("totp enrolments: %w", err)
 		}
-		out[id] = secret
+		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("totp enrolments: %w", err)
+	}
+	return out, nil
 }
 
 // RotateKey replaces the practice key and returns the new one; the old one

@@ -46,7 +46,7 @@ const (
 var (
 	errNoEmail       = errors.New("the account has no valid email address")
 	errShardNotReady = errors.New("the account's shard is not built yet; try again shortly")
-	errTOTPRequired  = errors.New("a current TOTP code of an enrolled admin is required in the X-TOTP header")
+	errTOTPRequired  = errors.New("missing, wrong or used TOTP code: this needs a current code of an enrolled admin in the X-TOTP header")
 	errNoSecret      = errors.New("the server has no SECRET configured for TOTP")
 )
 
@@ -213,9 +213,22 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, t *store.T
 	writeJSON(w, http.StatusOK, d)
 }
 
-// stepUp checks the X-TOTP header against the enrolled admins' secrets; a
-// code is accepted once.
+// stepUp checks the X-TOTP header for the step-up of a full backup or a
+// key rotation: a current code of an enrolled account that is an admin now.
 func (s *Server) stepUp(ctx context.Context, t *store.Tenant, r *http.Request) error {
+	enrolled, err := t.TOTPEnrolments(ctx)
+	if err != nil {
+		return err
+	}
+	return s.checkTOTP(ctx, t, r, enrolled, true)
+}
+
+// checkTOTP checks the X-TOTP header against the enrolments: a current code
+// of one of them (with adminsOnly, of one whose account is an admin now).
+// A code is accepted once. A missing, wrong or used code and a tenant
+// without a fitting enrolment all answer errTOTPRequired, so that the
+// answer does not tell who is enrolled.
+func (s *Server) checkTOTP(ctx context.Context, t *store.Tenant, r *http.Request, enrolled []store.TOTPEnrolment, adminsOnly bool) error {
 	if s.totpBox == nil {
 		return errNoSecret
 	}
@@ -223,36 +236,39 @@ func (s *Server) stepUp(ctx context.Context, t *store.Tenant, r *http.Request) e
 	if code == "" {
 		return errTOTPRequired
 	}
-	secrets, err := t.TOTPSecrets(ctx)
-	if err != nil {
-		return err
-	}
-	for account, sealed := range secrets {
-		secret, err := s.totpBox.Open(sealed)
+	// Every secret is tried, so that the time taken does not tell which
+	// one matched.
+	matched := ""
+	for _, e := range enrolled {
+		secret, err := s.totpBox.Open(e.Secret)
 		if err != nil {
-			return fmt.Errorf("open totp secret of %s: %w", account, err)
+			return fmt.Errorf("open totp secret of %s: %w", e.AccountID, err)
 		}
-		if !totp.Validate(code, string(secret)) {
-			continue
+		if totp.Validate(code, string(secret)) && (e.Admin || !adminsOnly) && matched == "" {
+			matched = e.AccountID
 		}
-		if s.cfg.Redis != nil {
-			fresh, err := s.cfg.Redis.SetNX(ctx, keyTOTPUsed(t.ID(), account, code), 1, 2*time.Minute).Result()
-			if err != nil {
-				return err
-			}
-			if !fresh {
-				return fmt.Errorf("this TOTP code was used already: %w", errTOTPRequired)
-			}
-		}
-		return nil
 	}
-	return errTOTPRequired
+	if matched == "" {
+		return errTOTPRequired
+	}
+	if s.cfg.Redis != nil {
+		fresh, err := s.cfg.Redis.SetNX(ctx, keyTOTPUsed(t.ID(), matched, code), 1, 2*time.Minute).Result()
+		if err != nil {
+			return fmt.Errorf("mark totp code used: %w", err)
+		}
+		if !fresh {
+			return errTOTPRequired // replayed
+		}
+	}
+	return nil
 }
 
 // handleEnrolTOTP serves POST /v1/practice/accounts/{id}/totp: it enrols an
-// admin for the step-up. Once any admin is enrolled, enrolling (again or
-// another) needs the step-up itself, so that the practice key alone cannot
-// replace the second factor.
+// admin for the step-up. Once any account of the tenant is enrolled
+// (whatever its role now, even deleted), every further enrolment needs a
+// current code of an enrolled account, so that the practice key alone can
+// neither replace nor add a second factor: demoting or deleting the
+// enrolled admins does not reopen enrolment.
 func (s *Server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
 	ctx := r.Context()
 	if s.totpBox == nil {
@@ -268,13 +284,14 @@ func (s *Server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, t *stor
 		s.fail(w, r, badRequest("only admin accounts enrol TOTP; %q is %q", acc.ID, acc.Role))
 		return
 	}
-	enrolled, err := t.TOTPSecrets(ctx)
+	enrolled, err := t.TOTPEnrolments(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(enrolled) > 0 {
-		if err := s.stepUp(ctx, t, r); err != nil {
+	first := len(enrolled) == 0
+	if !first {
+		if err := s.checkTOTP(ctx, t, r, enrolled, false); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -298,7 +315,8 @@ func (s *Server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, t *stor
 		s.fail(w, r, err)
 		return
 	}
-	if err := t.SetTOTP(ctx, acc.ID, s.totpBox.Seal([]byte(key.Secret()))); err != nil {
+	// A first enrolment is stored only if it still is the first.
+	if err := t.SetTOTP(ctx, acc.ID, s.totpBox.Seal([]byte(key.Secret())), first); err != nil {
 		s.fail(w, r, err)
 		return
 	}

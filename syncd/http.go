@@ -77,8 +77,9 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusForbidden, codeNoEmail, msg, false
 	case errors.Is(err, errShardNotReady):
 		return http.StatusConflict, codeShardNotReady, msg, false
-	case errors.Is(err, errTOTPRequired):
-		return http.StatusForbidden, codeTOTPRequired, msg, false
+	case errors.Is(err, errTOTPRequired), errors.Is(err, store.ErrTOTPEnrolled):
+		// One message for every reason, naming no account.
+		return http.StatusForbidden, codeTOTPRequired, errTOTPRequired.Error(), false
 	case errors.Is(err, model.ErrForbidden):
 		return http.StatusForbidden, codeForbidden, msg, false
 	case errors.Is(err, model.ErrAlreadyCheckedIn):
