@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +58,7 @@ func classify(err error) (status int, code, msg string, internal bool) {
 	var (
 		maxBytes *http.MaxBytesError
 		tooMany  *tooManyError
+		locked   *stepUpLockedError
 	)
 	msg = err.Error()
 	switch {
@@ -80,6 +83,8 @@ func classify(err error) (status int, code, msg string, internal bool) {
 	case errors.Is(err, errTOTPRequired), errors.Is(err, store.ErrTOTPEnrolled):
 		// One message for every reason, naming no account.
 		return http.StatusForbidden, codeTOTPRequired, errTOTPRequired.Error(), false
+	case errors.As(err, &locked):
+		return http.StatusTooManyRequests, codeTooMany, locked.Error(), false
 	case errors.Is(err, model.ErrForbidden):
 		return http.StatusForbidden, codeForbidden, msg, false
 	case errors.Is(err, model.ErrAlreadyCheckedIn):
@@ -122,6 +127,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var tooMany *tooManyError
 	if errors.As(err, &tooMany) {
 		w.Header().Set("Retry-After", fmt.Sprint(int(tooMany.retryAfter.Seconds()+0.999)))
+	}
+	var locked *stepUpLockedError
+	if errors.As(err, &locked) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(locked.RetryAfter.Seconds()))))
 	}
 	writeError(w, status, code, msg)
 }

@@ -40,6 +40,7 @@ const (
 	// DefaultAccessRecheck is how often each tenant's live connections'
 	// access is read again from the store.
 	DefaultAccessRecheck = 2 * time.Second
+	DefaultStepUpWindow    = 15 * time.Minute
 )
 
 // Config configures a Server.
@@ -55,9 +56,9 @@ type Config struct {
 	// Builds enqueues shard builds for the worker; nil leaves builds
 	// recorded in the store for the worker's reconcile to enqueue.
 	Builds BuildQueue
-	// Redis carries revocation events to every syncd and marks used TOTP
-	// codes; nil publishes nothing (devices are still refused on their next
-	// request).
+	// Redis carries revocation events to every syncd, counts wrong step-up
+	// codes and marks used ones; nil publishes nothing (devices are still
+	// refused on their next request) and refuses every step-up.
 	Redis redis.UniversalClient
 	// Codes keeps access codes; nil refuses to send codes and log in.
 	Codes *authcode.Store
@@ -66,6 +67,10 @@ type Config struct {
 	// Secret is the server's secret (at least 32 bytes): it seals TOTP
 	// secrets at rest; nil refuses TOTP enrolment.
 	Secret []byte
+	// StepUpWindow is the period over which a tenant's wrong step-up
+	// (TOTP) codes are counted, and how long its step-ups are refused after
+	// too many; zero means DefaultStepUpWindow.
+	StepUpWindow time.Duration
 	// LiveWriteTimeout is how long a write to a live connection may take
 	// before the device counts as too slow and is dropped; zero means 10s.
 	LiveWriteTimeout time.Duration
@@ -131,6 +136,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.LiveWriteTimeout <= 0 {
 		cfg.LiveWriteTimeout = 10 * time.Second
+	}
+	if cfg.StepUpWindow <= 0 {
+		cfg.StepUpWindow = DefaultStepUpWindow
 	}
 	if cfg.MaxBatchChanges <= 0 {
 		cfg.MaxBatchChanges = DefaultMaxBatchChanges

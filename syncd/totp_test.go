@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,9 +74,9 @@ func totpCode(tb testing.TB, secret string, d time.Duration) string {
 	return c
 }
 
-func newStepUpEnv(tb testing.TB) *liveEnv {
+func newStepUpEnv(tb testing.TB, window time.Duration) *liveEnv {
 	tb.Helper()
-	return newTenantEnv(tb, syncd.Config{Secret: totpSecret})
+	return newTenantEnv(tb, syncd.Config{Secret: totpSecret, StepUpWindow: window})
 }
 
 // TestEnrolmentOutlivesRoleChanges: with the practice key alone, demoting
@@ -92,7 +94,7 @@ func TestEnrolmentOutlivesRoleChanges(t *testing.T) {
 			`[{"entity":"accounts","op":"upsert","id":"a1","fields":{"name":"Admin","role":"admin"}}]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newStepUpEnv(t)
+			e := newStepUpEnv(t, 0)
 			a1 := e.enrol(t, "a1", "")
 			// The attack: a2 is an admin too; demote every enrolled admin,
 			// enrol a fresh admin, restore the roles.
@@ -127,7 +129,7 @@ func TestEnrolmentOutlivesRoleChanges(t *testing.T) {
 // TestStepUpAnswersNameNoAccount: a missing, a wrong and a used code answer
 // alike, naming no account.
 func TestStepUpAnswersNameNoAccount(t *testing.T) {
-	e := newStepUpEnv(t)
+	e := newStepUpEnv(t, 0)
 	used := totpCode(t, e.enrol(t, "a1", ""), 0)
 	if st, _, body, _ := e.stepUp(t, "POST", "/v1/practice/key/rotate", used); st != 200 {
 		t.Fatalf("rotate = %d %s", st, body)
@@ -154,9 +156,61 @@ func TestStepUpAnswersNameNoAccount(t *testing.T) {
 	}
 }
 
+// TestStepUpLockout: five wrong codes lock the tenant's step-ups for the
+// window, a right code included (429 with Retry-After); then a right code
+// passes again.
+func TestStepUpLockout(t *testing.T) {
+	const window = 2 * time.Second
+	e := newStepUpEnv(t, window)
+	secret := e.enrol(t, "a1", "")
+	wrong := []struct{ method, path string }{ // enrolments count alike
+		{"GET", "/v1/practice/backup?as=a1"},
+		{"POST", "/v1/practice/accounts/a2/totp"},
+		{"POST", "/v1/practice/key/rotate"},
+		{"GET", "/v1/practice/backup?as=a1"},
+		{"POST", "/v1/practice/accounts/a2/totp"},
+	}
+	for i, w := range wrong {
+		if st, code, body, _ := e.stepUp(t, w.method, w.path, strconv.Itoa(100000+i)); st != 403 || code != "totp_required" {
+			t.Fatalf("wrong code %d (%s %s) = %d %s; want 403 totp_required", i+1, w.method, w.path, st, body)
+		}
+	}
+	right := totpCode(t, secret, 30*time.Second) // current for the whole test
+	locked := time.Now()
+	st, code, body, retry := e.stepUp(t, "GET", "/v1/practice/backup?as=a1", right)
+	secs, _ := strconv.Atoi(retry)
+	if st != 429 || code != "too_many_attempts" || secs < 1 || secs > int(window/time.Second) {
+		t.Fatalf("a right code after 5 wrong ones = %d %s, Retry-After %q; want 429 too_many_attempts, Retry-After 1..%d", st, body, retry, int(window/time.Second))
+	}
+	if st, _, _, _ := e.stepUp(t, "POST", "/v1/practice/key/rotate", totpCode(t, secret, 0)); st != 429 {
+		t.Errorf("key rotation during the lock = %d; want 429", st)
+	}
+	// The refused right code was not used up: it passes once the lock ends.
+	for {
+		st, _, body, _ = e.stepUp(t, "GET", "/v1/practice/backup?as=a1", right)
+		if st != 429 {
+			break
+		}
+		if time.Since(locked) > 3*window {
+			t.Fatalf("still locked %s after the lock began; the window is %s", time.Since(locked), window)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st != 200 {
+		t.Errorf("the right code after the lock = %d %s; want 200", st, body)
+	}
+	if time.Since(locked) < window-200*time.Millisecond {
+		t.Errorf("the lock lifted after %s; want about %s", time.Since(locked), window)
+	}
+	_, audit := e.do(t, "GET", "/v1/practice/audit?limit=1000", e.Key, nil)
+	if n := strings.Count(string(audit), `"totp_failed"`); n != 5 {
+		t.Errorf("audit has %d totp_failed lines; want 5", n)
+	}
+}
+
 // TestStepUpReplay: a code is accepted once, also across step-ups.
 func TestStepUpReplay(t *testing.T) {
-	e := newStepUpEnv(t)
+	e := newStepUpEnv(t, 0)
 	used := totpCode(t, e.enrol(t, "a1", ""), 30*time.Second)
 	if st, _, body, _ := e.stepUp(t, "GET", "/v1/practice/backup?as=a1", used); st != 200 {
 		t.Fatalf("backup = %d %s", st, body)
