@@ -62,6 +62,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errors.New("access codes are not configured"))
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBodyBytes)
 	var req loginRequest
 	if err := decodeJSON(r, &req); err != nil {
 		s.fail(w, r, err)

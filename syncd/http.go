@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ const (
 	codeCheckedIn      = "already_checked_in"
 	codeCourseFull     = "course_full"
 	codeTooLarge       = "too_large"
+	codeTimeout        = "request_timeout"
 	codeInternal       = "internal"
 	codeUnavailable    = "unavailable"
 )
@@ -66,6 +68,8 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusTooManyRequests, codeTooMany, msg, false
 	case errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit), false
+	case errors.Is(err, errSlowBody):
+		return http.StatusRequestTimeout, codeTimeout, msg, false
 	case errors.Is(err, model.ErrInvalid), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, codeBadRequest, msg, false
 	case errors.Is(err, authcode.ErrInvalidCode):
@@ -138,6 +142,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // errBadRequest marks errors in a request's form (query, JSON).
 var errBadRequest = errors.New("bad request")
 
+// errSlowBody refuses a request whose body did not arrive within its read
+// deadline.
+var errSlowBody = errors.New("the request body did not arrive in time")
+
 func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errBadRequest)
 }
@@ -174,12 +182,27 @@ func (sw *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.Hijack()
 }
 
-// handle registers h for pattern, counted, timed and logged.
-func (s *Server) handle(pattern string, h http.HandlerFunc) {
+// bodyKind says how long a route's request body may take to arrive.
+type bodyKind int
+
+const (
+	// smallBody is a few KiB at most: Config.BodyReadTimeout.
+	smallBody bodyKind = iota
+	// bigBody is a practice push of up to MaxBodyBytes: the server's
+	// ReadTimeout only.
+	bigBody
+)
+
+// handle registers h for pattern, counted, timed and logged, with a small
+// body.
+func (s *Server) handle(pattern string, h http.HandlerFunc) { s.handleBody(pattern, smallBody, h) }
+
+// handleBody registers h for pattern with a body of the kind.
+func (s *Server) handleBody(pattern string, kind bodyKind, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes)
+		s.limitBody(sw, r, kind)
 		h(sw, r)
 		if sw.status == 0 {
 			sw.status = http.StatusOK
@@ -190,6 +213,28 @@ func (s *Server) handle(pattern string, h http.HandlerFunc) {
 			s.log.Info("request", "route", pattern, "status", sw.status, "dur_ms", float64(d.Microseconds())/1000, "addr", r.RemoteAddr)
 		}
 	})
+}
+
+// limitBody caps the request's body at MaxBodyBytes and bounds the time a
+// small one may take to arrive: its read deadline is BodyReadTimeout from
+// now (a big one keeps the server's ReadTimeout). net/http lifts the
+// deadline once the body was read to its end (it starts its background
+// read of the connection, without a deadline), so the deadline bounds the
+// client's sending, not the handler's work. A request without a body gets
+// no deadline: its background read runs already, and a deadline passing
+// under it would cancel the context of this and every later request on the
+// connection. So a WebSocket upgrade has none either, and gorilla/websocket
+// clears the connection's deadlines when it takes the connection over:
+// live sockets are bound only by their own pong deadline.
+func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, kind bodyKind) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	if kind == smallBody {
+		// Without a connection (a ResponseRecorder), only the cap applies.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout))
+	}
 }
 
 // practiceHandler is a handler of the practice API, called with the tenant
@@ -242,6 +287,9 @@ func decodeJSON(r *http.Request, v any) error {
 		var maxBytes *http.MaxBytesError
 		if errors.As(err, &maxBytes) {
 			return err
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("read body: %w", errSlowBody)
 		}
 		return badRequest("invalid JSON body: %v", err)
 	}

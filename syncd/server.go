@@ -40,8 +40,16 @@ const (
 	// DefaultAccessRecheck is how often each tenant's live connections'
 	// access is read again from the store.
 	DefaultAccessRecheck = 2 * time.Second
-	DefaultStepUpWindow    = 15 * time.Minute
+	DefaultStepUpWindow  = 15 * time.Minute
+	// DefaultReadTimeout lets a practice push of DefaultMaxBodyBytes arrive
+	// at about 140 KiB/s.
+	DefaultReadTimeout     = 2 * time.Minute
+	DefaultBodyReadTimeout = 10 * time.Second
 )
+
+// maxLoginBodyBytes caps the body of a device login: an email, a code and
+// a device's id, name and platform.
+const maxLoginBodyBytes = 4 << 10
 
 // Config configures a Server.
 type Config struct {
@@ -78,6 +86,15 @@ type Config struct {
 	Checks map[string]func(context.Context) error
 	// MaxBodyBytes caps a request body; zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// ReadTimeout bounds reading a whole request served by Open, headers
+	// and body (a practice push of up to MaxBodyBytes); zero means
+	// DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// BodyReadTimeout bounds, from when its handler starts, the arrival of
+	// the body of every request but a practice push (device login and
+	// logout, device revoke, access codes, …: a few KiB at most); zero means
+	// DefaultBodyReadTimeout. It should not exceed ReadTimeout.
+	BodyReadTimeout time.Duration
 	// MaxBatchChanges caps the changes of one practice push; zero means
 	// DefaultMaxBatchChanges.
 	MaxBatchChanges int
@@ -134,6 +151,12 @@ func New(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
+	}
 	if cfg.LiveWriteTimeout <= 0 {
 		cfg.LiveWriteTimeout = 10 * time.Second
 	}
@@ -170,7 +193,7 @@ func New(cfg Config) *Server {
 func (s *Server) routes() {
 	s.handle("GET /healthz", s.handleHealth)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
-	s.handle("POST /v1/practice/changes", s.practice(s.handlePushChanges))
+	s.handleBody("POST /v1/practice/changes", bigBody, s.practice(s.handlePushChanges))
 	s.handle("GET /v1/practice/changes", s.practice(s.handlePullChanges))
 	s.handle("POST /v1/practice/shards/build", s.practice(s.handleBuildShards))
 	s.handle("GET /v1/practice/accounts/{id}/shard", s.practice(s.handleAccountShard))
@@ -234,9 +257,13 @@ func (s *Server) Open(addr string) error {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s.ln = ln
+	// ReadTimeout bounds every request; limitBody tightens the deadline of
+	// small bodies, and net/http lifts it once the body was read. WebSocket
+	// upgrades keep none: gorilla/websocket clears the deadlines it inherits.
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       s.cfg.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

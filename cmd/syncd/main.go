@@ -53,7 +53,7 @@ func NewMain() *Main {
 // ParseFlags applies the command line over the environment and validates.
 func (m *Main) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("syncd", flag.ContinueOnError)
-	m.Config.RegisterFlags(fs, "addr", "data", "redis", "log-level", "max-body", "shutdown-timeout", "code-digits", "live-limits")
+	m.Config.RegisterFlags(fs, "addr", "data", "redis", "log-level", "max-body", "read-timeout", "body-read-timeout", "shutdown-timeout", "code-digits", "live-limits")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

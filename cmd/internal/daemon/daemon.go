@@ -34,6 +34,8 @@ type Config struct {
 	RedisURL        string        // REDIS_URL / -redis: redis://[user:pass@]host:port/db
 	LogLevel        string        // LOG_LEVEL / -log-level: debug, info, warn, error
 	MaxBodyBytes    int64         // MAX_BODY_BYTES / -max-body: request body limit
+	ReadTimeout     time.Duration // READ_TIMEOUT / -read-timeout: reading a whole request (a practice push)
+	BodyReadTimeout time.Duration // BODY_READ_TIMEOUT / -body-read-timeout: reading a small body (login, logout, …)
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT / -shutdown-timeout: the one deadline of a shutdown
 	Concurrency     int           // WORKER_CONCURRENCY / -concurrency: tasks run at once by a worker
 	TickInterval    time.Duration // TICK_INTERVAL / -tick: how often the worker runs its periodic jobs
@@ -65,6 +67,8 @@ func DefaultConfig(getenv func(string) string) Config {
 		RedisURL:        "redis://127.0.0.1:6379/0",
 		LogLevel:        "info",
 		MaxBodyBytes:    syncd.DefaultMaxBodyBytes,
+		ReadTimeout:     syncd.DefaultReadTimeout,
+		BodyReadTimeout: syncd.DefaultBodyReadTimeout,
 		ShutdownTimeout: 15 * time.Second,
 		Concurrency:     4,
 		TickInterval:    30 * time.Second,
@@ -110,6 +114,8 @@ func DefaultConfig(getenv func(string) string) Config {
 		}
 		c.MaxBodyBytes = n
 	})
+	envDuration("READ_TIMEOUT", &c.ReadTimeout)
+	envDuration("BODY_READ_TIMEOUT", &c.BodyReadTimeout)
 	envDuration("SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
 	envInt("WORKER_CONCURRENCY", &c.Concurrency)
 	envDuration("TICK_INTERVAL", &c.TickInterval)
@@ -125,9 +131,9 @@ func DefaultConfig(getenv func(string) string) Config {
 }
 
 // RegisterFlags registers the flags of the fields the process uses: any of
-// "addr", "data", "redis", "log-level", "max-body", "shutdown-timeout",
-// "concurrency", "tick", "code-digits", "live-limits" (the four limits of
-// live connections).
+// "addr", "data", "redis", "log-level", "max-body", "read-timeout",
+// "body-read-timeout", "shutdown-timeout", "concurrency", "tick",
+// "code-digits", "live-limits" (the four limits of live connections).
 func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 	for _, n := range names {
 		switch n {
@@ -141,6 +147,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 			fs.StringVar(&c.LogLevel, n, c.LogLevel, "log level: debug, info, warn, error (env LOG_LEVEL)")
 		case "max-body":
 			fs.Int64Var(&c.MaxBodyBytes, n, c.MaxBodyBytes, "request body limit in bytes (env MAX_BODY_BYTES)")
+		case "read-timeout":
+			fs.DurationVar(&c.ReadTimeout, n, c.ReadTimeout, "how long reading a whole request, a practice push included, may take (env READ_TIMEOUT)")
+		case "body-read-timeout":
+			fs.DurationVar(&c.BodyReadTimeout, n, c.BodyReadTimeout, "how long the small body of a login, logout, revoke, … may take to arrive (env BODY_READ_TIMEOUT)")
 		case "shutdown-timeout":
 			fs.DurationVar(&c.ShutdownTimeout, n, c.ShutdownTimeout, "deadline of a graceful shutdown (env SHUTDOWN_TIMEOUT)")
 		case "concurrency":
@@ -177,6 +187,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES must be at least 1024, got %d", c.MaxBodyBytes))
+	}
+	if c.ReadTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("READ_TIMEOUT must be at least 1s, got %s", c.ReadTimeout))
+	}
+	if c.BodyReadTimeout < 100*time.Millisecond || c.BodyReadTimeout > c.ReadTimeout {
+		errs = append(errs, fmt.Errorf("BODY_READ_TIMEOUT must be at least 100ms and at most READ_TIMEOUT (%s), got %s", c.ReadTimeout, c.BodyReadTimeout))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT must be a positive duration such as 15s"))
@@ -260,15 +276,17 @@ func StartSyncd(ctx context.Context, c Config, log *slog.Logger) (*Syncd, error)
 	}
 	s := &Syncd{Store: st, redis: rdb, queue: q}
 	s.Server = syncd.New(syncd.Config{
-		Store:        st,
-		Builds:       s.queue,
-		Mail:         s.queue,
-		Codes:        codes,
-		Redis:        rdb,
-		Secret:       c.SecretBytes(),
-		Logger:       log,
-		Registry:     prometheus.NewRegistry(),
-		MaxBodyBytes: c.MaxBodyBytes,
+		Store:           st,
+		Builds:          s.queue,
+		Mail:            s.queue,
+		Codes:           codes,
+		Redis:           rdb,
+		Secret:          c.SecretBytes(),
+		Logger:          log,
+		Registry:        prometheus.NewRegistry(),
+		MaxBodyBytes:    c.MaxBodyBytes,
+		ReadTimeout:     c.ReadTimeout,
+		BodyReadTimeout: c.BodyReadTimeout,
 
 		MaxSocketsPerDevice:  c.MaxSocketsPerDevice,
 		MaxSocketsPerAccount: c.MaxSocketsPerAccount,
