@@ -404,6 +404,37 @@ func insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, e AuditEntry) e
 	return nil
 }
 
+// AuditBatch appends entries to the audit log in one write (one
+// transaction, one fsync), in their order. An entry's At is kept when set;
+// zero means now.
+func (t *Tenant) AuditBatch(ctx context.Context, es []AuditEntry) error {
+	if len(es) == 0 {
+		return nil
+	}
+	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		now := t.nowString()
+		for _, e := range es {
+			at := now
+			if !e.At.IsZero() {
+				at = e.At.UTC().Format(time.RFC3339Nano)
+			}
+			if _, err := stmt.ExecContext(ctx, at, e.Actor, nullString(e.AccountID), nullString(e.DeviceID), e.Action, nullString(e.Detail), nullString(e.Addr)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("audit %d entries: %w", len(es), err)
+	}
+	return nil
+}
+
 func nullString(s string) any {
 	if s == "" {
 		return nil

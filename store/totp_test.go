@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/therasync/therasync/store"
 )
@@ -50,5 +51,32 @@ func TestTOTPEnrolmentsOutliveRoles(t *testing.T) {
 				t.Errorf("TOTPEnrolments = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAuditBatch: a batch lands in order, with the given times kept and
+// zero times set to now.
+func TestAuditBatch(t *testing.T) {
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	_, tn, _ := newTenant(t, func() time.Time { return now })
+	ctx := context.Background()
+	at := now.Add(-time.Minute)
+	err := tn.AuditBatch(ctx, []store.AuditEntry{
+		{At: at, Actor: "device", AccountID: "m1", DeviceID: "d1", Action: "login_failed", Detail: "invalid_code ×3", Addr: "10.0.0.1"},
+		{Actor: "system", Action: "audit_dropped", Detail: "2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tn.AuditLog(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[0].At.Equal(at) || got[0].Detail != "invalid_code ×3" || got[0].Addr != "10.0.0.1" ||
+		!got[1].At.Equal(now) || got[1].Action != "audit_dropped" || got[1].AccountID != "" {
+		t.Errorf("audit log = %+v", got)
+	}
+	if err := tn.AuditBatch(ctx, nil); err != nil {
+		t.Errorf("an empty batch: %v", err)
 	}
 }
