@@ -381,19 +381,6 @@ func (t *Tenant) Audit(ctx context.Context, e AuditEntry) error {
 	})
 }
 
-// AuditBatch appends entries to the audit log in one transaction.
-func (t *Tenant) AuditBatch(ctx context.Context, es []AuditEntry) error {
-	return t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		now := t.opts.Now()
-		for _, e := range es {
-			if err := insertAudit(ctx, tx, now, e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
 // insertAudit appends an entry to the audit log within tx.
 func insertAudit(ctx context.Context, tx *sql.Tx, now time.Time, e AuditEntry) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO audit(at, actor, account_id, device_id, action, detail, addr) VALUES (?,?,?,?,?,?,?)`,

@@ -55,7 +55,9 @@ func (req loginRequest) validate() error {
 
 // handleLogin serves POST /v1/device/login: email + code + device id for a
 // device token. Unknown emails and wrong, expired or used codes answer the
-// same; a code is consumed only when the login succeeds.
+// same, in about the same time: a failed login's audit line is written in
+// the background (auditWriter). A code is consumed only when the login
+// succeeds.
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if s.cfg.Codes == nil {
@@ -97,9 +99,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !found {
 		for _, c := range holders {
-			if t, err := s.cfg.Store.Tenant(ctx, c.Tenant); err == nil {
-				s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: c.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(last), Addr: addr})
-			}
+			s.audits.add(c.Tenant, store.AuditEntry{Actor: "device", AccountID: c.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(last), Addr: addr})
 		}
 		s.metrics.logins.WithLabelValues(errorCode(last)).Inc()
 		s.fail(w, r, last)
@@ -112,7 +112,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.login(r, t, h, req, code, addr)
 	if err != nil {
-		s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: h.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(err), Addr: addr})
+		s.audits.add(t.ID(), store.AuditEntry{Actor: "device", AccountID: h.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(err), Addr: addr})
 		s.metrics.logins.WithLabelValues(errorCode(err)).Inc()
 		s.fail(w, r, err)
 		return

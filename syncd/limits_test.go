@@ -217,3 +217,53 @@ func TestLiveSocketsOutliveReadTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedLoginAuditLines: failed logins are audited in the background,
+// identical lines coalesced into one that counts them, and a clean
+// shutdown writes what still waits.
+func TestFailedLoginAuditLines(t *testing.T) {
+	e := newOpenEnv(t, syncd.Config{AuditFlushInterval: time.Hour}) // only Close flushes
+	if st, b := e.do(t, "POST", "/v1/practice/accounts/m1/access-code", e.Key, nil); st != 200 {
+		t.Fatalf("send code = %d %s", st, b)
+	}
+	login := func(email, device string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"email":%q,"code":"0000000","device_id":%q}`, email, device)
+		if st, b := e.do(t, "POST", "/v1/device/login", "", []byte(body)); st != 401 {
+			t.Fatalf("wrong code = %d %s; want 401", st, b)
+		}
+	}
+	for range 17 {
+		login("j@x.de", "phone-1")
+	}
+	login("j@x.de", "phone-2")
+	login("nobody@x.de", "phone-3")
+	failed := func() []store.AuditEntry {
+		t.Helper()
+		all, err := e.T.AuditLog(context.Background(), 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []store.AuditEntry
+		for _, a := range all {
+			if a.Action == "login_failed" {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	if got := failed(); len(got) != 0 {
+		t.Fatalf("failed logins written before the flush: %+v", got)
+	}
+	e.close(t)
+	got := failed()
+	want := map[string]string{"phone-1": "invalid_code ×17", "phone-2": "invalid_code"}
+	if len(got) != len(want) {
+		t.Fatalf("failed-login lines after Close = %+v; want %v", got, want)
+	}
+	for _, a := range got {
+		if a.AccountID != "m1" || want[a.DeviceID] != a.Detail || a.Addr != "127.0.0.1" {
+			t.Errorf("line %+v; want account m1, detail %q, addr 127.0.0.1", a, want[a.DeviceID])
+		}
+	}
+}

@@ -23,6 +23,7 @@ type metrics struct {
 	acks             prometheus.Counter
 	rejects          prometheus.Counter
 	revocationCloses prometheus.Counter
+	auditDropped     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -59,9 +60,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		acks:             prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_mutations_acked_total", Help: "Device mutations acknowledged."}),
 		rejects:          prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_mutations_rejected_total", Help: "Device mutations rejected."}),
 		revocationCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_revocation_closes_total", Help: "Live connections closed by a revocation."}),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "therasync_audit_lines_dropped_total",
+			Help: "Failed-login audit lines dropped because the audit buffer was full (each tenant's count is written as one audit_dropped line)."}),
 	}
 	reg.MustRegister(m.requests, m.latency, m.pushes, m.changesApplied, m.changesPulled, m.logins,
-		m.connected, m.framesSent, m.changesSent, m.sendDrops, m.acks, m.rejects, m.revocationCloses,
+		m.connected, m.framesSent, m.changesSent, m.sendDrops, m.acks, m.rejects, m.revocationCloses, m.auditDropped,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -43,8 +43,10 @@ const (
 	DefaultStepUpWindow  = 15 * time.Minute
 	// DefaultReadTimeout lets a practice push of DefaultMaxBodyBytes arrive
 	// at about 140 KiB/s.
-	DefaultReadTimeout     = 2 * time.Minute
-	DefaultBodyReadTimeout = 10 * time.Second
+	DefaultReadTimeout        = 2 * time.Minute
+	DefaultBodyReadTimeout    = 10 * time.Second
+	DefaultAuditBuffer        = 4096
+	DefaultAuditFlushInterval = 100 * time.Millisecond
 )
 
 // maxLoginBodyBytes caps the body of a device login: an email, a code and
@@ -95,6 +97,14 @@ type Config struct {
 	// logout, device revoke, access codes, …: a few KiB at most); zero means
 	// DefaultBodyReadTimeout. It should not exceed ReadTimeout.
 	BodyReadTimeout time.Duration
+	// AuditBuffer is how many distinct failed-login audit lines may wait
+	// for their write; further ones are dropped and counted (see
+	// auditWriter); zero means DefaultAuditBuffer.
+	AuditBuffer int
+	// AuditFlushInterval is how long a failed-login audit line may wait for
+	// its write, and so the window in which identical ones are coalesced;
+	// zero means DefaultAuditFlushInterval.
+	AuditFlushInterval time.Duration
 	// MaxBatchChanges caps the changes of one practice push; zero means
 	// DefaultMaxBatchChanges.
 	MaxBatchChanges int
@@ -130,6 +140,8 @@ type Server struct {
 	events   Events
 	// shardSums are the sha256 of the shard files served so far.
 	shardSums shardSums
+	// audits writes the failed-login audit lines in the background.
+	audits *auditWriter
 
 	srv *http.Server
 	ln  net.Listener
@@ -157,6 +169,12 @@ func New(cfg Config) *Server {
 	if cfg.BodyReadTimeout <= 0 {
 		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
+	if cfg.AuditBuffer <= 0 {
+		cfg.AuditBuffer = DefaultAuditBuffer
+	}
+	if cfg.AuditFlushInterval <= 0 {
+		cfg.AuditFlushInterval = DefaultAuditFlushInterval
+	}
 	if cfg.LiveWriteTimeout <= 0 {
 		cfg.LiveWriteTimeout = 10 * time.Second
 	}
@@ -183,6 +201,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry), mux: http.NewServeMux(), hub: newHub(), upgrader: newUpgrader(),
 		events: Events{Redis: cfg.Redis}}
+	s.audits = newAuditWriter(cfg.Store, cfg.Logger, s.metrics.auditDropped, cfg.AuditFlushInterval, cfg.AuditBuffer)
 	if box, err := seal.New(cfg.Secret, "totp"); err == nil {
 		s.totpBox = box
 	}
@@ -282,9 +301,11 @@ func (s *Server) Addr() string {
 
 // Close stops accepting requests, closes live connections with 1001 and
 // waits, until ctx is done, for the running requests and connections to
-// finish; then it ends the Redis subscription.
+// finish; then it writes the audit lines that wait and ends the Redis
+// subscription.
 func (s *Server) Close(ctx context.Context) error {
 	defer func() {
+		s.audits.close()
 		if s.stopSub != nil {
 			s.stopSub()
 			<-s.subDone
