@@ -131,16 +131,17 @@ func loginAllowed(d Device, accountID string) error {
 }
 
 // CheckDeviceLogin reports whether the account may log in on the device id
-// (see LoginDevice), without logging in: nil, ErrConflict or ErrRevoked.
-func (t *Tenant) CheckDeviceLogin(ctx context.Context, accountID, deviceID string) error {
+// (see LoginDevice), without logging in: nil, ErrConflict or ErrRevoked;
+// replaces tells whether the login would end a token the device holds.
+func (t *Tenant) CheckDeviceLogin(ctx context.Context, accountID, deviceID string) (replaces bool, err error) {
 	d, err := t.Device(ctx, deviceID)
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	return loginAllowed(d, accountID)
+	return d.TokenHash != nil, loginAllowed(d, accountID)
 }
 
 // AuthenticateDevice returns the tenant and device of a device token, or

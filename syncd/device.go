@@ -151,7 +151,8 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	f.Close()
 	// The device id must be free for the account before the code is
 	// spent (LoginDevice checks again in its transaction).
-	if err := t.CheckDeviceLogin(ctx, acc.ID, req.DeviceID); err != nil {
+	replaces, err := t.CheckDeviceLogin(ctx, acc.ID, req.DeviceID)
+	if err != nil {
 		return loginResponse{}, err
 	}
 	if err := s.cfg.Codes.Consume(ctx, h, code, addr); err != nil {
@@ -161,8 +162,12 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	if err != nil {
 		return loginResponse{}, err
 	}
-	// A token the device held before is replaced: its sockets end.
-	s.publishRevocation(ctx, Revocation{Tenant: t.ID(), DeviceID: req.DeviceID, TokenEnded: true, Current: fingerprint(keyHash(token))})
+	if replaces {
+		// The token the device held is replaced: its sockets end (were it
+		// replaced unseen by a racing login, the access epoch still ends
+		// them).
+		s.publishRevocation(ctx, Revocation{Tenant: t.ID(), DeviceID: req.DeviceID, TokenEnded: true, Current: fingerprint(keyHash(token))})
+	}
 	s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: acc.ID, DeviceID: req.DeviceID, Action: "login", Detail: req.Platform, Addr: addr})
 	if isNew && s.cfg.Mail != nil {
 		name := req.DeviceName
