@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -26,7 +27,7 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 	follow := fs.Bool("follow", false, "sync: keep following live changes until interrupted")
 	entity := fs.String("entity", "", "write: the entity")
 	op := fs.String("op", "upsert", "write: upsert or delete")
-	id := fs.String("id", "", "write: the row id")
+	id := fs.String("id", "", "write: the row id (empty: a new row under a fresh UUID, printed on stderr)")
 	fields := fs.String("fields", "{}", "write: the fields as a JSON object")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,6 +78,13 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 		var f map[string]any
 		if err := json.NewDecoder(strings.NewReader(*fields)).Decode(&f); err != nil {
 			return usageError("device write: --fields must be a JSON object: " + err.Error())
+		}
+		if *id == "" && *op == string(model.OpUpsert) {
+			b := make([]byte, 16)
+			rand.Read(b)
+			b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80 // version 4, RFC 4122 variant
+			*id = fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+			fmt.Fprintln(m.Stderr, "row id", *id)
 		}
 		mid, err := c.Write(ctx, model.Change{Entity: *entity, Op: model.Op(*op), ID: *id, Fields: f})
 		if err != nil {
