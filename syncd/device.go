@@ -136,8 +136,9 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 	if err != nil {
 		return loginResponse{}, err
 	}
-	// The shard the device will download must be there and intact.
-	f, sh, err := s.openShard(ctx, t, acc)
+	// The shard the device will download must be there, of its recorded
+	// size (the download checks its sha256).
+	f, sh, err := s.openShard(ctx, t, acc, false)
 	if errors.Is(err, errShardNotReady) {
 		// Make sure a build is on its way; the code stays valid.
 		if ids, err := t.RequestBuilds(ctx, acc.ID); err == nil {
@@ -226,7 +227,7 @@ func (s *Server) authDevice(r *http.Request) (*store.Tenant, store.Device, error
 // (openShard).
 func (s *Server) handleShard(w http.ResponseWriter, r *http.Request, t *store.Tenant, d store.Device, acc store.Account) {
 	ctx := r.Context()
-	f, sh, err := s.openShard(ctx, t, acc)
+	f, sh, err := s.openShard(ctx, t, acc, true)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -73,7 +73,7 @@ var errShardBad = errors.New("shard file does not match its record")
 // account has no shard of its role, and when the file is gone or its
 // content is not what its record says: such a shard is never served, and
 // the account's build is requested (see badShard).
-func (s *Server) openShard(ctx context.Context, t *store.Tenant, acc store.Account) (*os.File, store.Shard, error) {
+func (s *Server) openShard(ctx context.Context, t *store.Tenant, acc store.Account, hash bool) (*os.File, store.Shard, error) {
 	for attempt := 0; ; attempt++ {
 		sh, err := t.LatestShard(ctx, acc.ID)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && sh.Role != acc.Role) {
@@ -82,7 +82,7 @@ func (s *Server) openShard(ctx context.Context, t *store.Tenant, acc store.Accou
 		if err != nil {
 			return nil, sh, err
 		}
-		f, err := s.openVerified(ctx, t, sh)
+		f, err := s.openVerified(ctx, t, sh, hash)
 		if errors.Is(err, errShardFileGone) && attempt < 2 {
 			continue // a newer build may have pruned it in between
 		}
@@ -95,9 +95,10 @@ func (s *Server) openShard(ctx context.Context, t *store.Tenant, acc store.Accou
 
 // openVerified opens the shard file of record sh and checks its size and
 // sha256 against the record, hashing it only when this process has not
-// seen this version of the file. A missing file is errShardFileGone, a
+// seen this version of the file (and hash is set: a login checks the size
+// and a sha256 known already, the download that follows hashes it). A missing file is errShardFileGone, a
 // mismatch errShardBad; each is reported once (badShard).
-func (s *Server) openVerified(ctx context.Context, t *store.Tenant, sh store.Shard) (*os.File, error) {
+func (s *Server) openVerified(ctx context.Context, t *store.Tenant, sh store.Shard, hash bool) (*os.File, error) {
 	f, err := os.Open(filepath.Join(s.cfg.Store.Dir(), sh.Path))
 	if os.IsNotExist(err) {
 		if s.shardSums.put(shardFile{path: sh.Path, size: -1}, "") {
@@ -116,6 +117,13 @@ func (s *Server) openVerified(ctx context.Context, t *store.Tenant, sh store.Sha
 	k := shardFile{path: sh.Path, size: info.Size(), mtime: info.ModTime().UnixNano()}
 	sum, known := s.shardSums.get(k)
 	first := false // this call hashed this version of the file first
+	if !known && !hash {
+		if info.Size() != sh.Size {
+			f.Close()
+			return nil, errShardBad // the download reports it
+		}
+		return f, nil
+	}
 	if !known {
 		var n int64
 		if n, sum, err = shardbuilder.Sum(f); err == nil && n != info.Size() {
