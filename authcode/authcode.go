@@ -264,10 +264,12 @@ func (s *Store) Consume(ctx context.Context, h Holder, code, addr string) error 
 }
 
 // Fail counts a login attempt for an email without a live code against the
-// address, taking the time a real check takes, and returns ErrInvalidCode
-// (or ErrTooManyAttempts for a refused address).
-func (s *Store) Fail(ctx context.Context, code, addr string) error {
-	return s.verify(ctx, Holder{Tenant: "-", Account: "-"}, false, code, addr, false)
+// address and against the email (as a known account's failures count
+// against the account, so that both lock alike and a lockout tells nothing
+// of whether the email holds a code), taking the time a real check takes,
+// and returns ErrInvalidCode (or ErrTooManyAttempts when refused).
+func (s *Store) Fail(ctx context.Context, email, code, addr string) error {
+	return s.verify(ctx, Holder{Tenant: "-", Account: s.mac("email-fails", NormalizeEmail(email))}, true, code, addr, false)
 }
 
 func (s *Store) verify(ctx context.Context, h Holder, known bool, code, addr string, consume bool) error {

@@ -3,6 +3,7 @@ package authcode_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,7 +205,7 @@ func TestAddressLimit(t *testing.T) {
 	ctx := context.Background()
 	code := issue(t, s, alice)
 	for range 3 {
-		s.Fail(ctx, "123456", "9.9.9.9") // unknown emails count against the address too
+		s.Fail(ctx, "nobody@x.de", "123456", "9.9.9.9") // unknown emails count against the address too
 	}
 	if err := s.Check(ctx, alice, code, "9.9.9.9"); !errors.Is(err, authcode.ErrTooManyAttempts) {
 		t.Errorf("Check from a refused address = %v; want ErrTooManyAttempts", err)
@@ -232,5 +233,27 @@ func TestUsedCodeRetriesDoNotLock(t *testing.T) {
 	next := issue(t, s, alice)
 	if err := s.Consume(ctx, alice, next, "a"); err != nil {
 		t.Errorf("a new code after 30 tries of a used one = %v; want ok (no lockout)", err)
+	}
+}
+
+// TestUnknownEmailsLockLikeKnownOnes: past the account limit, an email
+// without a code is refused like one with a code, so the answers tell
+// nothing of which emails hold a code.
+func TestUnknownEmailsLockLikeKnownOnes(t *testing.T) {
+	s, _ := newStore(t, authcode.Config{MaxAccountFailures: 3, MaxAddrFailures: 1000})
+	ctx := context.Background()
+	issue(t, s, alice)
+	for i := range 5 {
+		known := s.Check(ctx, alice, "000000", fmt.Sprint("10.0.0.", i))
+		unknown := s.Fail(ctx, "nobody@x.de", "000000", fmt.Sprint("10.0.1.", i))
+		if errors.Is(known, authcode.ErrTooManyAttempts) != errors.Is(unknown, authcode.ErrTooManyAttempts) {
+			t.Errorf("attempt %d: known email %v, unknown email %v; want the same answer", i+1, known, unknown)
+		}
+	}
+	if err := s.Fail(ctx, "NOBODY@x.de ", "000000", "10.0.2.1"); !errors.Is(err, authcode.ErrTooManyAttempts) {
+		t.Errorf("the locked unknown email, spelt otherwise = %v; want ErrTooManyAttempts", err)
+	}
+	if err := s.Fail(ctx, "other@x.de", "000000", "10.0.2.2"); !errors.Is(err, authcode.ErrInvalidCode) {
+		t.Errorf("another unknown email = %v; want ErrInvalidCode", err)
 	}
 }

@@ -636,18 +636,22 @@ func (c *Client) wipeLocked() error {
 	return c.saveLocked()
 }
 
-// Logout invalidates the token on the server and deletes the local data.
+// Logout invalidates the token on the server and deletes the local data,
+// also when the server cannot be reached (DESIGN §5): then it returns an
+// error saying so, with the data deleted (the token stays valid on the
+// server until the practice revokes the device).
 func (c *Client) Logout(ctx context.Context) error {
+	var unreached error
 	if st := c.State(); st.Token != "" {
 		if err := c.do(ctx, st, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, "unauthorized") {
-			return fmt.Errorf("logout: %w", err)
+			unreached = fmt.Errorf("logout: the local data is deleted, but the server was not told (%w): its token stays valid until the practice revokes this device", err)
 		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.wipeLocked(); err != nil {
-		return err
+		return errors.Join(err, unreached)
 	}
 	c.st.State = StateLoggedOut
-	return c.saveLocked()
+	return errors.Join(c.saveLocked(), unreached)
 }

@@ -1,6 +1,9 @@
 package model
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // This file is the write half of the access policy (DESIGN §4): which
 // changes a device's account may make. Practice PCs write everything and do
@@ -28,17 +31,22 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) e
 		return deny("the account has no role")
 	}
 	if v.Role == RoleMember {
-		// Before anything that could tell a row exists: a row the member
-		// does not see reads the same as one that is not there.
-		if err := memberSeesTarget(v.ID, c, before, look, deny); err != nil {
-			return err
-		}
+		return memberCanWrite(v.ID, c, before, look, deny)
 	}
 	if before == nil && c.Op == OpUpsert && !IsUUID(c.ID) {
 		return deny("a device creates rows only with a UUID as id, not %q", c.ID)
 	}
 	if c.Entity == ProfileShares && (c.Op == OpDelete || before != nil) {
 		return deny("a profile share can never be changed or deleted")
+	}
+	if c.Entity == Profiles && c.Op == OpDelete {
+		shares, err := look.Find(ProfileShares, map[string]string{"profile_id": c.ID})
+		if err != nil {
+			return err
+		}
+		if len(shares) > 0 {
+			return deny("a shared profile is removed only by the practice (erasure)")
+		}
 	}
 	if v.Role == RoleAdmin {
 		return nil
@@ -63,17 +71,38 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) e
 			return nil
 		}
 		return deny("a secretary does not write %s", c.Entity)
-	case RoleMember:
-		return memberWrite(v.ID, c, before, look, deny)
 	}
 	return deny("not allowed")
+}
+
+// memberCanWrite is CanWrite for a member me. Whatever a member may not
+// write of a row it does not see, or of a row that does not exist, reads
+// the same (notWritable): a delete, a write to an unseen row, a create
+// under an id that is not a UUID or that other rows name, one naming rows
+// it does not see. Only for a row it sees does it learn why.
+func memberCanWrite(me string, c Change, before map[string]any, look Rows, deny func(string, ...any) error) error {
+	if c.Op == OpDelete {
+		return notWritable(c, deny) // a member deletes nothing
+	}
+	if err := memberSeesTarget(me, c, before, look, deny); err != nil {
+		return err
+	}
+	if c.Entity == ProfileShares && before != nil {
+		return deny("a profile share can never be changed or deleted")
+	}
+	err := memberWrite(me, c, before, look, deny)
+	var fe *ForbiddenError
+	if before == nil && errors.As(err, &fe) {
+		return notWritable(c, deny)
+	}
+	return err
 }
 
 // notWritable is the refusal of a member's write to a row it does not see
 // or that does not exist (and may not be created under that id): the
 // same words either way.
 func notWritable(c Change, deny func(string, ...any) error) error {
-	return deny("%s is not a row this account may write", c.ID)
+	return deny("%s is not a row this account may write, or it names a row this account does not see", c.ID)
 }
 
 // memberSeesTarget refuses a member's write to an existing row it does not
@@ -187,7 +216,7 @@ func memberWrite(me string, c Change, before map[string]any, look Rows, deny fun
 				return err
 			}
 			if len(rows) > 0 {
-				return deny("%s cannot be used as the id of a new profile", c.ID)
+				return notWritable(c, deny)
 			}
 		}
 		return nil
@@ -229,6 +258,12 @@ func memberWrite(me string, c Change, before map[string]any, look Rows, deny fun
 		}
 		if after("course_id") == "" {
 			return deny("an attendance needs a course")
+		}
+		// A Springer is a regular of another course, whose membership (and
+		// units) the member does not see: an account that sees every course
+		// (a secretary's tablet) checks Springer in.
+		if sp, ok := c.Fields["springer"]; ok && sp == true || !ok && before["springer"] == true {
+			return deny("a member checks in only the regulars of its own courses, not a Springer")
 		}
 		return seesProfile("profile_id")
 	case Transactions:

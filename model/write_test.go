@@ -87,6 +87,7 @@ func TestCanWrite(t *testing.T) {
 		{"member books on its own session", member, up("transactions", newID, map[string]any{"account_id": "m1", "session_id": "s-m1"}), true},
 		{"member checks in a profile it does not see", member, up("attendances", newID, map[string]any{"course_id": "c-m1", "profile_id": "p-m3"}), false},
 		{"member checks in its course member", member, up("attendances", newID, map[string]any{"course_id": "c-m1", "profile_id": "p-course"}), true},
+		{"member checks a Springer in", member, up("attendances", newID, map[string]any{"course_id": "c-m1", "profile_id": "p-course", "springer": true}), false},
 		{"member writes protocol of own session", member, up("sessions", "s-m1", map[string]any{"protocol": "Befund"}), true},
 		{"member writes another's session", member, up("sessions", "s-m2", map[string]any{"protocol": "x"}), false},
 		{"member hands its session over", member, up("sessions", "s-m1", map[string]any{"therapist_id": "m2"}), false},
@@ -153,6 +154,26 @@ func (m mapRows) Find(entity string, match map[string]string) (map[string]map[st
 	return out, nil
 }
 
+// unseenUUID is a device-made row's id that a member may have learnt but
+// does not see.
+const unseenUUID = "11111111-2222-4333-8444-555555555555"
+
+// TestSharedProfileStaysForDevices: a shared profile cannot be deleted by
+// a device, an admin's included (DESIGN §4: only the practice erases it).
+func TestSharedProfileStaysForDevices(t *testing.T) {
+	rows := mapRows{
+		model.Profiles:      {"p1": {"owner_id": "m1"}, "p2": {"owner_id": "m1"}},
+		model.ProfileShares: {"sh1": {"profile_id": "p1", "account_id": "*"}},
+	}
+	admin := model.Viewer{ID: "a1", Role: model.RoleAdmin}
+	if err := model.CanWrite(admin, 0, model.Change{Entity: model.Profiles, Op: model.OpDelete, ID: "p1"}, rows[model.Profiles]["p1"], rows); !errors.Is(err, model.ErrForbidden) {
+		t.Errorf("an admin's device deleting shared profile p1 = %v; want forbidden", err)
+	}
+	if err := model.CanWrite(admin, 0, model.Change{Entity: model.Profiles, Op: model.OpDelete, ID: "p2"}, rows[model.Profiles]["p2"], rows); err != nil {
+		t.Errorf("an admin's device deleting unshared p2 = %v; want allowed", err)
+	}
+}
+
 // TestCanWriteRevealsNothing checks that a member's refused write reads
 // the same whether the row it names exists unseen or does not exist.
 func TestCanWriteRevealsNothing(t *testing.T) {
@@ -178,6 +199,9 @@ func TestCanWriteRevealsNothing(t *testing.T) {
 		{"write of a profile unseen or absent", up("profiles", "p-other", map[string]any{"owner_id": "m1"}), up("profiles", "p-none", map[string]any{"owner_id": "m1"})},
 		{"write of a share unseen or absent", up("profile_shares", "sh-other", map[string]any{"account_id": "m1"}), up("profile_shares", "sh-none", map[string]any{"profile_id": "p-own", "account_id": "m1"})},
 		{"write of a session unseen or absent", up("sessions", "s-other", map[string]any{"therapist_id": "m1"}), up("sessions", "s-none", map[string]any{"therapist_id": "m1"})},
+		{"delete of a profile unseen or absent", model.Change{Entity: model.Profiles, Op: model.OpDelete, ID: "p-other"}, model.Change{Entity: model.Profiles, Op: model.OpDelete, ID: "p-none"}},
+		{"delete of a session unseen or absent", model.Change{Entity: model.Sessions, Op: model.OpDelete, ID: "s-other"}, model.Change{Entity: model.Sessions, Op: model.OpDelete, ID: "s-none"}},
+		{"upsert under an unseen UUID or a free one", up("profiles", unseenUUID, map[string]any{"owner_id": "m2"}), up("profiles", newID, map[string]any{"owner_id": "m2"})},
 		{"update of a session seen or not", up("sessions", "s-other", map[string]any{"status": "done"}), up("sessions", "s-seen", map[string]any{"status": "done"})},
 	}
 	for _, p := range pairs {

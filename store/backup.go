@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/therasync/therasync/internal/fsutil"
 )
@@ -124,6 +125,12 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 		os.Remove(tmp)
 		return id, fmt.Errorf("restore: %w", err)
 	}
+	if _, err := os.Stat(dst); err == nil {
+		if err := keepAccess(ctx, tmp, dst, s.opts.Now()); err != nil {
+			os.Remove(tmp)
+			return id, fmt.Errorf("restore: %w", err)
+		}
+	}
 	// The old WAL belongs to the old database: it must not be replayed
 	// onto the restored one.
 	for _, ext := range []string{"-wal", "-shm"} {
@@ -138,6 +145,68 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 		return id, fmt.Errorf("restore: %w", err)
 	}
 	return id, VerifyFile(ctx, dst)
+}
+
+// keepAccess carries over, into the restored copy tmp, what the replaced
+// database cur says about access that a restore must not undo: every
+// device as it is now (a device revoked, wiped or logged out after the
+// backup stays so; a token issued since stays valid), the practice key
+// (one rotated after the backup stays rotated), the TOTP enrolments and the
+// audit lines written since the backup (the audit log is append-only); it
+// moves the access epoch and audits the restore.
+func keepAccess(ctx context.Context, tmp, cur string, now time.Time) error {
+	for _, path := range []string{cur, tmp} { // both at the newest schema
+		db, err := openWriteDB(path)
+		if err != nil {
+			return err
+		}
+		err = migrate(ctx, db)
+		db.Close()
+		if err != nil {
+			return err
+		}
+	}
+	db, err := openWriteDB(tmp)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `ATTACH DATABASE ? AS cur`, "file:"+cur+"?mode=ro"); err != nil {
+		return fmt.Errorf("keep access: %w", err)
+	}
+	defer conn.ExecContext(context.Background(), `DETACH DATABASE cur`)
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("keep access: %w", err)
+	}
+	defer tx.Rollback()
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM main.changes`).Scan(&seq); err != nil {
+		return fmt.Errorf("keep access: %w", err)
+	}
+	audit := `id, at, actor, account_id, device_id, action, detail, addr`
+	for _, q := range []string{
+		`INSERT OR REPLACE INTO main.devices(` + deviceCols + `) SELECT ` + deviceCols + ` FROM cur.devices`,
+		`UPDATE main.tenant SET key_hash = (SELECT key_hash FROM cur.tenant LIMIT 1)`,
+		`DELETE FROM main.totp`,
+		`INSERT INTO main.totp(account_id, secret, enrolled_at) SELECT account_id, secret, enrolled_at FROM cur.totp`,
+		`INSERT INTO main.audit(` + audit + `) SELECT ` + audit + ` FROM cur.audit WHERE id > (SELECT coalesce(max(id), 0) FROM main.audit) ORDER BY id`,
+		`UPDATE main.access_epoch SET n = max(n, (SELECT n FROM cur.access_epoch)) + 1`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("keep access: %w", err)
+		}
+	}
+	if err := insertAudit(ctx, tx, now, AuditEntry{Actor: "operator", Action: "restored",
+		Detail: fmt.Sprintf("backup at seq %d; devices, practice key, TOTP enrolments and audit lines kept from the replaced database", seq)}); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func copyFile(src, dst string) error {

@@ -13,9 +13,11 @@ import (
 	"github.com/therasync/therasync/store"
 )
 
-// TestAuditWriterFull: with the buffer full, new lines are dropped and
-// counted (identical ones still coalesce), and the next flush writes one
-// audit_dropped line with the count; close writes what waits.
+// TestAuditWriterFull: lines of one account and action gather into one
+// (whatever their devices and addresses); with the buffer full, new groups
+// are dropped and counted (lines of a waiting group still join it), and the
+// next write adds one audit_dropped line with the count; close writes what
+// waits.
 func TestAuditWriterFull(t *testing.T) {
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
@@ -31,23 +33,25 @@ func TestAuditWriterFull(t *testing.T) {
 	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "dropped"})
 	a := newAuditWriter(st, slog.New(slog.DiscardHandler), dropped, time.Hour, 4)
 	a.running = true // hold the flusher: only the test flushes
-	line := func(device string) store.AuditEntry {
-		return store.AuditEntry{Actor: "device", AccountID: "m1", DeviceID: device, Action: "login_failed", Detail: "invalid_code", Addr: "10.0.0.1"}
+	line := func(account, device string) store.AuditEntry {
+		return store.AuditEntry{Actor: "device", AccountID: account, DeviceID: device, Action: "login_failed", Detail: "invalid_code", Addr: "10.0.0.1"}
 	}
 	for i := range 6 {
-		a.add(ts.ID, line(fmt.Sprint("d", i)))
+		a.add(ts.ID, line(fmt.Sprint("m", i), "d"))
 	}
-	a.add(ts.ID, line("d0"))
+	a.add(ts.ID, line("m0", "d"))
+	a.add(ts.ID, line("m1", "other"))
+	a.add(ts.ID, store.AuditEntry{Actor: "device", AccountID: "m1", DeviceID: "d", Action: "login_failed", Detail: "too_many_attempts", Addr: "10.0.0.2"})
 	var m dto.Metric
 	dropped.Write(&m)
 	if n := m.GetCounter().GetValue(); n != 2 {
 		t.Errorf("dropped = %v; want 2", n)
 	}
-	a.flush()
+	a.flush(true)
 	a.mu.Lock()
 	a.running = false
 	a.mu.Unlock()
-	a.add(ts.ID, line("d9"))
+	a.add(ts.ID, line("m9", "d9"))
 	a.close()
 	got, err := tn.AuditLog(ctx, 0, 100)
 	if err != nil {
@@ -55,12 +59,14 @@ func TestAuditWriterFull(t *testing.T) {
 	}
 	var lines []string
 	for _, e := range got {
-		lines = append(lines, e.DeviceID+" "+e.Action+" "+e.Detail)
+		lines = append(lines, e.AccountID+" "+e.DeviceID+" "+e.Action+" "+e.Detail)
 	}
 	want := []string{
-		"d0 login_failed invalid_code ×2", "d1 login_failed invalid_code", "d2 login_failed invalid_code", "d3 login_failed invalid_code",
-		" audit_dropped 2 failed-login lines not recorded: the audit buffer was full",
-		"d9 login_failed invalid_code",
+		"m0 d login_failed invalid_code ×2",
+		"m1  login_failed invalid_code ×2, too_many_attempts; 2 devices; 2 addresses",
+		"m2 d login_failed invalid_code", "m3 d login_failed invalid_code",
+		"  audit_dropped 2 groups of audit lines not recorded: the audit buffer was full",
+		"m9 d9 login_failed invalid_code",
 	}
 	if fmt.Sprint(lines) != fmt.Sprint(want) {
 		t.Errorf("audit log:\n%q\nwant:\n%q", lines, want)

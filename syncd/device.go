@@ -83,7 +83,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(holders) == 0 {
 		s.metrics.logins.WithLabelValues("invalid_code").Inc()
-		s.fail(w, r, s.cfg.Codes.Fail(ctx, code, addr))
+		s.fail(w, r, s.cfg.Codes.Fail(ctx, req.Email, code, addr))
 		return
 	}
 	var (

@@ -13,10 +13,11 @@ type hub struct {
 	mu    sync.Mutex
 	conns map[string]map[*liveConn]struct{} // tenant → connections
 	feeds map[string]*feed                  // tenant → its feed, while it has connections
-	// byDevice are the devices' connections, oldest first; byAccount
-	// counts the accounts' connections.
+	// byDevice are the devices' connections, oldest first; byAccount the
+	// accounts' (deviceKey with device ""). Both hold connections that are
+	// closing until they are gone; the caps count the others.
 	byDevice  map[deviceKey][]*liveConn
-	byAccount map[deviceKey]int // deviceKey with device ""
+	byAccount map[deviceKey]map[*liveConn]struct{}
 	upgrades  map[deviceKey]*bucket
 	closed    bool
 	wg        sync.WaitGroup // one per connection, done when both its goroutines ended
@@ -49,7 +50,7 @@ const upgradeBurst = 10
 
 func newHub() *hub {
 	return &hub{conns: map[string]map[*liveConn]struct{}{}, feeds: map[string]*feed{},
-		byDevice: map[deviceKey][]*liveConn{}, byAccount: map[deviceKey]int{}, upgrades: map[deviceKey]*bucket{}}
+		byDevice: map[deviceKey][]*liveConn{}, byAccount: map[deviceKey]map[*liveConn]struct{}{}, upgrades: map[deviceKey]*bucket{}}
 }
 
 // admit decides, before the upgrade, whether c may open: its device has
@@ -76,10 +77,34 @@ func (h *hub) admit(c *liveConn, l limits) error {
 		return &tooManyError{msg: "this device opens live connections too often", retryAfter: wait}
 	}
 	b.tokens--
-	if h.byAccount[deviceKey{tenant: dk.tenant, account: dk.account}] >= l.perAccount && len(h.byDevice[dk]) == 0 {
+	// A device at its own cap replaces its oldest connection: the
+	// account's count stays.
+	replaces := !c.practice && open(h.byDevice[dk]) >= l.perDevice
+	if !replaces && openOf(h.byAccount[deviceKey{tenant: dk.tenant, account: dk.account}]) >= l.perAccount {
 		return &tooManyError{msg: fmt.Sprintf("the account holds %d live connections, the most it may", l.perAccount), retryAfter: time.Minute}
 	}
 	return nil
+}
+
+// open counts the connections that are not closing.
+func open(cs []*liveConn) int {
+	n := 0
+	for _, c := range cs {
+		if !c.closing() {
+			n++
+		}
+	}
+	return n
+}
+
+func openOf(cs map[*liveConn]struct{}) int {
+	n := 0
+	for c := range cs {
+		if !c.closing() {
+			n++
+		}
+	}
+	return n
 }
 
 // practiceAccount stands for the practice PCs in the per-account counts:
@@ -104,9 +129,9 @@ func (h *hub) pruneUpgradesLocked(now time.Time, l limits) {
 }
 
 // add registers c; it returns false when the hub is closed, and the
-// device's oldest connection when c takes the device past its cap (the
-// caller stops it).
-func (h *hub) add(c *liveConn, l limits) (evicted *liveConn, ok bool) {
+// device's oldest connections that c takes past its cap (the caller stops
+// them).
+func (h *hub) add(c *liveConn, l limits) (evicted []*liveConn, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -123,11 +148,22 @@ func (h *hub) add(c *liveConn, l limits) (evicted *liveConn, ok bool) {
 	c.feed = h.feeds[id]
 	c.feed.attach(c)
 	dk := c.key()
-	h.byAccount[deviceKey{tenant: id, account: dk.account}]++
+	ak := deviceKey{tenant: id, account: dk.account}
+	if h.byAccount[ak] == nil {
+		h.byAccount[ak] = map[*liveConn]struct{}{}
+	}
+	h.byAccount[ak][c] = struct{}{}
 	if !c.practice {
 		h.byDevice[dk] = append(h.byDevice[dk], c)
-		if len(h.byDevice[dk]) > l.perDevice {
-			evicted = h.byDevice[dk][0]
+		over := open(h.byDevice[dk]) - l.perDevice
+		for _, o := range h.byDevice[dk] {
+			if over <= 0 {
+				break
+			}
+			if o != c && !o.closing() {
+				evicted = append(evicted, o)
+				over--
+			}
 		}
 	}
 	h.wg.Add(1)
@@ -155,7 +191,8 @@ func (h *hub) remove(c *liveConn) {
 		}
 	}
 	ak := deviceKey{tenant: id, account: dk.account}
-	if h.byAccount[ak]--; h.byAccount[ak] <= 0 {
+	delete(h.byAccount[ak], c)
+	if len(h.byAccount[ak]) == 0 {
 		delete(h.byAccount, ak)
 	}
 	var stopped *feed

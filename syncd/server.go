@@ -46,7 +46,7 @@ const (
 	DefaultReadTimeout        = 2 * time.Minute
 	DefaultBodyReadTimeout    = 10 * time.Second
 	DefaultAuditBuffer        = 4096
-	DefaultAuditFlushInterval = 100 * time.Millisecond
+	DefaultAuditFlushInterval = time.Minute
 )
 
 // maxLoginBodyBytes caps the body of a device login: an email, a code and
@@ -97,13 +97,14 @@ type Config struct {
 	// logout, device revoke, access codes, …: a few KiB at most); zero means
 	// DefaultBodyReadTimeout. It should not exceed ReadTimeout.
 	BodyReadTimeout time.Duration
-	// AuditBuffer is how many distinct failed-login audit lines may wait
-	// for their write; further ones are dropped and counted (see
-	// auditWriter); zero means DefaultAuditBuffer.
+	// AuditBuffer is how many groups of failed-login and refused-write
+	// audit lines may wait for their write; further ones are dropped and
+	// counted (see auditWriter); zero means DefaultAuditBuffer.
 	AuditBuffer int
-	// AuditFlushInterval is how long a failed-login audit line may wait for
-	// its write, and so the window in which identical ones are coalesced;
-	// zero means DefaultAuditFlushInterval.
+	// AuditFlushInterval is the window in which an account's failed logins
+	// (or its devices' refused writes) are gathered into one audit line,
+	// written when it ends: at most one such line per account and window;
+	// zero means DefaultAuditFlushInterval (a minute).
 	AuditFlushInterval time.Duration
 	// MaxBatchChanges caps the changes of one practice push; zero means
 	// DefaultMaxBatchChanges.

@@ -131,12 +131,14 @@ func (s *Server) view(ctx context.Context, t *store.Tenant, account string) (str
 // with exactly what the account sees (an admin's is the whole tenant).
 func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
 	as := r.URL.Query().Get("as")
+	steppedUp := false
 	if acc, err := t.Account(r.Context(), as); err == nil && acc.Role == model.RoleAdmin {
 		// An admin's backup is the whole tenant: it needs the step-up.
 		if err := s.stepUp(r.Context(), t, r); err != nil {
 			s.fail(w, r, err)
 			return
 		}
+		steppedUp = true
 	}
 	path, m, err := s.view(r.Context(), t, as)
 	if err != nil {
@@ -144,6 +146,12 @@ func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request, t *store.T
 		return
 	}
 	defer os.Remove(path)
+	if m.Role == model.RoleAdmin && !steppedUp {
+		// The account became an admin between the check and the build's
+		// snapshot: the file holds the whole tenant.
+		s.fail(w, r, errTOTPRequired)
+		return
+	}
 	s.audit(r.Context(), t, store.AuditEntry{Actor: "practice", AccountID: m.AccountID, Action: "backup_export", Detail: fmt.Sprintf("seq %d", m.Seq), Addr: clientAddr(r)})
 	f, err := os.Open(path)
 	if err != nil {

@@ -119,7 +119,8 @@ func newSystem(tb testing.TB, opts ...func(*system)) *system {
 // syncdConfig is the configuration of the system's syncd servers.
 func (sys *system) syncdConfig() syncd.Config {
 	return syncd.Config{Store: sys.store, Builds: sys.queue, Mail: sys.queue, Codes: sys.codes,
-		Redis: sys.rdb, Secret: testSecret, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil))}
+		Redis: sys.rdb, Secret: testSecret, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil)),
+		AuditFlushInterval: 100 * time.Millisecond} // failed logins' audit lines arrive quickly
 }
 
 // startWorker starts a worker process's server, with a store of its own
