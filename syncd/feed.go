@@ -133,12 +133,13 @@ func (f *feed) guard() {
 		case <-f.recheck:
 		}
 		f.poke() // and read the store: a commit whose wake-up was lost waits no longer
+		conns := f.conns() // before the read: see read
 		a, err := f.tenant.Access(ctx)
 		if err != nil {
 			f.log.Error("live feed: read access", "tenant", f.tenant.ID(), "err", err)
 			continue
 		}
-		checkAccess(a, f.conns())
+		checkAccess(a, conns)
 	}
 }
 
@@ -226,12 +227,15 @@ func (f *feed) read(ctx context.Context) error {
 		}
 		if r.AccessEpoch != f.epoch {
 			// An access ended outside the change log before these changes
-			// committed: nobody whose access it ended gets them.
+			// committed: nobody whose access it ended gets them. The
+			// connections are taken before the access is read: each one's
+			// device logged in before it connected, so the read knows it.
+			conns := f.conns()
 			a, err := f.tenant.Access(ctx)
 			if err != nil {
 				return err
 			}
-			checkAccess(a, f.conns())
+			checkAccess(a, conns)
 			f.epoch = r.AccessEpoch
 		}
 		cs := r.Changes

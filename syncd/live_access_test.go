@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,6 +118,49 @@ func TestRejectsDuringLongCatchUp(t *testing.T) {
 			rejects++
 		case "changes":
 			time.Sleep(100 * time.Millisecond) // a slow phone
+		}
+	}
+}
+
+// TestNewDevicesStayWhileAccessIsReread: devices that log in and connect
+// while the tenant's access is re-read all the time keep their sockets:
+// a re-read that began before a device logged in must not take it for an
+// unknown device.
+func TestNewDevicesStayWhileAccessIsReread(t *testing.T) {
+	e := newTenantEnv(t, syncd.Config{AccessRecheck: 100 * time.Millisecond, MaxSocketsPerAccount: 1000})
+	// Many devices (not connected) make each re-read take a while.
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				e.token(t, "m1", fmt.Sprint("idle-", w, "-", i))
+			}
+		}()
+	}
+	wg.Wait()
+	// Another device keeps the feed (and its guard) running throughout.
+	keep, _, _ := dial(t, e.URL, "/v1/device/sync?cursor=0", e.token(t, "a1", "keeper"))
+	until(t, keep, "caught_up")
+	var wss []*websocket.Conn
+	for i := range 150 {
+		ws, st, code := dial(t, e.URL, "/v1/device/sync?cursor=0", e.token(t, "m1", fmt.Sprint("new-", i)))
+		if ws == nil {
+			t.Fatalf("device %d refused: %d %s", i, st, code)
+		}
+		wss = append(wss, ws)
+	}
+	for _, ws := range wss {
+		until(t, ws, "caught_up")
+	}
+	time.Sleep(300 * time.Millisecond) // a few more re-reads
+	for i, ws := range wss {
+		ws.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		_, _, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			t.Errorf("device %d was closed with %d %q", i, ce.Code, ce.Text)
 		}
 	}
 }

@@ -220,7 +220,8 @@ func (m *Main) Run(ctx context.Context) error {
 		select {
 		case <-ready:
 		case <-time.After(time.Minute):
-			return errors.New("devices did not catch up within a minute")
+			first, _ := firstErr.Load().(string)
+			return fmt.Errorf("devices did not catch up within a minute (%d errors, the first: %s)", errCount.Load(), first)
 		}
 	}
 	rssAfter := rss(m.PID)
