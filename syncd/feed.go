@@ -132,7 +132,7 @@ func (f *feed) guard() {
 		case <-tick.C:
 		case <-f.recheck:
 		}
-		f.poke() // and read the store: a commit whose wake-up was lost waits no longer
+		f.poke()           // and read the store: a commit whose wake-up was lost waits no longer
 		conns := f.conns() // before the read: see read
 		a, err := f.tenant.Access(ctx)
 		if err != nil {
