@@ -51,8 +51,7 @@ func (m *Main) openOperator(ctx context.Context, f operatorFlags) (*store.Tenant
 	}
 	var ev syncd.Events
 	if *f.redis == "" {
-		fmt.Fprintln(m.Stderr, "therasync: no --redis: running syncd processes act on this within seconds, on their own")
-		return t, ev, nil
+		return t, ev, nil // running syncd processes re-read the access on their own within seconds
 	}
 	opt, err := redis.ParseURL(*f.redis)
 	if err != nil {
