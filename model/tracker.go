@@ -4,23 +4,25 @@ import "slices"
 
 // Tracker follows, change by change, what member accounts see: the link
 // fields of a tenant (Links) and, for each followed member, why it sees each
-// profile and course, as reference counts. Applying a change costs what the
-// change touches, not the size of the tenant; NewScope computes the same
-// sets from scratch (a property test checks that they agree). A Tracker is
-// not safe for concurrent use.
+// profile and course, as reference counts of the reasons of table.go.
+// Applying a change costs what the change touches, not the size of the
+// tenant; NewScope computes the same sets from scratch (a property test
+// checks that they agree). A Tracker is not safe for concurrent use.
 type Tracker struct {
-	links    *Links
-	members  map[string]*refs          // followed member accounts
-	all      map[string]int            // profile → its shares to ShareAll
-	byCourse map[string]map[string]int // course → its course_members rows → 1
+	links   *Links
+	members map[string]*refs // followed member accounts
+	// all counts, by profile or course, the reasons that give it to every
+	// member (shares to ShareAll).
+	all map[sightID]int
+	// byCourse are, by course, the rows whose reason names a course the
+	// member must see (course_members); byAccount, by account, the rows
+	// whose reason names that account (owner, share target, therapist):
+	// Follow reads only those.
+	byCourse  map[string]map[rowRef]struct{}
+	byAccount map[string]map[rowRef]struct{}
 	// viewers are, by profile and by course, the followed members that see
-	// it through their own reasons (not counting shares to all).
-	profileViewers map[string]map[string]bool
-	courseViewers  map[string]map[string]bool
-	// byAccount are, by entity and by the account its row names (owner,
-	// share target, therapist), the rows that give that account a reason
-	// to see something: Follow reads only those.
-	byAccount map[string]map[string]map[string]struct{}
+	// it through their own reasons (not counting reasons to all).
+	viewers map[sightID]map[string]bool
 
 	touched map[sightKey]bool // during Apply: what each touched sight was before
 }
@@ -30,11 +32,29 @@ type refs struct {
 	courses  map[string]int
 }
 
+// sightID is a profile or a course.
+type sightID struct {
+	set Set
+	id  string
+}
+
 type sightKey struct {
 	member string
 	set    Set
 	id     string
 }
+
+// rowRef names a row.
+type rowRef struct{ entity, id string }
+
+// reasonsOf are the reasons of table.go by the entity whose rows give them.
+var reasonsOf = func() map[string][]reason {
+	m := map[string][]reason{}
+	for _, rs := range reasons {
+		m[rs.entity] = append(m[rs.entity], rs)
+	}
+	return m
+}()
 
 // Shift is how one change moved what a followed member sees.
 type Shift struct {
@@ -47,58 +67,15 @@ type Shift struct {
 
 // NewTracker returns a Tracker over l, which it owns and keeps current.
 func NewTracker(l *Links) *Tracker {
-	t := &Tracker{links: l, members: map[string]*refs{}, all: map[string]int{}, byCourse: map[string]map[string]int{},
-		profileViewers: map[string]map[string]bool{}, courseViewers: map[string]map[string]bool{},
-		byAccount: map[string]map[string]map[string]struct{}{}}
-	for _, r := range l.rows[ProfileShares] {
-		if r.B == ShareAll && r.A != "" {
-			t.all[r.A]++
-		}
-	}
-	for id, r := range l.rows[CourseMembers] {
-		t.indexMember(id, r, 1)
-	}
-	for entity := range accountField {
+	t := &Tracker{links: l, members: map[string]*refs{}, all: map[sightID]int{},
+		byCourse: map[string]map[rowRef]struct{}{}, byAccount: map[string]map[rowRef]struct{}{},
+		viewers: map[sightID]map[string]bool{}}
+	for entity := range reasonsOf {
 		for id, r := range l.rows[entity] {
-			t.indexAccount(entity, id, r, 1)
+			t.count(entity, id, r, 1, "")
 		}
 	}
 	return t
-}
-
-// accountField says, for the entities whose rows name an account that they
-// give reasons to see something, which link field names it.
-var accountField = map[string]int{Profiles: 0, ProfileShares: 1, Sessions: 1, Courses: 0}
-
-// indexAccount adds (d 1) or removes (d -1) a row from byAccount.
-func (t *Tracker) indexAccount(entity, id string, r LinkRow, d int) {
-	which, ok := accountField[entity]
-	if !ok {
-		return
-	}
-	account := r.A
-	if which == 1 {
-		account = r.B
-	}
-	if account == "" || account == ShareAll {
-		return
-	}
-	byEntity := t.byAccount[entity]
-	if byEntity == nil {
-		byEntity = map[string]map[string]struct{}{}
-		t.byAccount[entity] = byEntity
-	}
-	if d > 0 {
-		if byEntity[account] == nil {
-			byEntity[account] = map[string]struct{}{}
-		}
-		byEntity[account][id] = struct{}{}
-		return
-	}
-	delete(byEntity[account], id)
-	if len(byEntity[account]) == 0 {
-		delete(byEntity, account)
-	}
 }
 
 // Links returns the link fields the tracker keeps; callers must not change
@@ -106,22 +83,23 @@ func (t *Tracker) indexAccount(entity, id string, r LinkRow, d int) {
 func (t *Tracker) Links() *Links { return t.links }
 
 // Follow starts following member: its reasons are counted from the rows
-// that name it (and the members of its courses), not from all rows.
+// that name it (and the rows seeing through its courses), not from all
+// rows.
 func (t *Tracker) Follow(member string) {
 	if t.members[member] != nil {
 		return
 	}
 	t.members[member] = &refs{profiles: map[string]int{}, courses: map[string]int{}}
-	for entity := range accountField {
-		for id := range t.byAccount[entity][member] {
-			r, _ := t.links.Get(entity, id)
-			t.count(entity, id, r, 1, member)
-			if entity != Courses {
+	for ref := range t.byAccount[member] {
+		r, _ := t.links.Get(ref.entity, ref.id)
+		t.count(ref.entity, ref.id, r, 1, member)
+		for _, rs := range reasonsOf[ref.entity] {
+			if rs.grants != SetCourses || rs.account == "" || linkValue(ref.entity, rs.account, ref.id, r) != member {
 				continue
 			}
-			for cm := range t.byCourse[id] {
-				mr, _ := t.links.Get(CourseMembers, cm)
-				t.count(CourseMembers, cm, mr, 1, member)
+			for via := range t.byCourse[linkValue(ref.entity, rs.target, ref.id, r)] {
+				vr, _ := t.links.Get(via.entity, via.id)
+				t.count(via.entity, via.id, vr, 1, member)
 			}
 		}
 	}
@@ -134,10 +112,10 @@ func (t *Tracker) Unfollow(member string) {
 		return
 	}
 	for p := range m.profiles {
-		t.setViewer(t.profileViewers, p, member, false)
+		t.setViewer(sightID{SetProfiles, p}, member, false)
 	}
 	for c := range m.courses {
-		t.setViewer(t.courseViewers, c, member, false)
+		t.setViewer(sightID{SetCourses, c}, member, false)
 	}
 	delete(t.members, member)
 }
@@ -155,12 +133,10 @@ func (t *Tracker) Apply(c Change) (before LinkRow, existed bool, shifts []Shift)
 	}
 	t.touched = map[sightKey]bool{}
 	if existed {
-		t.indexAccount(c.Entity, c.ID, before, -1)
 		t.count(c.Entity, c.ID, before, -1, "")
 	}
 	t.links.Apply(c)
 	if after, ok := t.links.Get(c.Entity, c.ID); ok {
-		t.indexAccount(c.Entity, c.ID, after, 1)
 		t.count(c.Entity, c.ID, after, 1, "")
 	}
 	byMember := map[string]*Shift{}
@@ -200,7 +176,7 @@ func (t *Tracker) SeesRow(member, entity, id string, r LinkRow) bool {
 // with these link fields (a superset: check with SeesRow), each at most
 // once per reason.
 func (t *Tracker) Viewers(entity, id string, r LinkRow, fn func(member string)) {
-	rule := memberRule(entity)
+	rule := memberRules[entity]
 	every := func() {
 		for m := range t.members {
 			fn(m)
@@ -210,25 +186,20 @@ func (t *Tracker) Viewers(entity, id string, r LinkRow, fn func(member string)) 
 		every()
 		return
 	}
-	names := linkFields[entity]
 	for _, c := range rule.Conds {
-		v := fieldOf(c.Field, id, names, r)
+		v := linkValue(entity, c.Field, id, r)
 		switch {
 		case v == "":
 		case c.Self:
 			if t.members[v] != nil {
 				fn(v)
 			}
-		case c.In == SetProfiles:
-			if t.all[v] > 0 {
+		case c.In != "":
+			if t.all[sightID{c.In, v}] > 0 {
 				every()
 				return
 			}
-			for m := range t.profileViewers[v] {
-				fn(m)
-			}
-		case c.In == SetCourses:
-			for m := range t.courseViewers[v] {
+			for m := range t.viewers[sightID{c.In, v}] {
 				fn(m)
 			}
 		}
@@ -246,26 +217,10 @@ func (t *Tracker) Scope(member string) *Scope {
 			s.Courses[c] = true
 		}
 	}
-	for p := range t.all {
-		s.Profiles[p] = true
+	for k := range t.all {
+		s.set(k.set)[k.id] = true
 	}
 	return s
-}
-
-func memberRule(entity string) Rule {
-	return (&Scope{Viewer: Viewer{Role: RoleMember}}).RuleFor(entity)
-}
-
-func fieldOf(field, id string, names [2]string, r LinkRow) string {
-	switch field {
-	case "id":
-		return id
-	case names[0]:
-		return r.A
-	case names[1]:
-		return r.B
-	}
-	return ""
 }
 
 // sees reports whether the member sees the profile or course of k now.
@@ -274,15 +229,19 @@ func (t *Tracker) sees(k sightKey) bool {
 	if m == nil {
 		return false
 	}
+	if t.all[sightID{k.set, k.id}] > 0 {
+		return true
+	}
 	if k.set == SetProfiles {
-		return m.profiles[k.id] > 0 || t.all[k.id] > 0
+		return m.profiles[k.id] > 0
 	}
 	return m.courses[k.id] > 0
 }
 
 // count adds d to the reasons that the row of entity gives followed members
-// (only that member when only is set) to see profiles and courses: DESIGN
-// §4, the same reasons as NewScope's.
+// (only that member when only is set) to see profiles and courses, by the
+// reasons of table.go; without only it also keeps the indexes (a change of
+// the row, not Follow).
 func (t *Tracker) count(entity, id string, r LinkRow, d int, only string) {
 	followed := func(m string) *refs {
 		if m == "" || only != "" && m != only {
@@ -290,92 +249,114 @@ func (t *Tracker) count(entity, id string, r LinkRow, d int, only string) {
 		}
 		return t.members[m]
 	}
-	switch entity {
-	case Profiles:
-		if m := followed(r.A); m != nil {
-			t.add(r.A, m, SetProfiles, id, d)
+	ref := rowRef{entity, id}
+	for _, rs := range reasonsOf[entity] {
+		get := func(f string) string { return linkValue(entity, f, id, r) }
+		target := get(rs.target)
+		if rs.course != "" {
+			course := get(rs.course)
+			if only == "" {
+				t.index(t.byCourse, course, ref, d)
+			}
+			if target == "" || course == "" {
+				continue
+			}
+			for _, acct := range t.courseAccounts(course) {
+				if m := followed(acct); m != nil {
+					t.add(acct, m, rs.grants, target, d)
+				}
+			}
+			continue
 		}
-	case ProfileShares:
-		if r.A == "" {
-			return
+		acct := get(rs.account)
+		if only == "" && acct != ShareAll {
+			t.index(t.byAccount, acct, ref, d)
 		}
-		if r.B == ShareAll {
+		if target == "" || acct == "" {
+			continue
+		}
+		if rs.all && acct == ShareAll {
 			if only == "" {
 				for member := range t.members {
-					t.touch(sightKey{member, SetProfiles, r.A})
+					t.touch(sightKey{member, rs.grants, target})
 				}
-				t.all[r.A] += d
-				if t.all[r.A] <= 0 {
-					delete(t.all, r.A)
-				}
-			}
-			return
-		}
-		if m := followed(r.B); m != nil {
-			t.add(r.B, m, SetProfiles, r.A, d)
-		}
-	case Sessions:
-		if m := followed(r.B); m != nil && r.A != "" {
-			t.add(r.B, m, SetProfiles, r.A, d)
-		}
-	case Courses:
-		if m := followed(r.A); m != nil {
-			t.add(r.A, m, SetCourses, id, d)
-			if only != "" {
-				return // Follow counts the course's members itself
-			}
-			for cm := range t.byCourse[id] {
-				if mr, ok := t.links.Get(CourseMembers, cm); ok && mr.B != "" {
-					t.add(r.A, m, SetProfiles, mr.B, d)
+				k := sightID{rs.grants, target}
+				if t.all[k] += d; t.all[k] <= 0 {
+					delete(t.all, k)
 				}
 			}
+			continue
 		}
-	case CourseMembers:
-		if only == "" {
-			t.indexMember(id, r, d)
+		m := followed(acct)
+		if m == nil {
+			continue
 		}
-		if r.B == "" {
-			return
+		t.add(acct, m, rs.grants, target, d)
+		if rs.grants != SetCourses || only != "" {
+			continue // Follow counts the rows seeing through the course itself
 		}
-		if crs, ok := t.links.Get(Courses, r.A); ok {
-			if m := followed(crs.A); m != nil {
-				t.add(crs.A, m, SetProfiles, r.B, d)
+		for via := range t.byCourse[target] {
+			vr, _ := t.links.Get(via.entity, via.id)
+			for _, vrs := range reasonsOf[via.entity] {
+				if vrs.course == "" {
+					continue
+				}
+				if vt := linkValue(via.entity, vrs.target, via.id, vr); vt != "" {
+					t.add(acct, m, vrs.grants, vt, d)
+				}
 			}
 		}
 	}
 }
 
-// indexMember adds (d 1) or removes (d -1) a course_members row from its
-// course's index.
-func (t *Tracker) indexMember(id string, r LinkRow, d int) {
-	if r.A == "" {
+// courseAccounts returns the accounts that a course gives a reason to see
+// it (its therapist), from the course reasons of table.go.
+func (t *Tracker) courseAccounts(course string) []string {
+	var out []string
+	for _, rs := range reasons {
+		if rs.grants != SetCourses || rs.target != "id" || rs.account == "" {
+			continue
+		}
+		if r, ok := t.links.Get(rs.entity, course); ok {
+			if a := linkValue(rs.entity, rs.account, course, r); a != "" {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// index adds (d 1) or removes (d -1) a row from an index by key ("" is
+// not indexed).
+func (t *Tracker) index(ix map[string]map[rowRef]struct{}, key string, ref rowRef, d int) {
+	if key == "" {
 		return
 	}
 	if d > 0 {
-		if t.byCourse[r.A] == nil {
-			t.byCourse[r.A] = map[string]int{}
+		if ix[key] == nil {
+			ix[key] = map[rowRef]struct{}{}
 		}
-		t.byCourse[r.A][id] = 1
+		ix[key][ref] = struct{}{}
 		return
 	}
-	delete(t.byCourse[r.A], id)
-	if len(t.byCourse[r.A]) == 0 {
-		delete(t.byCourse, r.A)
+	delete(ix[key], ref)
+	if len(ix[key]) == 0 {
+		delete(ix, key)
 	}
 }
 
 func (t *Tracker) add(member string, m *refs, set Set, id string, d int) {
 	t.touch(sightKey{member, set, id})
-	counts, viewers := m.profiles, t.profileViewers
+	counts := m.profiles
 	if set == SetCourses {
-		counts, viewers = m.courses, t.courseViewers
+		counts = m.courses
 	}
 	counts[id] += d
 	if counts[id] <= 0 {
 		delete(counts, id)
-		t.setViewer(viewers, id, member, false)
+		t.setViewer(sightID{set, id}, member, false)
 	} else {
-		t.setViewer(viewers, id, member, true)
+		t.setViewer(sightID{set, id}, member, true)
 	}
 }
 
@@ -389,17 +370,17 @@ func (t *Tracker) touch(k sightKey) {
 	}
 }
 
-func (t *Tracker) setViewer(viewers map[string]map[string]bool, id, member string, on bool) {
+func (t *Tracker) setViewer(k sightID, member string, on bool) {
 	if on {
-		if viewers[id] == nil {
-			viewers[id] = map[string]bool{}
+		if t.viewers[k] == nil {
+			t.viewers[k] = map[string]bool{}
 		}
-		viewers[id][member] = true
+		t.viewers[k][member] = true
 		return
 	}
-	delete(viewers[id], member)
-	if len(viewers[id]) == 0 {
-		delete(viewers, id)
+	delete(t.viewers[k], member)
+	if len(t.viewers[k]) == 0 {
+		delete(t.viewers, k)
 	}
 }
 
@@ -408,13 +389,12 @@ func (t *Tracker) setViewer(viewers map[string]map[string]bool, id, member strin
 // touch: the rule of RuleFor with the shift's gained profiles and courses
 // not counted.
 func (t *Tracker) SawRow(member, entity, id string, r LinkRow, shift Shift) bool {
-	rule := memberRule(entity)
+	rule := memberRules[entity]
 	if rule.All {
 		return true
 	}
-	names := linkFields[entity]
 	for _, c := range rule.Conds {
-		v := fieldOf(c.Field, id, names, r)
+		v := linkValue(entity, c.Field, id, r)
 		switch {
 		case v == "":
 		case c.Self && v == member:

@@ -125,42 +125,6 @@ func memberSeesTarget(me string, c Change, before map[string]any, look Rows, den
 	return nil
 }
 
-// SeesRow reports whether member sees the row of entity with these fields,
-// by RuleFor's conditions asked of look one profile or course at a time.
-func SeesRow(member, entity, id string, fields map[string]any, look Rows) (bool, error) {
-	rule := memberRule(entity)
-	if rule.All {
-		return true, nil
-	}
-	for _, cond := range rule.Conds {
-		var v string
-		if cond.Field == "id" {
-			v = id
-		} else {
-			v, _ = fields[cond.Field].(string)
-		}
-		if v == "" {
-			continue
-		}
-		var (
-			ok  bool
-			err error
-		)
-		switch {
-		case cond.Self:
-			ok = v == member
-		case cond.In == SetProfiles:
-			ok, err = SeesProfile(member, v, look)
-		case cond.In == SetCourses:
-			ok, err = SeesCourse(member, v, look)
-		}
-		if err != nil || ok {
-			return ok, err
-		}
-	}
-	return false, nil
-}
-
 // memberWrite is CanWrite for a member me: the rows of the write table,
 // and no field naming a profile, course or session it does not see.
 func memberWrite(me string, c Change, before map[string]any, look Rows, deny func(string, ...any) error) error {

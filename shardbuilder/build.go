@@ -198,14 +198,14 @@ func loadScope(ctx context.Context, tx *sql.Tx, v model.Viewer) (*model.Scope, e
 		}
 		return rows.Err()
 	}
-	for _, q := range []struct{ entity, query string }{
-		{model.Profiles, `SELECT id, owner_id, NULL FROM c.profiles`},
-		{model.ProfileShares, `SELECT id, profile_id, account_id FROM c.profile_shares`},
-		{model.Sessions, `SELECT id, profile_id, therapist_id FROM c.sessions`},
-		{model.Courses, `SELECT id, therapist_id, NULL FROM c.courses`},
-		{model.CourseMembers, `SELECT id, course_id, profile_id FROM c.course_members`},
-	} {
-		if err := load(q.query, func(id, a, b string) { l.Set(q.entity, id, model.LinkRow{A: a, B: b}) }); err != nil {
+	for _, entity := range model.ReasonEntities() { // all a scope needs
+		a, b := model.LinkFields(entity)
+		colB := `NULL`
+		if b != "" {
+			colB = `"` + b + `"`
+		}
+		query := `SELECT id, "` + a + `", ` + colB + ` FROM c."` + entity + `"`
+		if err := load(query, func(id, a, b string) { l.Set(entity, id, model.LinkRow{A: a, B: b}) }); err != nil {
 			return nil, err
 		}
 	}

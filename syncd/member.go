@@ -107,24 +107,24 @@ func memberOut(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string
 // profiles, their sessions, shares and transactions, the courses, their
 // members and attendances.
 func grownRows(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string, ch model.Change, shift model.Shift, sent map[[2]string]bool) ([]model.Change, error) {
-	// What hangs on a profile or a course, found by the field naming it
-	// ("" for the row itself).
+	// What hangs on a profile or a course (model.Dependents), found by the
+	// field naming it ("id" for the row itself).
 	type lookup struct{ entity, field, value string }
 	var lookups []lookup
-	for _, p := range shift.Profiles {
-		for _, by := range [][2]string{{model.Profiles, ""}, {model.Sessions, "profile_id"}, {model.ProfileShares, "profile_id"}, {model.Transactions, "profile_id"}} {
-			lookups = append(lookups, lookup{by[0], by[1], p})
-		}
-	}
-	for _, crs := range shift.Courses {
-		for _, by := range [][2]string{{model.Courses, ""}, {model.CourseMembers, "course_id"}, {model.Attendances, "course_id"}} {
-			lookups = append(lookups, lookup{by[0], by[1], crs})
+	for _, g := range []struct {
+		set model.Set
+		ids []string
+	}{{model.SetProfiles, shift.Profiles}, {model.SetCourses, shift.Courses}} {
+		for _, id := range g.ids {
+			for _, d := range model.Dependents(g.set) {
+				lookups = append(lookups, lookup{d.Entity, d.Field, id})
+			}
 		}
 	}
 	var out []model.Change
 	for _, lk := range lookups {
 		var rows map[string]map[string]any
-		if lk.field == "" {
+		if lk.field == "id" {
 			row, err := t.Row(ctx, lk.entity, lk.value)
 			if errors.Is(err, store.ErrNotFound) {
 				continue
