@@ -53,12 +53,16 @@ type feed struct {
 	// owned by run.
 	epoch int64
 
-	mu      sync.Mutex
-	ready   bool           // tracker loaded; latest is meaningful
-	buf     []model.Change // consecutive seqs from first
-	first   int64          // seq of buf[0]
-	latest  int64          // the seq the tracker and the views are at
-	tracker *model.Tracker // link fields at latest; follows the members with a view
+	mu sync.Mutex
+	// Guarded by mu. While dispatching, the feed's goroutine lets go of mu
+	// only to read the store (unlocked): join waits, so that no view is
+	// added halfway through a batch; the rest may go on.
+	dispatching bool
+	ready       bool           // tracker loaded; latest is meaningful
+	buf         []model.Change // consecutive seqs from first
+	first       int64          // seq of buf[0]
+	latest      int64          // the seq the tracker and the views are at
+	tracker     *model.Tracker // link fields at latest; follows the members with a view
 	// waiting are the connections catching up, woken when changes arrive.
 	waiting map[*liveConn]struct{}
 	views   map[viewKey]*view
@@ -244,7 +248,9 @@ func (f *feed) read(ctx context.Context) error {
 		}
 		f.mu.Lock()
 		f.buf = append(f.buf, cs...)
+		f.dispatching = true
 		f.dispatchLocked(ctx, cs)
+		f.dispatching = false
 		after = cs[len(cs)-1].Seq
 		f.latest = after
 		if over := len(f.buf) - feedSize; over > 0 {
@@ -288,7 +294,7 @@ func (f *feed) wait(c *liveConn) {
 func (f *feed) join(c *liveConn) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.ready || c.cursor != f.latest {
+	if !f.ready || f.dispatching || c.cursor != f.latest {
 		return false
 	}
 	delete(f.waiting, c)
@@ -372,8 +378,16 @@ func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
 			}
 		}
 		ex := &existence{} // asked at most once per change
+		// Whether the row existed is asked before the views are walked: the
+		// question may let go of the lock, and views may leave meanwhile.
 		for _, v := range f.shared {
-			if pc := project(v.key.practice, v.key.role, ch); !emptied(ch, pc) || !f.existedLocked(ctx, ch, ex) {
+			if emptied(ch, project(v.key.practice, v.key.role, ch)) {
+				f.existedLocked(ctx, ch, ex)
+				break
+			}
+		}
+		for _, v := range f.shared {
+			if pc := project(v.key.practice, v.key.role, ch); !emptied(ch, pc) || !ex.existed {
 				f.emitLocked(v, pc)
 			}
 		}
@@ -422,13 +436,14 @@ func (f *feed) emitLocked(v *view, cs ...model.Change) {
 func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change, ex *existence) {
 	tr := f.tracker
 	if !model.HasLinks(ch.Entity) { // accounts and practices: every member sees them
-		tr.Apply(ch)
 		pc := project(false, model.RoleMember, ch)
+		if emptied(ch, pc) && f.hasMemberViewLocked() && f.existedLocked(ctx, ch, ex) { // asks the store once, and only with a member view
+			tr.Apply(ch)
+			return
+		}
+		tr.Apply(ch)
 		for _, v := range f.views {
 			if v.key.account != "" {
-				if emptied(ch, pc) && f.existedLocked(ctx, ch, ex) { // asks the store once, and only with a member view
-					return
-				}
 				f.emitLocked(v, pc)
 			}
 		}
@@ -456,7 +471,7 @@ func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change, ex *e
 		if v == nil {
 			continue
 		}
-		out, err := memberOut(ctx, f.tenant, tr, m, ch, existed, saw[m], shift)
+		out, err := memberOut(ctx, unlocked{f}, tr, m, ch, existed, saw[m], shift)
 		if rs, ok := err.(*errResync); ok {
 			for c := range v.conns {
 				f.resyncLocked(c, rs.reason)
@@ -533,6 +548,16 @@ func emptied(ch, pc model.Change) bool {
 	return ch.Op == model.OpUpsert && len(ch.Fields) > 0 && len(pc.Fields) == 0
 }
 
+// hasMemberViewLocked reports whether a member account has a view.
+func (f *feed) hasMemberViewLocked() bool {
+	for k := range f.views {
+		if k.account != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // existence is whether a change's row existed before it, once asked.
 type existence struct {
 	known, existed bool
@@ -551,12 +576,36 @@ func (f *feed) existedLocked(ctx context.Context, ch model.Change, ex *existence
 		_, ex.existed = f.tracker.Links().Get(ch.Entity, ch.ID)
 		return ex.existed
 	}
-	existed, err := f.tenant.ExistedBefore(ctx, ch.Entity, ch.ID, ch.Seq)
+	existed, err := unlocked{f}.ExistedBefore(ctx, ch.Entity, ch.ID, ch.Seq)
 	if err != nil {
 		f.log.Error("live feed: did the row exist", "tenant", f.tenant.ID(), "seq", ch.Seq, "err", err)
 	}
 	ex.existed = existed
 	return existed
+}
+
+// unlocked reads the tenant's store for the feed's goroutine while it
+// dispatches: it lets go of the feed's lock during the read (no lock is
+// held during I/O), and join waits meanwhile (dispatching). The tracker
+// and the views stay the dispatcher's: others only leave.
+type unlocked struct{ f *feed }
+
+func (u unlocked) Row(ctx context.Context, entity, id string) (map[string]any, error) {
+	u.f.mu.Unlock()
+	defer u.f.mu.Lock()
+	return u.f.tenant.Row(ctx, entity, id)
+}
+
+func (u unlocked) RowsBy(ctx context.Context, entity, field, value string) (map[string]map[string]any, error) {
+	u.f.mu.Unlock()
+	defer u.f.mu.Lock()
+	return u.f.tenant.RowsBy(ctx, entity, field, value)
+}
+
+func (u unlocked) ExistedBefore(ctx context.Context, entity, id string, seq int64) (bool, error) {
+	u.f.mu.Unlock()
+	defer u.f.mu.Lock()
+	return u.f.tenant.ExistedBefore(ctx, entity, id, seq)
 }
 
 // project returns the change as a viewer may see it: its visible fields

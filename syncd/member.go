@@ -9,6 +9,15 @@ import (
 	"github.com/therasync/therasync/store"
 )
 
+// rowReader reads a tenant's current rows for the stream's decisions: the
+// store itself on a catch-up's goroutine, or the feed's reader, which lets
+// go of the feed's lock while it reads (feed.unlocked).
+type rowReader interface {
+	Row(ctx context.Context, entity, id string) (map[string]any, error)
+	RowsBy(ctx context.Context, entity, field, value string) (map[string]map[string]any, error)
+	ExistedBefore(ctx context.Context, entity, id string, seq int64) (bool, error)
+}
+
 // errResync ends a member's stream: what it sees shrank (or its role
 // changed), so its local data must be replaced by a fresh shard.
 type errResync struct{ reason string }
@@ -31,7 +40,7 @@ func loadTracker(ctx context.Context, t *store.Tenant, member string, seq int64)
 
 // memberStep applies ch to tr, which follows member, and returns what the
 // member's device receives.
-func memberStep(ctx context.Context, t *store.Tenant, tr *model.Tracker, member string, ch model.Change) ([]model.Change, error) {
+func memberStep(ctx context.Context, t rowReader, tr *model.Tracker, member string, ch model.Change) ([]model.Change, error) {
 	if !model.HasLinks(ch.Entity) {
 		tr.Apply(ch)
 		pc := project(false, model.RoleMember, ch)
@@ -59,7 +68,7 @@ func memberStep(ctx context.Context, t *store.Tenant, tr *model.Tracker, member 
 // visible. existed and saw tell whether ch's row existed and whether m saw
 // it before ch; shift is how ch moved what m sees. It returns an *errResync
 // when m's sight shrank.
-func memberOut(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string, ch model.Change, existed, saw bool, shift model.Shift) ([]model.Change, error) {
+func memberOut(ctx context.Context, t rowReader, tr *model.Tracker, m string, ch model.Change, existed, saw bool, shift model.Shift) ([]model.Change, error) {
 	if shift.Shrank {
 		return nil, &errResync{reason: "visibility shrank"}
 	}
@@ -106,7 +115,7 @@ func memberOut(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string
 // and courses member m gained with ch and that m did not see before: the
 // profiles, their sessions, shares and transactions, the courses, their
 // members and attendances.
-func grownRows(ctx context.Context, t *store.Tenant, tr *model.Tracker, m string, ch model.Change, shift model.Shift, sent map[[2]string]bool) ([]model.Change, error) {
+func grownRows(ctx context.Context, t rowReader, tr *model.Tracker, m string, ch model.Change, shift model.Shift, sent map[[2]string]bool) ([]model.Change, error) {
 	// What hangs on a profile or a course (model.Dependents), found by the
 	// field naming it ("id" for the row itself).
 	type lookup struct{ entity, field, value string }
