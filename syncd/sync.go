@@ -282,32 +282,51 @@ func (c *liveConn) startWriter() {
 
 // flush is the writer of a live connection: it sends the queued frames
 // and returns when the queue is empty; once done is closed, it hangs up
-// and cleans up.
+// and cleans up. Only the goroutine that set writing calls it (or is it:
+// the catch-up becomes the flusher when it joins), and only it calls
+// finish.
 func (c *liveConn) flush() {
 	for {
-		select {
-		case <-c.done:
+		if c.closing() {
 			c.finish()
 			return
-		default:
+		}
+		c.sendQueued(false)
+		c.mu.Lock()
+		if len(c.queue)+len(c.ctl) > 0 {
+			c.mu.Unlock()
+			continue // more came meanwhile
+		}
+		if c.closing() { // stop saw a writer running: this one finishes
+			c.mu.Unlock()
+			c.finish()
+			return
+		}
+		c.writing = false
+		c.mu.Unlock()
+		return
+	}
+}
+
+// sendQueued writes the queued frames (with controlOnly only the acks and
+// rejects) until none waits, on the writing goroutine. A stopped connection
+// sends nothing more (its last frame goes with finish); it reports false
+// then, and when the connection broke.
+func (c *liveConn) sendQueued(controlOnly bool) bool {
+	for {
+		if c.closing() {
+			return false
 		}
 		c.mu.Lock()
-		if len(c.queue)+len(c.ctl) == 0 {
-			select {
-			case <-c.done: // stop saw a writer running: this one finishes
-				c.mu.Unlock()
-				c.finish()
-				return
-			default:
-			}
-			c.writing = false
+		if len(c.ctl) == 0 && (controlOnly || len(c.queue) == 0) {
 			c.mu.Unlock()
-			return
+			return true
 		}
 		f := c.popLocked()
 		c.mu.Unlock()
 		if err := c.writeFrame(f); err != nil {
 			c.stop(websocket.CloseAbnormalClosure, "", nil)
+			return false
 		}
 	}
 }
@@ -335,23 +354,6 @@ func (c *liveConn) popLocked() []byte {
 		c.queue = nil // an idle connection holds no backing array
 	}
 	return f
-}
-
-// drain sends the queued frames from the catch-up's goroutine.
-func (c *liveConn) drain() {
-	for {
-		c.mu.Lock()
-		if len(c.queue)+len(c.ctl) == 0 {
-			c.mu.Unlock()
-			return
-		}
-		f := c.popLocked()
-		c.mu.Unlock()
-		if err := c.writeFrame(f); err != nil {
-			c.stop(websocket.CloseAbnormalClosure, "", nil)
-			return
-		}
-	}
 }
 
 // queuePing queues a ping and schedules the next one.
@@ -592,7 +594,7 @@ func (c *liveConn) catchUpLoop() {
 				return
 			}
 		case <-c.kick:
-			c.drain()
+			c.sendQueued(false)
 		}
 	}
 }
@@ -754,7 +756,7 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 		}
 		// Acks and rejects go out between batches: a long catch-up does
 		// not hold them back.
-		if !c.drainControl() {
+		if !c.sendQueued(true) {
 			return false, nil
 		}
 		select {
@@ -815,24 +817,6 @@ func (c *liveConn) checkOwnAccess(ctx context.Context, first bool) (bool, error)
 	c.startSeq.Store(seq)
 	c.epoch = epoch
 	return true, nil
-}
-
-// drainControl sends the acks and rejects that wait, from the catch-up's
-// goroutine; it reports false when the connection broke.
-func (c *liveConn) drainControl() bool {
-	for {
-		c.mu.Lock()
-		if len(c.ctl) == 0 {
-			c.mu.Unlock()
-			return true
-		}
-		f := c.popLocked()
-		c.mu.Unlock()
-		if err := c.writeFrame(f); err != nil {
-			c.stop(websocket.CloseAbnormalClosure, "", nil)
-			return false
-		}
-	}
 }
 
 // visible returns what a connection that is not a member's receives of ch:
