@@ -94,9 +94,8 @@ var (
 	errNoSecret      = errors.New("the server has no SECRET configured for TOTP")
 )
 
-// audit appends to the tenant's audit log; a failure is the request's
-// failure where the caller returns it, and logged where the answer is
-// already decided.
+// audit appends e to the tenant's audit log. A failure is logged, not
+// returned: the action it records has already happened.
 func (s *Server) audit(ctx context.Context, t *store.Tenant, e store.AuditEntry) {
 	if err := t.Audit(ctx, e); err != nil {
 		s.log.Error("audit", "tenant", t.ID(), "action", e.Action, "err", err)

@@ -1,5 +1,6 @@
-// Package syncd serves Therasync's HTTP API: the practice API, health and
-// metrics (and, as the contract grows, device login and live sync).
+// Package syncd serves Therasync's HTTP and WebSocket API: the practice
+// API, device login, shard download and logout, live sync over WebSocket,
+// the check-in terminal page, health and metrics.
 package syncd
 
 import (

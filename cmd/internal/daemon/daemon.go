@@ -170,7 +170,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 	}
 }
 
-// Validate reports the first invalid setting.
+// Validate reports every invalid setting, joined in one error.
 func (c Config) Validate() error {
 	errs := append([]error(nil), c.envErrs...)
 	if c.Addr == "" {
