@@ -19,6 +19,7 @@ import (
 	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // Mailer enqueues mails for the worker to send.
@@ -75,14 +76,9 @@ func (e *stepUpLockedError) Error() string {
 	return fmt.Sprintf("too many wrong TOTP codes; step-ups are refused for %s", e.RetryAfter.Round(time.Second))
 }
 
-// More error codes of DESIGN §6 and of the step-up.
+// The step-up's header, and the longest device name and platform a login
+// takes.
 const (
-	codeInvalidCode     = "invalid_code"
-	codeTooMany         = "too_many_attempts"
-	codeNoEmail         = "no_email"
-	codeShardNotReady   = "shard_not_ready"
-	codeDeviceRevoked   = "device_revoked"
-	codeTOTPRequired    = "totp_required"
 	headerTOTP          = "X-TOTP"
 	maxDeviceNameLength = 100
 )
@@ -139,7 +135,7 @@ func (s *Server) handleSendCode(w http.ResponseWriter, r *http.Request, t *store
 	if errors.As(err, &tooSoon) {
 		secs := int(tooSoon.RetryAfter.Seconds() + 0.999)
 		w.Header().Set("Retry-After", fmt.Sprint(secs))
-		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": codeTooMany, "message": tooSoon.Error(), "retry_after": secs})
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": wire.CodeTooManyAttempts, "message": tooSoon.Error(), "retry_after": secs})
 		return
 	}
 	if err != nil {

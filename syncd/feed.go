@@ -7,10 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // feedSize is how many recent changes a tenant's feed keeps in memory;
@@ -320,7 +319,7 @@ func (f *feed) join(c *liveConn) bool {
 		}
 		f.byAccount[c.accountID][c] = struct{}{}
 	}
-	c.enqueue(mustJSON(caughtUpFrame{Type: "caught_up", Seq: c.cursor}))
+	c.enqueue(mustJSON(wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: c.cursor}))
 	return true
 }
 
@@ -364,7 +363,7 @@ func (f *feed) dispatchLocked(ctx context.Context, cs []model.Change) {
 			for c := range f.byAccount[ch.ID] {
 				if ch.Seq > c.startSeq.Load() {
 					c.s.metrics.revocationCloses.Inc()
-					c.stop(closeRevoked, "device revoked", nil)
+					c.stop(wire.CloseRevoked, "device revoked", nil)
 					f.dropLocked(c)
 				}
 			}
@@ -481,7 +480,7 @@ func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change, ex *e
 		if err != nil {
 			f.log.Error("live feed: rows that became visible", "tenant", f.tenant.ID(), "err", err)
 			for c := range v.conns {
-				c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+				c.stop(wire.CloseInternalServerErr, "internal error", nil)
 				f.dropLocked(c)
 			}
 			continue
@@ -502,7 +501,7 @@ func (f *feed) flushLocked(v *view) {
 	if len(v.out) == 0 {
 		return
 	}
-	frame := mustJSON(changesFrame{Type: "changes", Changes: v.out})
+	frame := mustJSON(wire.Changes{Type: wire.TypeChanges, Changes: v.out})
 	for c := range v.conns {
 		c.enqueue(frame)
 	}
@@ -527,7 +526,7 @@ func (f *feed) announce(budget int) (more bool) {
 			return true
 		}
 		if frame == nil {
-			frame = mustJSON(caughtUpFrame{Type: "caught_up", Seq: f.latest})
+			frame = mustJSON(wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: f.latest})
 		}
 		for c := range v.conns {
 			c.enqueue(frame)

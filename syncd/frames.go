@@ -6,57 +6,8 @@ import (
 	"fmt"
 
 	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/wire"
 )
-
-// Limits of the frames a device sends.
-const (
-	maxFrameBytes        = 4 << 20 // a push with a few signatures fits
-	maxMutationsPerFrame = 500
-)
-
-// The frames of DESIGN §7.
-type (
-	changesFrame struct {
-		Type    string         `json:"type"` // "changes"
-		Changes []model.Change `json:"changes"`
-	}
-	caughtUpFrame struct {
-		Type string `json:"type"` // "caught_up"
-		Seq  int64  `json:"seq"`
-	}
-	ackFrame struct {
-		Type        string   `json:"type"` // "ack"
-		MutationIDs []string `json:"mutation_ids"`
-		Seq         int64    `json:"seq"`
-	}
-	rejectFrame struct {
-		Type       string `json:"type"` // "reject"
-		MutationID string `json:"mutation_id"`
-		Error      string `json:"error"`
-		Message    string `json:"message"`
-	}
-	resyncFrame struct {
-		Type   string `json:"type"` // "resync"
-		Reason string `json:"reason"`
-	}
-	wipeFrame struct {
-		Type string `json:"type"` // "wipe"
-	}
-)
-
-// rawMutation is a mutation as a device sends it.
-type rawMutation struct {
-	ID     string                     `json:"id"`
-	Entity string                     `json:"entity"`
-	Op     model.Op                   `json:"op"`
-	RowID  string                     `json:"row_id"`
-	Fields map[string]json.RawMessage `json:"fields"`
-}
-
-type pushFrame struct {
-	Type      string        `json:"type"`
-	Mutations []rawMutation `json:"mutations"`
-}
 
 // mutation is a decoded mutation: a valid change, or the reason it is not.
 type mutation struct {
@@ -71,21 +22,21 @@ type mutation struct {
 func decodePush(data []byte) ([]mutation, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	var f pushFrame
+	var f wire.Push
 	if err := dec.Decode(&f); err != nil {
 		return nil, badRequest("invalid frame: %v", err)
 	}
 	if dec.More() {
 		return nil, badRequest("invalid frame: data after the JSON object")
 	}
-	if f.Type != "push" {
+	if f.Type != wire.TypePush {
 		return nil, badRequest("unknown frame type %q (want push)", f.Type)
 	}
 	if len(f.Mutations) == 0 {
 		return nil, badRequest("a push carries at least one mutation")
 	}
-	if len(f.Mutations) > maxMutationsPerFrame {
-		return nil, badRequest("a push carries at most %d mutations, this one %d", maxMutationsPerFrame, len(f.Mutations))
+	if len(f.Mutations) > wire.MaxMutationsPerPush {
+		return nil, badRequest("a push carries at most %d mutations, this one %d", wire.MaxMutationsPerPush, len(f.Mutations))
 	}
 	seen := make(map[string]bool, len(f.Mutations))
 	out := make([]mutation, len(f.Mutations))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/therasync/therasync/internal/redistest"
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // TestAccessEndsDuringHandshake: access that ends after a connection's
@@ -118,7 +119,7 @@ func handshakeRace(t *testing.T, cause string) {
 		_, b, err := ws.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != closeRevoked && ce.Code != closeTokenGone {
+			if !errors.As(err, &ce) || ce.Code != wire.CloseRevoked && ce.Code != wire.CloseTokenGone {
 				t.Errorf("%s: the connection ended with %v; want 4003 or 4001 at once", cause, err)
 			}
 			return

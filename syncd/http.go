@@ -18,22 +18,7 @@ import (
 	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
-)
-
-// The error codes of DESIGN §6 that this server answers with.
-const (
-	codeUnauthorized   = "unauthorized"
-	codeLicenseMissing = "license_missing"
-	codeForbidden      = "forbidden"
-	codeBadRequest     = "bad_request"
-	codeNotFound       = "not_found"
-	codeConflict       = "conflict"
-	codeCheckedIn      = "already_checked_in"
-	codeCourseFull     = "course_full"
-	codeTooLarge       = "too_large"
-	codeTimeout        = "request_timeout"
-	codeInternal       = "internal"
-	codeUnavailable    = "unavailable"
+	"github.com/therasync/therasync/wire"
 )
 
 // apiError is the JSON body of every error answer.
@@ -65,48 +50,48 @@ func classify(err error) (status int, code, msg string, internal bool) {
 	msg = err.Error()
 	switch {
 	case errors.As(err, &tooMany):
-		return http.StatusTooManyRequests, codeTooMany, msg, false
+		return http.StatusTooManyRequests, wire.CodeTooManyAttempts, msg, false
 	case errors.As(err, &maxBytes):
-		return http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit), false
+		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBytes.Limit), false
 	case errors.Is(err, errSlowBody):
-		return http.StatusRequestTimeout, codeTimeout, msg, false
+		return http.StatusRequestTimeout, wire.CodeRequestTimeout, msg, false
 	case errors.Is(err, model.ErrInvalid), errors.Is(err, errBadRequest):
-		return http.StatusBadRequest, codeBadRequest, msg, false
+		return http.StatusBadRequest, wire.CodeBadRequest, msg, false
 	case errors.Is(err, authcode.ErrInvalidCode):
-		return http.StatusUnauthorized, codeInvalidCode, "wrong, expired or used code, or unknown email", false
+		return http.StatusUnauthorized, wire.CodeInvalidCode, "wrong, expired or used code, or unknown email", false
 	case errors.Is(err, authcode.ErrTooManyAttempts):
-		return http.StatusTooManyRequests, codeTooMany, "too many wrong codes; logins are refused for a while", false
+		return http.StatusTooManyRequests, wire.CodeTooManyAttempts, "too many wrong codes; logins are refused for a while", false
 	case errors.Is(err, store.ErrRevoked):
-		return http.StatusForbidden, codeDeviceRevoked, "this device's access was withdrawn by the practice", false
+		return http.StatusForbidden, wire.CodeDeviceRevoked, "this device's access was withdrawn by the practice", false
 	case errors.Is(err, errAppDisabled):
-		return http.StatusForbidden, codeAppDisabled, msg, false
+		return http.StatusForbidden, wire.CodeAppDisabled, msg, false
 	case errors.Is(err, errNoEmail):
-		return http.StatusForbidden, codeNoEmail, msg, false
+		return http.StatusForbidden, wire.CodeNoEmail, msg, false
 	case errors.Is(err, errShardNotReady):
-		return http.StatusConflict, codeShardNotReady, msg, false
+		return http.StatusConflict, wire.CodeShardNotReady, msg, false
 	case errors.Is(err, errTOTPRequired), errors.Is(err, store.ErrTOTPEnrolled):
 		// One message for every reason, naming no account.
-		return http.StatusForbidden, codeTOTPRequired, errTOTPRequired.Error(), false
+		return http.StatusForbidden, wire.CodeTOTPRequired, errTOTPRequired.Error(), false
 	case errors.As(err, &locked):
-		return http.StatusTooManyRequests, codeTooMany, locked.Error(), false
+		return http.StatusTooManyRequests, wire.CodeTooManyAttempts, locked.Error(), false
 	case errors.Is(err, model.ErrForbidden):
-		return http.StatusForbidden, codeForbidden, msg, false
+		return http.StatusForbidden, wire.CodeForbidden, msg, false
 	case errors.Is(err, model.ErrAlreadyCheckedIn):
-		return http.StatusConflict, codeCheckedIn, msg, false
+		return http.StatusConflict, wire.CodeAlreadyCheckedIn, msg, false
 	case errors.Is(err, model.ErrCourseFull):
-		return http.StatusConflict, codeCourseFull, msg, false
+		return http.StatusConflict, wire.CodeCourseFull, msg, false
 	case errors.Is(err, store.ErrConflict):
-		return http.StatusConflict, codeConflict, msg, false
+		return http.StatusConflict, wire.CodeConflict, msg, false
 	case errors.Is(err, store.ErrUnauthorized):
-		return http.StatusUnauthorized, codeUnauthorized, "missing or invalid key or token", false
+		return http.StatusUnauthorized, wire.CodeUnauthorized, "missing or invalid key or token", false
 	case errors.Is(err, store.ErrLicenseMissing):
-		return http.StatusForbidden, codeLicenseMissing, msg, false
+		return http.StatusForbidden, wire.CodeLicenseMissing, msg, false
 	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, codeNotFound, msg, false
+		return http.StatusNotFound, wire.CodeNotFound, msg, false
 	case errors.Is(err, store.ErrClosed):
-		return http.StatusServiceUnavailable, codeUnavailable, "server is shutting down", false
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, "server is shutting down", false
 	}
-	return http.StatusInternalServerError, codeInternal, "internal error", true
+	return http.StatusInternalServerError, wire.CodeInternal, "internal error", true
 }
 
 // errorCode returns the error code an error answers with.
@@ -125,7 +110,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		s.log.Error("request failed", "route", r.Pattern, "err", err)
 	}
-	if code == codeShardNotReady {
+	if code == wire.CodeShardNotReady {
 		w.Header().Set("Retry-After", "5")
 	}
 	var tooMany *tooManyError

@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // This file ends live connections whose access ended (DESIGN §5), by every
@@ -164,7 +164,7 @@ func (s *Server) revoke(rev Revocation) {
 		switch {
 		case rev.Practice:
 			if c.practice && fingerprint(c.keyHash) != rev.Current {
-				c.stop(closeTokenGone, "the practice key was replaced", nil)
+				c.stop(wire.CloseTokenGone, "the practice key was replaced", nil)
 			}
 			return
 		case c.practice:
@@ -175,16 +175,16 @@ func (s *Server) revoke(rev Revocation) {
 			return
 		case rev.TokenEnded:
 			if fingerprint(c.tokenHash) != rev.Current {
-				c.stop(closeTokenGone, "the device's token is no longer valid", nil)
+				c.stop(wire.CloseTokenGone, "the device's token is no longer valid", nil)
 			}
 			return
 		}
 		s.metrics.revocationCloses.Inc()
 		if rev.Wipe {
-			c.stop(closeRevoked, "device revoked", mustJSON(wipeFrame{Type: "wipe"}))
+			c.stop(wire.CloseRevoked, "device revoked", mustJSON(wire.Wipe{Type: wire.TypeWipe}))
 			return
 		}
-		c.stop(closeRevoked, "device revoked", nil)
+		c.stop(wire.CloseRevoked, "device revoked", nil)
 	})
 	s.hub.recheck(rev.Tenant)
 }
@@ -196,20 +196,20 @@ func checkAccess(a *store.Access, conns []*liveConn) {
 	for _, c := range conns {
 		if c.practice {
 			if subtle.ConstantTimeCompare(c.keyHash, a.Settings.KeyHash) != 1 {
-				c.stop(closeTokenGone, "the practice key was replaced", nil)
+				c.stop(wire.CloseTokenGone, "the practice key was replaced", nil)
 			}
 			continue
 		}
 		d, acc, err := a.Device(c.deviceID, c.tokenHash)
 		switch {
 		case errors.Is(err, store.ErrUnauthorized):
-			c.stop(closeTokenGone, "the device's token is no longer valid", nil)
+			c.stop(wire.CloseTokenGone, "the device's token is no longer valid", nil)
 		case errors.Is(err, store.ErrRevoked) && d.RevokedAt != nil && d.Wipe:
 			c.s.metrics.revocationCloses.Inc()
-			c.stop(closeRevoked, "device revoked", mustJSON(wipeFrame{Type: "wipe"}))
+			c.stop(wire.CloseRevoked, "device revoked", mustJSON(wire.Wipe{Type: wire.TypeWipe}))
 		case err != nil:
 			c.s.metrics.revocationCloses.Inc()
-			c.stop(closeRevoked, "device revoked", nil)
+			c.stop(wire.CloseRevoked, "device revoked", nil)
 		case acc.Role != c.viewer.Role:
 			c.resync("the account's role changed")
 		}
@@ -221,9 +221,9 @@ func checkAccess(a *store.Access, conns []*liveConn) {
 func closeCodeOf(err error) (int, string) {
 	switch {
 	case errors.Is(err, store.ErrUnauthorized):
-		return closeTokenGone, "the device's token is no longer valid"
+		return wire.CloseTokenGone, "the device's token is no longer valid"
 	case errors.Is(err, store.ErrRevoked):
-		return closeRevoked, "device revoked"
+		return wire.CloseRevoked, "device revoked"
 	}
-	return websocket.CloseInternalServerErr, "internal error"
+	return wire.CloseInternalServerErr, "internal error"
 }

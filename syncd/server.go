@@ -1,6 +1,7 @@
 // Package syncd serves Therasync's HTTP and WebSocket API: the practice
-// API, device login, shard download and logout, live sync over WebSocket,
-// the check-in terminal page, health and metrics.
+// API, device login, shard download and logout, live sync over WebSocket
+// (the frames of package wire), the check-in terminal page, health and
+// metrics.
 package syncd
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/therasync/therasync/authcode"
 	"github.com/therasync/therasync/internal/seal"
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // Defaults for Config's zero values.
@@ -236,7 +238,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /checkin/", checkinPage())
 	s.mux.Handle("GET /checkin", http.RedirectHandler("/checkin/", http.StatusMovedPermanently))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 }
 

@@ -21,9 +21,6 @@ type BuildQueue interface {
 	EnqueueBuild(ctx context.Context, tenant, account string) error
 }
 
-// codeAppDisabled answers a build asked for an account without app access.
-const codeAppDisabled = "app_disabled"
-
 var errAppDisabled = errors.New("app access of the account is disabled")
 
 // enqueueBuilds hands recorded build requests to the worker. A failure is

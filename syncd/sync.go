@@ -16,6 +16,7 @@ import (
 
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // Timing and sizes of live connections.
@@ -26,10 +27,8 @@ const (
 	// maxControlFrames bounds the acks and rejects waiting for the writer:
 	// past it, the connection reads no further push until the device has
 	// taken them (they never make a device count as too slow).
-	maxControlFrames = 2 * (maxMutationsPerFrame + 1)
+	maxControlFrames = 2 * (wire.MaxMutationsPerPush + 1)
 	catchUpBatch     = 500
-	closeRevoked     = 4003
-	closeTokenGone   = 4001
 	keyCommitsTopic  = "therasync:commits"
 )
 
@@ -175,8 +174,8 @@ func (c *liveConn) stop(code int, text string, last []byte) {
 // the stream; on its way out the connection requests the account's build.
 func (c *liveConn) resync(reason string) {
 	c.end(func() {
-		c.closeCode, c.closeText = websocket.CloseNormalClosure, "resync"
-		c.lastFrame = mustJSON(resyncFrame{Type: "resync", Reason: reason + ": download the shard again"})
+		c.closeCode, c.closeText = wire.CloseNormalClosure, "resync"
+		c.lastFrame = mustJSON(wire.Resync{Type: wire.TypeResync, Reason: reason + ": download the shard again"})
 		c.needBuild = !c.practice
 	})
 }
@@ -203,7 +202,7 @@ func (c *liveConn) enqueue(frame []byte) {
 	if len(c.queue) >= sendQueueSize {
 		c.mu.Unlock()
 		c.s.metrics.sendDrops.Inc()
-		c.stop(websocket.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
+		c.stop(wire.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
 		return
 	}
 	c.queue = append(c.queue, frame)
@@ -233,7 +232,7 @@ func (c *liveConn) waitRoom() bool {
 		c.mu.Lock()
 		n := len(c.ctl)
 		c.mu.Unlock()
-		if n <= maxControlFrames-maxMutationsPerFrame-1 {
+		if n <= maxControlFrames-wire.MaxMutationsPerPush-1 {
 			return true
 		}
 		select {
@@ -249,7 +248,7 @@ func (c *liveConn) waitRoom() bool {
 			return false
 		case <-timer.C:
 			c.s.metrics.sendDrops.Inc()
-			c.stop(websocket.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
+			c.stop(wire.CloseTryAgainLater, "too slow: reconnect and catch up", nil)
 			return false
 		}
 	}
@@ -399,8 +398,8 @@ func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
 		defer ws.Close()
 		deadline := time.Now().Add(s.cfg.LiveWriteTimeout)
 		ws.SetWriteDeadline(deadline)
-		ws.WriteMessage(websocket.TextMessage, mustJSON(wipeFrame{Type: "wipe"}))
-		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeRevoked, "device revoked"), deadline)
+		ws.WriteMessage(websocket.TextMessage, mustJSON(wire.Wipe{Type: wire.TypeWipe}))
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(wire.CloseRevoked, "device revoked"), deadline)
 		s.audit(ctx, t, store.AuditEntry{Actor: "device", AccountID: d.AccountID, DeviceID: d.ID, Action: "wipe_sent", Addr: clientAddr(r)})
 		return
 	}
@@ -442,15 +441,15 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn, 
 	c.done = make(chan struct{})
 	c.readerDone = make(chan struct{})
 	c.writing = true // the catch-up
-	ws.SetReadLimit(maxFrameBytes)
+	ws.SetReadLimit(wire.MaxFrameBytes)
 	evicted, ok := s.hub.add(c, s.limits())
 	if !ok {
-		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(wire.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		ws.Close()
 		return
 	}
 	for _, o := range evicted {
-		o.stop(websocket.ClosePolicyViolation, "replaced by a newer connection of this device", nil)
+		o.stop(wire.ClosePolicyViolation, "replaced by a newer connection of this device", nil)
 	}
 	s.metrics.connected.Inc()
 	if !c.practice {
@@ -468,14 +467,14 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn, 
 // readLoop reads the device's frames until the connection ends.
 func (c *liveConn) readLoop() {
 	defer close(c.readerDone)
-	defer c.stop(websocket.CloseNormalClosure, "", nil)
+	defer c.stop(wire.CloseNormalClosure, "", nil)
 	c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(pongWait)) })
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				c.stop(websocket.CloseMessageTooBig, fmt.Sprintf("a frame has at most %d bytes", maxFrameBytes), nil)
+				c.stop(wire.CloseMessageTooBig, fmt.Sprintf("a frame has at most %d bytes", wire.MaxFrameBytes), nil)
 			}
 			return
 		}
@@ -484,7 +483,7 @@ func (c *liveConn) readLoop() {
 			return
 		}
 		if typ != websocket.TextMessage {
-			c.enqueueControl(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "frames are JSON text"}))
+			c.enqueueControl(mustJSON(wire.Reject{Type: wire.TypeReject, Error: wire.CodeBadRequest, Message: "frames are JSON text"}))
 			continue
 		}
 		c.handlePush(data)
@@ -500,11 +499,11 @@ func (c *liveConn) handlePush(data []byte) {
 	ctx := context.Background() // a push that started is finished, even if the device goes away
 	ms, err := decodePush(data)
 	if err != nil {
-		c.enqueueControl(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: err.Error()}))
+		c.enqueueControl(mustJSON(wire.Reject{Type: wire.TypeReject, Error: wire.CodeBadRequest, Message: err.Error()}))
 		return
 	}
 	if c.practice {
-		c.enqueueControl(mustJSON(rejectFrame{Type: "reject", Error: codeBadRequest, Message: "practice PCs push with POST /v1/practice/changes"}))
+		c.enqueueControl(mustJSON(wire.Reject{Type: wire.TypeReject, Error: wire.CodeBadRequest, Message: "practice PCs push with POST /v1/practice/changes"}))
 		return
 	}
 	b := store.Batch{Origin: "device:" + c.deviceID, Writer: &c.viewer, DeviceID: c.deviceID, TokenHash: c.tokenHash}
@@ -533,10 +532,10 @@ func (c *liveConn) handlePush(data []byte) {
 		return
 	case err != nil:
 		c.s.log.Error("device push", "tenant", c.tenant.ID(), "device", c.deviceID, "err", err)
-		c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+		c.stop(wire.CloseInternalServerErr, "internal error", nil)
 		return
 	}
-	ack := ackFrame{Type: "ack", Seq: res.Seq, MutationIDs: []string{}}
+	ack := wire.Ack{Type: wire.TypeAck, Seq: res.Seq, MutationIDs: []string{}}
 	for i, m := range valid {
 		if err := res.Refused[i]; err != nil {
 			c.reject(m.ID, err)
@@ -558,7 +557,7 @@ func (c *liveConn) handlePush(data []byte) {
 func (c *liveConn) reject(id string, err error) {
 	_, code, msg, _ := classify(err)
 	c.s.metrics.rejects.Inc()
-	c.enqueueControl(mustJSON(rejectFrame{Type: "reject", MutationID: id, Error: code, Message: msg}))
+	c.enqueueControl(mustJSON(wire.Reject{Type: wire.TypeReject, MutationID: id, Error: code, Message: msg}))
 }
 
 // catchUpLoop is a connection's first writer: it catches up from the
@@ -585,7 +584,7 @@ func (c *liveConn) catchUpLoop() {
 		case <-c.wake:
 			joined, err := c.catchUp()
 			if err != nil {
-				c.stop(websocket.CloseInternalServerErr, "internal error", nil)
+				c.stop(wire.CloseInternalServerErr, "internal error", nil)
 				c.s.log.Error("sync stream", "tenant", c.tenant.ID(), "err", err)
 			}
 			if joined {
@@ -722,7 +721,7 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 			switch {
 			case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq.Load() && endsAccess(ch):
 				c.s.metrics.revocationCloses.Inc()
-				c.stop(closeRevoked, "device revoked", nil)
+				c.stop(wire.CloseRevoked, "device revoked", nil)
 				return false, nil
 			case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
 				err = &errResync{reason: "the account's role changed"}
@@ -748,7 +747,7 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 		default:
 		}
 		if len(out) > 0 {
-			if err := c.write(mustJSON(changesFrame{Type: "changes", Changes: out})); err != nil {
+			if err := c.write(mustJSON(wire.Changes{Type: wire.TypeChanges, Changes: out})); err != nil {
 				c.stop(websocket.CloseAbnormalClosure, "", nil)
 				return false, nil
 			}
@@ -789,7 +788,7 @@ func (c *liveConn) checkOwnAccess(ctx context.Context, first bool) (bool, error)
 			return false, err
 		}
 		if subtle.ConstantTimeCompare(c.keyHash, st.KeyHash) != 1 {
-			c.stop(closeTokenGone, "the practice key was replaced", nil)
+			c.stop(wire.CloseTokenGone, "the practice key was replaced", nil)
 			return false, nil
 		}
 		c.epoch = epoch
@@ -798,15 +797,15 @@ func (c *liveConn) checkOwnAccess(ctx context.Context, first bool) (bool, error)
 	d, acc, err := c.tenant.CheckDevice(ctx, c.deviceID, c.tokenHash)
 	switch {
 	case errors.Is(err, store.ErrUnauthorized):
-		c.stop(closeTokenGone, "the device's token is no longer valid", nil)
+		c.stop(wire.CloseTokenGone, "the device's token is no longer valid", nil)
 		return false, nil
 	case errors.Is(err, store.ErrRevoked):
 		c.s.metrics.revocationCloses.Inc()
 		var last []byte
 		if d.RevokedAt != nil && d.Wipe {
-			last = mustJSON(wipeFrame{Type: "wipe"})
+			last = mustJSON(wire.Wipe{Type: wire.TypeWipe})
 		}
-		c.stop(closeRevoked, "device revoked", last)
+		c.stop(wire.CloseRevoked, "device revoked", last)
 		return false, nil
 	case err != nil:
 		return false, err
@@ -838,7 +837,7 @@ func (s *Server) closeLive(ctx context.Context) error {
 	s.hub.mu.Lock()
 	s.hub.closed = true
 	s.hub.mu.Unlock()
-	s.hub.each("", func(c *liveConn) { c.stop(websocket.CloseGoingAway, "server shutting down", nil) })
+	s.hub.each("", func(c *liveConn) { c.stop(wire.CloseGoingAway, "server shutting down", nil) })
 	done := make(chan struct{})
 	go func() {
 		s.hub.wg.Wait()
