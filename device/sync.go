@@ -18,26 +18,53 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/wire"
 )
 
-// change is a streamed change as it arrives.
-type change struct {
-	Seq    int64          `json:"seq"`
-	Entity string         `json:"entity"`
-	Op     model.Op       `json:"op"`
-	ID     string         `json:"id"`
-	Fields map[string]any `json:"fields"`
+// decodeFrame decodes a server frame into the wire type its type names:
+// *wire.Changes, *wire.CaughtUp, *wire.Ack, *wire.Reject, *wire.Resync or
+// *wire.Wipe. A type this library does not know (a newer server's) is
+// nil, and ignored.
+func decodeFrame(b []byte) (any, error) {
+	var h wire.Header
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("decode frame: %w", err)
+	}
+	var f any
+	switch h.Type {
+	case wire.TypeChanges:
+		f = new(wire.Changes)
+	case wire.TypeCaughtUp:
+		f = new(wire.CaughtUp)
+	case wire.TypeAck:
+		f = new(wire.Ack)
+	case wire.TypeReject:
+		f = new(wire.Reject)
+	case wire.TypeResync:
+		f = new(wire.Resync)
+	case wire.TypeWipe:
+		f = new(wire.Wipe)
+	default:
+		return nil, nil
+	}
+	if err := json.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("decode %s frame: %w", h.Type, err)
+	}
+	return f, nil
 }
 
-type frame struct {
-	Type        string   `json:"type"`
-	Changes     []change `json:"changes"`
-	Seq         int64    `json:"seq"`
-	MutationIDs []string `json:"mutation_ids"`
-	MutationID  string   `json:"mutation_id"`
-	Error       string   `json:"error"`
-	Message     string   `json:"message"`
-	Reason      string   `json:"reason"`
+// encodeFields returns fields as a JSON object, and as the raw field
+// values a mutation carries (nil for nil fields).
+func encodeFields(fields map[string]any) ([]byte, map[string]json.RawMessage, error) {
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode fields: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, nil, fmt.Errorf("encode fields: %w", err)
+	}
+	return b, raw, nil
 }
 
 // Write applies a local change at once and keeps it in the outbox until the
@@ -227,7 +254,7 @@ func toLocal(f model.Field, v any) any {
 // applyFrameLocked applies a batch of streamed changes: the server state of
 // rows with pending writes is updated first (outbox.db), then, in one local
 // transaction, the changes, the pending writes on top again, and the cursor.
-func (c *Client) applyFrameLocked(ctx context.Context, cs []change, cursor int64) error {
+func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor int64) error {
 	touched := map[[2]string]bool{}
 	for _, ch := range cs {
 		var fields sql.NullString
@@ -446,14 +473,14 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 	}
 	defer ws.Close()
 	c.setState(StateActive)
-	frames := make(chan frame)
+	frames := make(chan any) // see decodeFrame
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			var f frame
+			var f any
 			_, b, err := ws.ReadMessage()
 			if err == nil {
-				err = json.Unmarshal(b, &f)
+				f, err = decodeFrame(b)
 			}
 			if err != nil {
 				readErr <- err
@@ -475,7 +502,7 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 	for {
 		select {
 		case <-ctx.Done():
-			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(wire.CloseNormalClosure, ""), time.Now().Add(time.Second))
 			return false, nil
 		case f, ok := <-frames:
 			if !ok {
@@ -483,9 +510,9 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 				var ce *websocket.CloseError
 				if errors.As(err, &ce) {
 					switch ce.Code {
-					case 4003:
+					case wire.CloseRevoked:
 						c.setState(StateRevoked)
-					case 4001: // the token ended: logged out elsewhere or replaced
+					case wire.CloseTokenGone: // the token ended: logged out elsewhere or replaced
 						c.tokenEnded(st.Token)
 					}
 				}
@@ -494,15 +521,15 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 			if err := c.handleFrame(ctx, f); err != nil {
 				return false, err
 			}
-			switch f.Type {
-			case "caught_up":
+			switch f.(type) {
+			case *wire.CaughtUp:
 				caughtUp = true
-			case "resync":
+			case *wire.Resync:
 				if err := c.downloadShard(ctx, ""); err != nil {
 					return false, err
 				}
 				return false, nil // reconnect from the new shard's seq
-			case "wipe":
+			case *wire.Wipe:
 				return false, nil
 			}
 			if untilIdle && caughtUp {
@@ -525,9 +552,9 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 // onRefused records what a refused connection says about the device.
 func (c *Client) onRefused(err error) {
 	switch {
-	case IsCode(err, "device_revoked"):
+	case IsCode(err, wire.CodeDeviceRevoked):
 		c.setState(StateRevoked)
-	case IsCode(err, "unauthorized"):
+	case IsCode(err, wire.CodeUnauthorized):
 		c.setState(StateLoggedOut)
 	}
 }
@@ -558,20 +585,23 @@ func (c *Client) sendPending(ctx context.Context, ws *websocket.Conn) error {
 	if err != nil {
 		return err
 	}
-	var ms []map[string]any
+	var ms []wire.Mutation
 	for _, p := range ps {
 		if p.Rejected {
 			continue
 		}
-		m := map[string]any{"id": p.ID, "entity": p.Entity, "op": p.Op, "row_id": p.RowID}
-		if p.Fields != nil {
-			m["fields"] = p.Fields
+		_, raw, err := encodeFields(p.Fields)
+		if err != nil {
+			return fmt.Errorf("push %s: %w", p.ID, err)
 		}
-		ms = append(ms, m)
+		ms = append(ms, wire.Mutation{ID: p.ID, Entity: p.Entity, Op: p.Op, RowID: p.RowID, Fields: raw})
 	}
 	for len(ms) > 0 {
-		n := min(len(ms), 500)
-		b, _ := json.Marshal(map[string]any{"type": "push", "mutations": ms[:n]})
+		n := min(len(ms), wire.MaxMutationsPerPush)
+		b, err := json.Marshal(wire.Push{Type: wire.TypePush, Mutations: ms[:n]})
+		if err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
 		if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
 			return err
 		}
@@ -580,21 +610,22 @@ func (c *Client) sendPending(ctx context.Context, ws *websocket.Conn) error {
 	return nil
 }
 
-// handleFrame applies one server frame to the local state.
-func (c *Client) handleFrame(ctx context.Context, f frame) error {
+// handleFrame applies one server frame (see decodeFrame) to the local
+// state.
+func (c *Client) handleFrame(ctx context.Context, f any) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch f.Type {
-	case "changes":
+	switch f := f.(type) {
+	case *wire.Changes:
 		if len(f.Changes) == 0 {
 			return nil
 		}
 		return c.applyFrameLocked(ctx, f.Changes, f.Changes[len(f.Changes)-1].Seq)
-	case "caught_up":
+	case *wire.CaughtUp:
 		return c.applyFrameLocked(ctx, nil, f.Seq)
-	case "ack":
+	case *wire.Ack:
 		return c.forgetLocked(ctx, f.MutationIDs)
-	case "reject":
+	case *wire.Reject:
 		if f.MutationID == "" {
 			return fmt.Errorf("server refused a frame: %s: %s", f.Error, f.Message)
 		}
@@ -610,7 +641,7 @@ func (c *Client) handleFrame(ctx context.Context, f frame) error {
 			return err
 		}
 		return c.restoreRowLocked(ctx, entity, row)
-	case "wipe":
+	case *wire.Wipe:
 		return c.wipeLocked()
 	}
 	return nil
@@ -643,7 +674,7 @@ func (c *Client) wipeLocked() error {
 func (c *Client) Logout(ctx context.Context) error {
 	var unreached error
 	if st := c.State(); st.Token != "" {
-		if err := c.do(ctx, st, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, "unauthorized") {
+		if err := c.do(ctx, st, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, wire.CodeUnauthorized) {
 			unreached = fmt.Errorf("logout: the local data is deleted, but the server was not told (%w): its token stays valid until the practice revokes this device", err)
 		}
 	}
