@@ -10,6 +10,7 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -19,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -97,7 +99,7 @@ func Open(dir, server string) (*Client, error) {
 			return nil, fmt.Errorf("open device: %w", err)
 		}
 	case errors.Is(err, os.ErrNotExist):
-		c.st = State{Server: strings.TrimRight(server, "/"), DeviceID: newDeviceID(), State: StateLoggedOut}
+		c.st = State{Server: strings.TrimRight(server, "/"), DeviceID: newID(), State: StateLoggedOut}
 	default:
 		return nil, fmt.Errorf("open device: %w", err)
 	}
@@ -121,10 +123,15 @@ func Open(dir, server string) (*Client, error) {
 	return c, c.saveLocked()
 }
 
-// newDeviceID returns a fresh random device id.
-func newDeviceID() string {
+// newID returns a fresh random id (of a device, of a mutation): 16 bytes
+// in hex.
+func newID() string {
 	id := make([]byte, 16)
-	rand.Read(id)
+	if _, err := rand.Read(id); err != nil {
+		// crypto/rand documents that Read never fails (it crashes the
+		// program itself when the system's source does).
+		panic(fmt.Sprintf("device: crypto/rand: %v", err))
+	}
 	return hex.EncodeToString(id)
 }
 
@@ -144,7 +151,10 @@ func (c *Client) Dir() string { return c.dir }
 
 // saveLocked writes device.json atomically.
 func (c *Client) saveLocked() error {
-	b, _ := json.MarshalIndent(c.st, "", "  ")
+	b, err := json.MarshalIndent(c.st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save device state: %w", err)
+	}
 	tmp := c.path("device.json.tmp")
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
@@ -181,8 +191,11 @@ func (c *Client) State() State {
 func (c *Client) do(ctx context.Context, st State, method, path string, body any, out any) error {
 	var r io.Reader
 	if body != nil {
-		b, _ := json.Marshal(body)
-		r = strings.NewReader(string(b))
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		r = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, st.Server+path, r)
 	if err != nil {
@@ -207,7 +220,11 @@ func (c *Client) do(ctx context.Context, st State, method, path string, body any
 
 func apiError(resp *http.Response) error {
 	e := &APIError{Status: resp.StatusCode}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		e.Message = fmt.Sprintf("reading the answer: %v", err)
+		return e
+	}
 	if json.Unmarshal(b, e) != nil {
 		e.Message = strings.TrimSpace(string(b))
 	}
@@ -285,7 +302,9 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 			return err
 		}
 		if got != sha || (wantSHA != "" && got != wantSHA && attempt == 0 && sha == wantSHA) {
-			os.Remove(part)
+			if err := removeFile(part); err != nil {
+				return fmt.Errorf("download shard: %w", err)
+			}
 			if attempt < 3 {
 				continue
 			}
@@ -299,7 +318,9 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 		c.data.Close()
 		c.data = nil
 	}
-	removeDB(c.path("data.db"))
+	if err := removeDB(c.path("data.db")); err != nil {
+		return fmt.Errorf("download shard: %w", err)
+	}
 	if err := os.Rename(part, c.path("data.db")); err != nil {
 		return err
 	}
@@ -308,8 +329,15 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 		return err
 	}
 	// The shard says whose and which role's data it is (a role may change).
-	c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'role'`).Scan(&c.st.Role)
-	c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'account_id'`).Scan(&c.st.AccountID)
+	for _, meta := range []struct {
+		key string
+		to  *string
+	}{{"role", &c.st.Role}, {"account_id", &c.st.AccountID}} {
+		err := c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = ?`, meta.key).Scan(meta.to)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("download shard: read its %s: %w", meta.key, err)
+		}
+	}
 	if err := c.saveLocked(); err != nil {
 		return err
 	}
@@ -326,7 +354,10 @@ func (c *Client) fetchShard(ctx context.Context, st State, part string) (string,
 		return "", err
 	}
 	defer f.Close()
-	have, _ := f.Seek(0, io.SeekEnd)
+	have, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", err
+	}
 	req, err := http.NewRequestWithContext(ctx, "GET", st.Server+"/v1/device/shard", nil)
 	if err != nil {
 		return "", err
@@ -349,8 +380,7 @@ func (c *Client) fetchShard(ctx context.Context, st State, part string) (string,
 		}
 	case http.StatusPartialContent:
 	case http.StatusRequestedRangeNotSatisfiable:
-		f.Truncate(0)
-		return "", fmt.Errorf("the shard changed during the download")
+		return "", errors.Join(errors.New("the shard changed during the download"), f.Truncate(0))
 	default:
 		return "", apiError(resp)
 	}
@@ -376,10 +406,21 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func removeDB(path string) {
+// removeDB deletes a SQLite database file and the files that go with it.
+func removeDB(path string) error {
+	var errs []error
 	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
-		os.Remove(p)
+		errs = append(errs, removeFile(p))
 	}
+	return errors.Join(errs...)
+}
+
+// removeFile deletes a file; one that is not there is no error.
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Cursor returns the seq up to which the local database holds the stream.
@@ -488,7 +529,9 @@ func (c *Client) outboxLocked(ctx context.Context, where string) ([]Pending, err
 			return nil, err
 		}
 		if fields != "" {
-			json.Unmarshal([]byte(fields), &p.Fields)
+			if err := json.Unmarshal([]byte(fields), &p.Fields); err != nil {
+				return nil, fmt.Errorf("outbox %s: fields: %w", p.ID, err)
+			}
 		}
 		out = append(out, p)
 	}

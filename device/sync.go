@@ -2,15 +2,12 @@ package device
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
+	mathrand "math/rand/v2"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -82,9 +79,10 @@ func (c *Client) Write(ctx context.Context, ch model.Change) (string, error) {
 	if c.data == nil || c.st.State != StateActive {
 		return "", ErrNotLoggedIn
 	}
-	b, _ := json.Marshal(ch.Fields)
-	var raw map[string]json.RawMessage
-	json.Unmarshal(b, &raw)
+	b, raw, err := encodeFields(ch.Fields)
+	if err != nil {
+		return "", fmt.Errorf("write: %w", err)
+	}
 	if _, err := (model.RawChange{Entity: ch.Entity, Op: ch.Op, ID: ch.ID, Fields: raw}).Validate(0); err != nil {
 		return "", err
 	}
@@ -110,17 +108,13 @@ func (c *Client) Write(ctx context.Context, ch model.Change) (string, error) {
 	return id, tx.Commit()
 }
 
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // snapshotBaseLocked keeps the server state of a row before its first
 // pending write, to put it back if the server rejects the write.
 func (c *Client) snapshotBaseLocked(ctx context.Context, entity, id string) error {
 	var n int
-	c.outbox.QueryRowContext(ctx, `SELECT count(*) FROM base WHERE entity = ? AND row_id = ?`, entity, id).Scan(&n)
+	if err := c.outbox.QueryRowContext(ctx, `SELECT count(*) FROM base WHERE entity = ? AND row_id = ?`, entity, id).Scan(&n); err != nil {
+		return fmt.Errorf("read base of %s %s: %w", entity, id, err)
+	}
 	if n > 0 {
 		return nil
 	}
@@ -130,7 +124,10 @@ func (c *Client) snapshotBaseLocked(ctx context.Context, entity, id string) erro
 	}
 	var fields any
 	if row != nil {
-		b, _ := json.Marshal(row)
+		b, err := json.Marshal(row)
+		if err != nil {
+			return fmt.Errorf("base of %s %s: %w", entity, id, err)
+		}
 		fields = string(b)
 	}
 	_, err = c.outbox.ExecContext(ctx, `INSERT INTO base(entity, row_id, fields) VALUES (?,?,?)`, entity, id, fields)
@@ -158,28 +155,32 @@ func readLocal(ctx context.Context, db interface {
 		if col == "id" {
 			continue
 		}
-		f, _ := e.Field(col)
-		out[col] = fromLocal(f, v)
+		f, _ := e.Field(col) // a column the model does not know reads as a string
+		if out[col], err = fromLocal(f, v); err != nil {
+			return nil, fmt.Errorf("read %s %s: %s: %w", entity, id, col, err)
+		}
 	}
 	return out, nil
 }
 
 // fromLocal turns a local column value into its JSON form.
-func fromLocal(f model.Field, v any) any {
+func fromLocal(f model.Field, v any) (any, error) {
 	switch v := v.(type) {
 	case int64:
 		if f.Kind == model.Bool {
-			return v != 0
+			return v != 0, nil
 		}
-		return v
+		return v, nil
 	case string:
 		if f.Kind == model.StringList {
 			var l []any
-			json.Unmarshal([]byte(v), &l)
-			return l
+			if err := json.Unmarshal([]byte(v), &l); err != nil {
+				return nil, fmt.Errorf("not a JSON list: %w", err)
+			}
+			return l, nil
 		}
 	}
-	return v
+	return v, nil
 }
 
 // applyLocal upserts or deletes a local row, writing only the columns the
@@ -205,8 +206,12 @@ func applyLocal(ctx context.Context, tx *sql.Tx, entity string, op model.Op, id 
 		if !ok || !have[name] {
 			continue // a field this device does not keep
 		}
+		lv, err := toLocal(f, v)
+		if err != nil {
+			return fmt.Errorf("%s %s: %s: %w", entity, id, name, err)
+		}
 		cols = append(cols, `"`+name+`"`)
-		args = append(args, toLocal(f, v))
+		args = append(args, lv)
 		sets = append(sets, `"`+name+`"=excluded."`+name+`"`)
 	}
 	q := `INSERT INTO "` + entity + `" (` + strings.Join(cols, ",") + `) VALUES (?` + strings.Repeat(",?", len(cols)-1) + `) ON CONFLICT(id) DO `
@@ -228,27 +233,32 @@ func localColumns(ctx context.Context, tx *sql.Tx, entity string) (map[string]bo
 	out := map[string]bool{}
 	for rows.Next() {
 		var n string
-		rows.Scan(&n)
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("columns of %s: %w", entity, err)
+		}
 		out[n] = true
 	}
 	return out, rows.Err()
 }
 
 // toLocal turns a JSON field value into its local column value.
-func toLocal(f model.Field, v any) any {
+func toLocal(f model.Field, v any) (any, error) {
 	switch v := v.(type) {
 	case float64:
-		return int64(v)
+		return int64(v), nil
 	case bool:
 		if v {
-			return int64(1)
+			return int64(1), nil
 		}
-		return int64(0)
+		return int64(0), nil
 	case []any, []string:
-		b, _ := json.Marshal(v)
-		return string(b)
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		return string(b), nil
 	}
-	return v
+	return v, nil
 }
 
 // applyFrameLocked applies a batch of streamed changes: the server state of
@@ -270,12 +280,17 @@ func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor
 		if ch.Op == model.OpUpsert {
 			m := map[string]any{}
 			if fields.Valid {
-				json.Unmarshal([]byte(fields.String), &m)
+				if err := json.Unmarshal([]byte(fields.String), &m); err != nil {
+					return fmt.Errorf("base of %s %s: %w", ch.Entity, ch.ID, err)
+				}
 			}
 			for k, v := range ch.Fields {
 				m[k] = v
 			}
-			b, _ := json.Marshal(m)
+			b, err := json.Marshal(m)
+			if err != nil {
+				return fmt.Errorf("base of %s %s: %w", ch.Entity, ch.ID, err)
+			}
 			merged = string(b)
 		}
 		if _, err := c.outbox.ExecContext(ctx, `UPDATE base SET fields = ? WHERE entity = ? AND row_id = ?`, merged, ch.Entity, ch.ID); err != nil {
@@ -338,7 +353,9 @@ func (c *Client) restoreRowLocked(ctx context.Context, entity, id string) error 
 	}
 	if fields.Valid {
 		m := map[string]any{}
-		json.Unmarshal([]byte(fields.String), &m)
+		if err := json.Unmarshal([]byte(fields.String), &m); err != nil {
+			return fmt.Errorf("base of %s %s: %w", entity, id, err)
+		}
 		if err := applyLocal(ctx, tx, entity, model.OpUpsert, id, m); err != nil {
 			return err
 		}
@@ -443,11 +460,11 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 		} else {
 			backoff = min(backoff*2, opts.MaxBackoff)
 		}
-		jitter, _ := rand.Int(rand.Reader, big.NewInt(int64(wait/2)+1))
+		jitter := time.Duration(mathrand.Int64N(int64(wait/2) + 1))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait/2 + time.Duration(jitter.Int64())):
+		case <-time.After(wait/2 + jitter):
 		}
 	}
 }
@@ -647,24 +664,28 @@ func (c *Client) handleFrame(ctx context.Context, f any) error {
 	return nil
 }
 
-// wipeLocked deletes every local database file.
+// wipeLocked deletes every local database file; it reports the files it
+// could not delete, after trying all of them.
 func (c *Client) wipeLocked() error {
+	var errs []error
 	if c.data != nil {
-		c.data.Close()
+		errs = append(errs, c.data.Close())
 		c.data = nil
 	}
 	if c.outbox != nil {
-		c.outbox.Close()
+		errs = append(errs, c.outbox.Close())
 		c.outbox = nil
 	}
-	removeDB(c.path("data.db"))
-	removeDB(c.path("outbox.db"))
-	os.Remove(c.path("data.db.part"))
+	errs = append(errs, removeDB(c.path("data.db")), removeDB(c.path("outbox.db")), removeFile(c.path("data.db.part")))
 	c.st.Token, c.st.State = "", StateWiped
 	// The server keeps the old id revoked for good (DESIGN §5): a later
 	// login is a new device.
-	c.st.DeviceID = newDeviceID()
-	return c.saveLocked()
+	c.st.DeviceID = newID()
+	errs = append(errs, c.saveLocked())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("wipe: %w", err)
+	}
+	return nil
 }
 
 // Logout invalidates the token on the server and deletes the local data,
@@ -680,9 +701,7 @@ func (c *Client) Logout(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.wipeLocked(); err != nil {
-		return errors.Join(err, unreached)
-	}
+	werr := c.wipeLocked() // logged out also when a file stays behind
 	c.st.State = StateLoggedOut
-	return errors.Join(c.saveLocked(), unreached)
+	return errors.Join(werr, c.saveLocked(), unreached)
 }
