@@ -1,0 +1,193 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/wire"
+)
+
+// syncIdle syncs c until it is caught up with nothing left to send.
+func syncIdle(tb testing.TB, c *Client) error {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.Sync(ctx, SyncOptions{UntilIdle: true, RevokedRetry: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+}
+
+// TestSyncSendsTheOutbox: the pending writes go out as push frames of at
+// most MaxMutationsPerPush mutations, each as DESIGN §7 spells it (a
+// delete without fields); the streamed changes and the acks that follow
+// leave the device caught up with an empty outbox.
+func TestSyncSendsTheOutbox(t *testing.T) {
+	fs := newFakeServer(t)
+	c := openClient(t, fs.URL, 5, startRows())
+	w1 := write(t, c, model.Profiles, model.OpUpsert, "p1", map[string]any{"first_name": "Bea"})
+	w2 := write(t, c, model.Sessions, model.OpDelete, "s1", nil)
+	ids := []string{w1, w2}
+	for i := range wire.MaxMutationsPerPush {
+		ids = append(ids, write(t, c, model.Profiles, model.OpUpsert, fmt.Sprint("n", i), map[string]any{"first_name": "N"}))
+	}
+	fs.play(func(ws *websocket.Conn, cursor int64) {
+		if cursor != 5 {
+			t.Errorf("connected at cursor %d; want the shard's 5", cursor)
+		}
+		first, raw := readPush(t, ws)
+		second, _ := readPush(t, ws)
+		if len(first.Mutations) != wire.MaxMutationsPerPush || len(second.Mutations) != 2 {
+			t.Errorf("pushes of %d and %d mutations; want %d and 2", len(first.Mutations), len(second.Mutations), wire.MaxMutationsPerPush)
+		}
+		for i, want := range []string{
+			`{"id":"` + w1 + `","entity":"profiles","op":"upsert","row_id":"p1","fields":{"first_name":"Bea"}}`,
+			`{"id":"` + w2 + `","entity":"sessions","op":"delete","row_id":"s1"}`,
+		} {
+			if i >= len(raw) || raw[i] != want {
+				t.Errorf("mutation %d = %v; want %s", i, raw, want)
+			}
+		}
+		for i, m := range append(first.Mutations, second.Mutations...) {
+			if i >= len(ids) || m.ID != ids[i] {
+				t.Errorf("mutation %d is %s; want the outbox's order", i, m.ID)
+				break
+			}
+		}
+		send(t, ws,
+			wire.Changes{Type: wire.TypeChanges, Changes: []model.Change{
+				{Seq: 6, Entity: model.Profiles, Op: model.OpUpsert, ID: "p1", Fields: map[string]any{"last_name": "Meier"}},
+				{Seq: 7, Entity: model.Sessions, Op: model.OpUpsert, ID: "s2", Fields: map[string]any{"profile_id": "p1", "status": "done"}},
+			}},
+			wire.Ack{Type: wire.TypeAck, MutationIDs: ids, Seq: 8},
+			wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 8}, // idle from here
+		)
+	})
+	if err := syncIdle(t, c); err != nil {
+		t.Fatalf("Sync = %v", err)
+	}
+	if got := cursor(t, c); got != 8 {
+		t.Errorf("cursor = %d; want 8", got)
+	}
+	if ps, b := outbox(t, c), bases(t, c); len(ps) != 0 || len(b) != 0 {
+		t.Errorf("outbox %d writes, %d server states; want none once acknowledged", len(ps), len(b))
+	}
+	checkRows(t, c, map[string]map[string]any{
+		"profiles/p1":  {"first_name": "Bea", "last_name": "Meier"},
+		"sessions/s1":  nil,
+		"sessions/s2":  {"status": "done"},
+		"profiles/n42": {"first_name": "N"},
+	})
+}
+
+// TestSyncResyncRebasesPendingWrites: on resync the device downloads the
+// new shard, applies its unacknowledged writes on top of it, reconnects
+// at the new shard's seq and sends them again.
+func TestSyncResyncRebasesPendingWrites(t *testing.T) {
+	fs := newFakeServer(t)
+	c := openClient(t, fs.URL, 5, startRows())
+	w1 := write(t, c, model.Profiles, model.OpUpsert, "p1", map[string]any{"phone": "030"})
+	newer := rows{
+		model.Profiles: {
+			{"id": "p1", "owner_id": "m1", "first_name": "Anna", "last_name": "Neu"},
+			{"id": "p2", "owner_id": "m1", "first_name": "Ben"},
+		},
+	}
+	fs.setShard(9, newer)
+	fs.play(
+		func(ws *websocket.Conn, cursor int64) {
+			readPush(t, ws) // not acknowledged
+			send(t, ws, wire.Resync{Type: wire.TypeResync, Reason: "what the account sees shrank"})
+			closeWith(ws, wire.CloseNormalClosure)
+		},
+		func(ws *websocket.Conn, cursor int64) {
+			if cursor != 9 {
+				t.Errorf("reconnected at cursor %d; want the new shard's 9", cursor)
+			}
+			p, _ := readPush(t, ws)
+			if len(p.Mutations) != 1 || p.Mutations[0].ID != w1 {
+				t.Errorf("push after the resync = %+v; want %s again", p, w1)
+			}
+			// Before the answer: the write is on top of the new shard.
+			got, err := c.Query(context.Background(), `SELECT id, phone, last_name FROM profiles ORDER BY id`)
+			if want := `[{"id":"p1","last_name":"Neu","phone":"030"},{"id":"p2","last_name":null,"phone":null}]`; err != nil || !equalJSON(t, got, json.RawMessage(want)) {
+				t.Errorf("profiles after the resync = %v, %v; want %s", got, err, want)
+			}
+			if s1, err := c.Query(context.Background(), `SELECT id FROM sessions`); err != nil || len(s1) != 0 {
+				t.Errorf("sessions after the resync = %v, %v; want none (the new shard has none)", s1, err)
+			}
+			send(t, ws, wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 9}, wire.Reject{Type: wire.TypeReject, MutationID: w1, Error: wire.CodeForbidden, Message: "no"})
+		},
+	)
+	if err := syncIdle(t, c); err != nil {
+		t.Fatalf("Sync = %v", err)
+	}
+	// The reject puts back the new shard's row, not the old one.
+	checkRows(t, c, map[string]map[string]any{"profiles/p1": {"phone": nil, "last_name": "Neu"}})
+	if got := cursor(t, c); got != 9 {
+		t.Errorf("cursor = %d; want 9", got)
+	}
+}
+
+// TestSyncEnds: how a connection ends decides the device's state and what
+// Sync returns: revoked (close 4003, or a refused upgrade) keeps the data
+// read-only; a token that ended (close 4001, or 401) logs out; the wipe
+// frame deletes the data; too slow (1013) or a server going away (1001)
+// reconnect and carry on.
+func TestSyncEnds(t *testing.T) {
+	caughtUp := func(ws *websocket.Conn, cursor int64) {
+		send(t, ws, wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: cursor})
+	}
+	closing := func(code int, frames ...any) script {
+		return func(ws *websocket.Conn, cursor int64) {
+			send(t, ws, frames...)
+			closeWith(ws, code)
+		}
+	}
+	for _, tt := range []struct {
+		name      string
+		refuse    []refusal
+		scripts   []script
+		wantState string
+		wantErr   error
+	}{
+		{name: "close 4003", scripts: []script{closing(wire.CloseRevoked)}, wantState: StateRevoked, wantErr: ErrReadOnly},
+		{name: "close 4001", scripts: []script{closing(wire.CloseTokenGone)}, wantState: StateLoggedOut, wantErr: ErrNotLoggedIn},
+		{name: "wipe", scripts: []script{closing(wire.CloseRevoked, wire.Wipe{Type: wire.TypeWipe})}, wantState: StateWiped, wantErr: ErrWiped},
+		{name: "refused as revoked", refuse: []refusal{{http.StatusForbidden, wire.CodeDeviceRevoked}}, wantState: StateRevoked, wantErr: ErrReadOnly},
+		{name: "refused as unauthorized", refuse: []refusal{{http.StatusUnauthorized, wire.CodeUnauthorized}}, wantState: StateLoggedOut, wantErr: ErrNotLoggedIn},
+		{name: "too slow", scripts: []script{closing(wire.CloseTryAgainLater), caughtUp}, wantState: StateActive},
+		{name: "server going away", scripts: []script{closing(wire.CloseGoingAway), caughtUp}, wantState: StateActive},
+		{name: "server busy", refuse: []refusal{{http.StatusTooManyRequests, wire.CodeTooManyAttempts}}, scripts: []script{caughtUp}, wantState: StateActive},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t)
+			fs.refuse = tt.refuse
+			fs.play(tt.scripts...)
+			c := openClient(t, fs.URL, 5, startRows())
+			err := syncIdle(t, c)
+			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("Sync = %v; want %v", err, tt.wantErr)
+			}
+			if st := c.State(); st.State != tt.wantState {
+				t.Errorf("state = %s; want %s", st.State, tt.wantState)
+			}
+			if tt.wantState == StateRevoked {
+				if got := row(t, c, model.Profiles, "p1"); got == nil {
+					t.Errorf("a revoked device lost its data")
+				}
+			}
+			fs.mu.Lock()
+			left := len(fs.scripts) + len(fs.refuse)
+			fs.mu.Unlock()
+			if left != 0 {
+				t.Errorf("%d connections the device did not make", left)
+			}
+		})
+	}
+}
