@@ -1,6 +1,6 @@
 // Package daemon wires the store, Redis, syncd and the worker into the
 // processes that the binaries run: cmd/syncd, cmd/worker and the all-in-one
-// `therasync dev` share it.
+// `therasync dev` share it, and cmd/syncd and cmd/worker share its Main.
 package daemon
 
 import (

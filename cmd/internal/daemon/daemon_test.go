@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bytes"
+	"flag"
 	"strings"
 	"testing"
 )
@@ -30,5 +32,38 @@ func TestConfigFromEnvironment(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), bad[0]) {
 			t.Errorf("%s=%s: Validate = %v; want an error naming it", bad[0], bad[1], err)
 		}
+	}
+}
+
+// TestProcessFlags: each binary takes the flags README's configuration
+// table gives it, and a bad command line exits with 2.
+func TestProcessFlags(t *testing.T) {
+	env := func(name string) string {
+		if name == "SECRET" {
+			return strings.Repeat("ab", 32)
+		}
+		return ""
+	}
+	for _, tt := range []struct {
+		p    Process
+		want string
+	}{
+		{SyncdProcess(), "access-recheck addr body-read-timeout code-digits data log-level max-body max-sockets-per-account max-sockets-per-device read-timeout redis shutdown-timeout upgrades-per-minute"},
+		{WorkerProcess(), "concurrency data log-level redis shutdown-timeout tick"},
+	} {
+		t.Run(tt.p.Name, func(t *testing.T) {
+			fs := flag.NewFlagSet(tt.p.Name, flag.ContinueOnError)
+			c := DefaultConfig(env)
+			c.RegisterFlags(fs, tt.p.Flags...)
+			var got []string
+			fs.VisitAll(func(f *flag.Flag) { got = append(got, f.Name) })
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("flags %v; want %s", got, tt.want)
+			}
+			var stderr bytes.Buffer
+			if code := NewMain(tt.p, env, &stderr).Exec([]string{"-no-such-flag"}); code != 2 || !strings.Contains(stderr.String(), "\n"+tt.p.Name+": flag provided but not defined") {
+				t.Errorf("Exec(-no-such-flag) = %d, stderr %q; want 2 and the binary's name", code, stderr.String())
+			}
+		})
 	}
 }
