@@ -16,6 +16,7 @@ import (
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/syncd"
+	"github.com/therasync/therasync/wire"
 )
 
 func countAudit(tb testing.TB, tn *store.Tenant, action string) int {
@@ -71,11 +72,11 @@ func TestRejectedWritesAuditBounded(t *testing.T) {
 	until(t, ws, "caught_up")
 	const frames = 10
 	for f := range frames {
-		var ms []map[string]any
+		var ms []wire.Mutation
 		for i := range 500 {
-			ms = append(ms, map[string]any{"id": fmt.Sprint("bad-", f, "-", i), "entity": "courses", "op": "upsert", "row_id": "c1", "fields": map[string]any{"title": "x"}})
+			ms = append(ms, wire.Mutation{ID: fmt.Sprint("bad-", f, "-", i), Entity: "courses", Op: "upsert", RowID: "c1", Fields: map[string]json.RawMessage{"title": json.RawMessage(`"x"`)}})
 		}
-		push, _ := json.Marshal(map[string]any{"type": "push", "mutations": ms})
+		push, _ := json.Marshal(wire.Push{Type: wire.TypePush, Mutations: ms})
 		if err := ws.WriteMessage(websocket.TextMessage, push); err != nil {
 			t.Fatal(err)
 		}

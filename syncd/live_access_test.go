@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/therasync/therasync/syncd"
+	"github.com/therasync/therasync/wire"
 )
 
 // TestAccessEndsBeforeLaterChanges: a device revoked, logged out or whose
@@ -91,11 +92,11 @@ func TestRejectsDuringLongCatchUp(t *testing.T) {
 	}
 	defer ws.Close()
 	for p := range 3 {
-		var ms []map[string]any
+		var ms []wire.Mutation
 		for i := range 500 {
-			ms = append(ms, map[string]any{"id": fmt.Sprint("bad-", p, "-", i), "entity": "courses", "op": "upsert", "row_id": "c", "fields": map[string]any{"title": "x"}})
+			ms = append(ms, wire.Mutation{ID: fmt.Sprint("bad-", p, "-", i), Entity: "courses", Op: "upsert", RowID: "c", Fields: map[string]json.RawMessage{"title": json.RawMessage(`"x"`)}})
 		}
-		push, _ := json.Marshal(map[string]any{"type": "push", "mutations": ms})
+		push, _ := json.Marshal(wire.Push{Type: wire.TypePush, Mutations: ms})
 		if err := ws.WriteMessage(websocket.TextMessage, push); err != nil {
 			t.Fatal(err)
 		}

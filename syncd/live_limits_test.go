@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/therasync/therasync/syncd"
+	"github.com/therasync/therasync/wire"
 )
 
 // TestManyRejectsDuringCatchUp: a push of 200 refused mutations while the
@@ -29,11 +30,11 @@ func TestManyRejectsDuringCatchUp(t *testing.T) {
 	b.WriteString("]")
 	e.push(t, "many", b.String())
 	ws, _, _ := dial(t, e.URL, "/v1/device/sync?cursor=0", e.token(t, "m1", "phone"))
-	var ms []map[string]any
+	var ms []wire.Mutation
 	for i := range 200 { // a member writes no course: every one is refused
-		ms = append(ms, map[string]any{"id": fmt.Sprint("bad-", i), "entity": "courses", "op": "upsert", "row_id": fmt.Sprint("c", i), "fields": map[string]any{"title": "x"}})
+		ms = append(ms, wire.Mutation{ID: fmt.Sprint("bad-", i), Entity: "courses", Op: "upsert", RowID: fmt.Sprint("c", i), Fields: map[string]json.RawMessage{"title": json.RawMessage(`"x"`)}})
 	}
-	push, _ := json.Marshal(map[string]any{"type": "push", "mutations": ms})
+	push, _ := json.Marshal(wire.Push{Type: wire.TypePush, Mutations: ms})
 	if err := ws.WriteMessage(websocket.TextMessage, push); err != nil {
 		t.Fatal(err)
 	}
