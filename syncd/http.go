@@ -283,3 +283,11 @@ func decodeJSON(r *http.Request, v any) error {
 	}
 	return nil
 }
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

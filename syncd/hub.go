@@ -1,10 +1,13 @@
 package syncd
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/therasync/therasync/wire"
 )
 
 // hub knows the live connections of this process, and limits how many a
@@ -273,3 +276,23 @@ type tooManyError struct {
 }
 
 func (e *tooManyError) Error() string { return e.msg }
+
+// closeLive ends every live connection with 1001 and waits, until ctx is
+// done, for their goroutines.
+func (s *Server) closeLive(ctx context.Context) error {
+	s.hub.mu.Lock()
+	s.hub.closed = true
+	s.hub.mu.Unlock()
+	s.hub.each("", func(c *liveConn) { c.stop(wire.CloseGoingAway, "server shutting down", nil) })
+	done := make(chan struct{})
+	go func() {
+		s.hub.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close live connections: %w", ctx.Err())
+	}
+}

@@ -5,12 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/wire"
@@ -48,9 +44,6 @@ type Revocation struct {
 	Seq int64 `json:"seq,omitempty"`
 }
 
-// keyRevocations is the Redis channel of Revocation events.
-func keyRevocations() string { return "therasync:revocations" }
-
 // fingerprint names a token (or key) by its hash without revealing the
 // hash: what a Revocation carries.
 func fingerprint(hash []byte) string {
@@ -67,51 +60,6 @@ func keyHash(cred string) []byte {
 	_, secret, _ := strings.Cut(cred, ".")
 	sum := sha256.Sum256([]byte(secret))
 	return sum[:]
-}
-
-// Events publishes what the other syncd processes act on at once: commits
-// (they wake their connections) and revocations. The syncd server and the
-// operator's command both publish through it. With a nil Redis it
-// publishes nothing; the feeds' re-read of the access still closes the
-// connections within Config.AccessRecheck.
-type Events struct {
-	Redis redis.UniversalClient
-}
-
-// Committed announces that the tenant reached seq.
-func (e Events) Committed(ctx context.Context, tenant string, seq int64) error {
-	if e.Redis == nil {
-		return nil
-	}
-	if err := e.Redis.Publish(ctx, keyCommits(), mustJSON(commitEvent{Tenant: tenant, Seq: seq})).Err(); err != nil {
-		return fmt.Errorf("publish commit: %w", err)
-	}
-	return nil
-}
-
-// Revoked announces a revocation.
-func (e Events) Revoked(ctx context.Context, rev Revocation) error {
-	if e.Redis == nil {
-		return nil
-	}
-	b, _ := json.Marshal(rev)
-	if err := e.Redis.Publish(ctx, keyRevocations(), b).Err(); err != nil {
-		return fmt.Errorf("publish revocation: %w", err)
-	}
-	return nil
-}
-
-// Applied announces what a committed batch requires of every process: a
-// revocation for each account whose app access it ended, and a wake-up.
-func (e Events) Applied(ctx context.Context, tenant string, res store.Result) error {
-	var errs []error
-	for _, rev := range revocations(tenant, res) {
-		errs = append(errs, e.Revoked(ctx, rev))
-	}
-	if len(res.Changes) > 0 {
-		errs = append(errs, e.Committed(ctx, tenant, res.Seq))
-	}
-	return errors.Join(errs...)
 }
 
 // revocations are the revocations a batch's result calls for.

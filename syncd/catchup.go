@@ -1,0 +1,237 @@
+package syncd
+
+// This file is a connection's catch-up from its cursor to the feed's
+// head, and the access checks it makes on the way.
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
+)
+
+// catchUpLoop is a connection's first writer: it catches up from the
+// cursor whenever the feed reads changes, sends the frames queued
+// meanwhile, and once it joins the feed at the head it becomes a flusher
+// (and returns when nothing is left to write).
+func (c *liveConn) catchUpLoop() {
+	c.feed.wait(c)
+	for {
+		// A stopped connection sends nothing more but its last frame: with
+		// done and another case ready, select could pick the other, and a
+		// catch-up after a resync decision would announce seqs the device
+		// must not skip.
+		select {
+		case <-c.done:
+			c.finish()
+			return
+		default:
+		}
+		select {
+		case <-c.done:
+			c.finish()
+			return
+		case <-c.wake:
+			joined, err := c.catchUp()
+			if err != nil {
+				c.stop(wire.CloseInternalServerErr, "internal error", nil)
+				c.s.log.Error("sync stream", "tenant", c.tenant.ID(), "err", err)
+			}
+			if joined {
+				c.tracker = nil
+				c.flush()
+				return
+			}
+		case <-c.kick:
+			c.sendQueued(false)
+		}
+	}
+}
+
+// catchUp sends every change after the cursor that the viewer sees, in
+// batches, until the cursor reaches the feed's head; then the connection
+// joins the feed (which sends caught_up) and reports joined.
+func (c *liveConn) catchUp() (joined bool, err error) {
+	ctx := context.Background()
+	if !c.started {
+		c.started = true
+		// The access again, now that the connection is registered: what
+		// ended it since the handshake's check and before the registration
+		// reached no revocation event.
+		if ok, err := c.checkOwnAccess(ctx, true); err != nil || !ok {
+			return false, err
+		}
+		latest, err := c.tenant.Seq(ctx)
+		if err != nil {
+			return false, err
+		}
+		if c.cursor > latest {
+			c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
+			return false, nil
+		}
+		if !c.practice && c.cursor > 0 {
+			// The device's data is what its role saw at the cursor: another
+			// role needs another shard.
+			role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
+			if err != nil {
+				return false, err
+			}
+			if role != c.viewer.Role {
+				c.resync("the account's role changed")
+				return false, nil
+			}
+		}
+	}
+	for {
+		if c.feed.join(c) {
+			return true, nil
+		}
+		// From the feed's memory, whose reader checked every connection's
+		// access before keeping changes of a newer access epoch; or from the
+		// store, then checking it here.
+		cs, _, ok := c.feed.since(c.cursor, catchUpBatch)
+		if !ok {
+			r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
+			if err != nil {
+				return false, err
+			}
+			if r.AccessEpoch != c.epoch {
+				if ok, err := c.checkOwnAccess(ctx, false); err != nil || !ok {
+					return false, err
+				}
+				c.epoch = r.AccessEpoch
+			}
+			cs = r.Changes
+		}
+		if len(cs) == 0 {
+			return false, nil // the feed has not read that far: wait for its wake-up
+		}
+		if c.viewer.Role == model.RoleMember && !c.practice && c.tracker == nil {
+			if c.tracker, err = loadTracker(ctx, c.tenant, c.accountID, c.cursor); err != nil {
+				return false, err
+			}
+		}
+		out := make([]model.Change, 0, len(cs))
+		for _, ch := range cs {
+			var (
+				vs  []model.Change
+				err error
+			)
+			switch {
+			case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq.Load() && endsAccess(ch):
+				c.s.metrics.revocationCloses.Inc()
+				c.stop(wire.CloseRevoked, "device revoked", nil)
+				return false, nil
+			case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
+				err = &errResync{reason: "the account's role changed"}
+			case c.tracker != nil:
+				vs, err = memberStep(ctx, c.tenant, c.tracker, c.accountID, ch)
+			default:
+				vs, err = c.visible(ctx, ch)
+			}
+			var rs *errResync
+			if errors.As(err, &rs) {
+				c.resync(rs.reason)
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			out = append(out, vs...)
+		}
+		c.cursor = cs[len(cs)-1].Seq
+		select {
+		case <-c.done:
+			return false, nil // stopped meanwhile (a revocation): nothing more goes out
+		default:
+		}
+		if len(out) > 0 {
+			if err := c.write(mustJSON(wire.Changes{Type: wire.TypeChanges, Changes: out})); err != nil {
+				c.stop(websocket.CloseAbnormalClosure, "", nil)
+				return false, nil
+			}
+			c.s.metrics.changesSent.Add(float64(len(out)))
+		}
+		// Acks and rejects go out between batches: a long catch-up does
+		// not hold them back.
+		if !c.sendQueued(true) {
+			return false, nil
+		}
+		select {
+		case <-c.done:
+			return false, nil
+		default:
+		}
+	}
+}
+
+// checkOwnAccess reads the connection's access from the store and ends
+// the connection when it is gone (4001, 4003 with the wipe frame for a
+// wiped device, resync for another role); it reports whether the
+// connection goes on. first also fixes the seq and access epoch from which
+// the stream itself watches for the end of the access.
+func (c *liveConn) checkOwnAccess(ctx context.Context, first bool) (bool, error) {
+	seq, epoch := c.startSeq.Load(), c.epoch
+	if first {
+		var err error
+		if seq, err = c.tenant.Seq(ctx); err != nil {
+			return false, err
+		}
+		if epoch, err = c.tenant.AccessEpoch(ctx); err != nil {
+			return false, err
+		}
+	}
+	if c.practice {
+		st, err := c.tenant.Settings(ctx)
+		if err != nil {
+			return false, err
+		}
+		if subtle.ConstantTimeCompare(c.keyHash, st.KeyHash) != 1 {
+			c.stop(wire.CloseTokenGone, "the practice key was replaced", nil)
+			return false, nil
+		}
+		c.epoch = epoch
+		return true, nil
+	}
+	d, acc, err := c.tenant.CheckDevice(ctx, c.deviceID, c.tokenHash)
+	switch {
+	case errors.Is(err, store.ErrUnauthorized):
+		c.stop(wire.CloseTokenGone, "the device's token is no longer valid", nil)
+		return false, nil
+	case errors.Is(err, store.ErrRevoked):
+		c.s.metrics.revocationCloses.Inc()
+		var last []byte
+		if d.RevokedAt != nil && d.Wipe {
+			last = mustJSON(wire.Wipe{Type: wire.TypeWipe})
+		}
+		c.stop(wire.CloseRevoked, "device revoked", last)
+		return false, nil
+	case err != nil:
+		return false, err
+	case acc.Role != c.viewer.Role:
+		c.resync("the account's role changed")
+		return false, nil
+	}
+	c.startSeq.Store(seq)
+	c.epoch = epoch
+	return true, nil
+}
+
+// visible returns what a connection that is not a member's receives of ch:
+// the change as its viewer may see it, or nothing when the viewer may see
+// none of what it changed in an existing row (see emptied).
+func (c *liveConn) visible(ctx context.Context, ch model.Change) ([]model.Change, error) {
+	pc := project(c.practice, c.viewer.Role, ch)
+	if emptied(ch, pc) {
+		if existed, err := c.tenant.ExistedBefore(ctx, ch.Entity, ch.ID, ch.Seq); err != nil || existed {
+			return nil, err
+		}
+	}
+	return []model.Change{pc}, nil
+}

@@ -1,0 +1,146 @@
+package syncd
+
+// This file is the practice's access codes: sending one and its status.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/therasync/therasync/authcode"
+	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
+)
+
+// Mailer enqueues mails for the worker to send.
+type Mailer interface {
+	SendCode(ctx context.Context, tenant, account, code string, expires time.Time) error
+	SendLoginNotice(ctx context.Context, tenant, account, device string, at time.Time) error
+}
+
+// The step-up's header, and the longest device name and platform a login
+// takes.
+const (
+	headerTOTP          = "X-TOTP"
+	maxDeviceNameLength = 100
+)
+
+var (
+	errNoEmail       = errors.New("the account has no valid email address")
+	errShardNotReady = errors.New("the account's shard is not built yet; try again shortly")
+	errTOTPRequired  = errors.New("missing, wrong or used TOTP code: this needs a current code of an enrolled admin in the X-TOTP header")
+	errNoSecret      = errors.New("the server has no SECRET configured for TOTP")
+)
+
+// validEmail reports whether s is one plain, syntactically valid address.
+func validEmail(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && strings.Contains(s, "@")
+}
+
+type codeStatus struct {
+	SentAt    *time.Time `json:"sent_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	Valid     bool       `json:"valid"`
+}
+
+// handleSendCode serves POST /v1/practice/accounts/{id}/access-code.
+func (s *Server) handleSendCode(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
+	ctx := r.Context()
+	if s.cfg.Codes == nil || s.cfg.Mail == nil {
+		s.fail(w, r, errors.New("access codes are not configured"))
+		return
+	}
+	acc, err := s.appAccount(ctx, t, st, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	code, expires, err := s.cfg.Codes.Issue(ctx, t.ID(), acc.ID, acc.Email)
+	var tooSoon *authcode.TooSoonError
+	if errors.As(err, &tooSoon) {
+		secs := int(tooSoon.RetryAfter.Seconds() + 0.999)
+		w.Header().Set("Retry-After", fmt.Sprint(secs))
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": wire.CodeTooManyAttempts, "message": tooSoon.Error(), "retry_after": secs})
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sent := expires.Add(-s.cfg.Codes.TTL())
+	if err := t.RecordCodeSent(ctx, acc.ID, sent, expires); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.cfg.Mail.SendCode(ctx, t.ID(), acc.ID, code, expires); err != nil {
+		s.fail(w, r, fmt.Errorf("send code: %w", err))
+		return
+	}
+	s.audit(ctx, t, store.AuditEntry{Actor: "practice", AccountID: acc.ID, Action: "code_sent", Addr: clientAddr(r)})
+	writeJSON(w, http.StatusOK, codeStatus{SentAt: &sent, ExpiresAt: &expires, Valid: true})
+}
+
+// appAccount returns the account if it can use the app: the tenant holds
+// both licenses, the account exists, its app access is enabled and it has a
+// valid email.
+func (s *Server) appAccount(ctx context.Context, t *store.Tenant, st store.Settings, id string) (store.Account, error) {
+	if err := appLicenses(st); err != nil {
+		return store.Account{}, err
+	}
+	acc, err := t.Account(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Account{}, fmt.Errorf("account %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Account{}, err
+	}
+	if !acc.AppEnabled {
+		return acc, fmt.Errorf("account %q: %w", id, errAppDisabled)
+	}
+	if !validEmail(acc.Email) {
+		return acc, fmt.Errorf("account %q: %w", id, errNoEmail)
+	}
+	return acc, nil
+}
+
+// appLicenses refuses a tenant without both licenses the app needs.
+func appLicenses(st store.Settings) error {
+	for _, l := range []string{store.LicenseSync, store.LicenseApp} {
+		if !st.HasLicense(l) {
+			return fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing)
+		}
+	}
+	return nil
+}
+
+// handleCodeStatus serves GET /v1/practice/accounts/{id}/access-code.
+func (s *Server) handleCodeStatus(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	if _, err := t.Account(ctx, id); err != nil {
+		s.fail(w, r, fmt.Errorf("account %q: %w", id, err))
+		return
+	}
+	sent, expires, err := t.LastCodeSent(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusOK, codeStatus{})
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	live := false
+	if s.cfg.Codes != nil {
+		if live, err = s.cfg.Codes.Live(ctx, t.ID(), id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, codeStatus{SentAt: &sent, ExpiresAt: &expires, Valid: live && time.Now().Before(expires)})
+}
