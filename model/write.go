@@ -36,8 +36,8 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) e
 	if before == nil && c.Op == OpUpsert && !IsUUID(c.ID) {
 		return deny("a device creates rows only with a UUID as id, not %q", c.ID)
 	}
-	if c.Entity == ProfileShares && (c.Op == OpDelete || before != nil) {
-		return deny("a profile share can never be changed or deleted")
+	if shareFixed(c, before) {
+		return deny(shareFixedReason)
 	}
 	if c.Entity == Profiles && c.Op == OpDelete {
 		shares, err := look.Find(ProfileShares, map[string]string{"profile_id": c.ID})
@@ -87,8 +87,8 @@ func memberCanWrite(me string, c Change, before map[string]any, look Rows, deny 
 	if err := memberSeesTarget(me, c, before, look, deny); err != nil {
 		return err
 	}
-	if c.Entity == ProfileShares && before != nil {
-		return deny("a profile share can never be changed or deleted")
+	if shareFixed(c, before) {
+		return deny(shareFixedReason)
 	}
 	err := memberWrite(me, c, before, look, deny)
 	var fe *ForbiddenError

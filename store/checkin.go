@@ -57,7 +57,7 @@ func stampCheckIn(index int, c model.Change, before map[string]any, deviceID str
 // change left it (before is the row before it) and counts a new check-in
 // on the participant's membership. It returns the changes it logged.
 func (w *writer) checkIn(ctx context.Context, tx *sql.Tx, index int, id string, before map[string]any, origin string, seq *int64, now time.Time) ([]model.Change, error) {
-	after, err := readRow(ctx, tx, model.Attendances, id)
+	after, err := w.rows(ctx, tx).Row(model.Attendances, id)
 	if err != nil {
 		return nil, err
 	}

@@ -511,11 +511,12 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 			err = errors.Join(err, rerr)
 		}
 	}()
-	before, err := readRow(ctx, tx, c.Entity, c.ID)
+	rows := w.rows(ctx, tx)
+	before, err := rows.Row(c.Entity, c.ID)
 	if err != nil {
 		return nil, err
 	}
-	if err := model.CanWrite(*b.Writer, i, c, before, txRows{ctx, tx}); err != nil {
+	if err := model.CanWrite(*b.Writer, i, c, before, rows); err != nil {
 		return nil, err
 	}
 	enc := r.enc[i]
@@ -547,51 +548,117 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 }
 
 // txRows reads the current rows within a writing transaction, for the
-// access policy's decisions on a write (model.Rows).
+// domain rules' decisions on a write (model.Rows, model.CheckInRows), with
+// the writer's prepared statements.
 type txRows struct {
+	w   *writer
 	ctx context.Context
 	tx  *sql.Tx
 }
 
+// rows returns the rows as tx reads them.
+func (w *writer) rows(ctx context.Context, tx *sql.Tx) txRows { return txRows{w, ctx, tx} }
+
 // Row returns a row's fields, nil when there is none.
 func (r txRows) Row(entity, id string) (map[string]any, error) {
-	return readRow(r.ctx, r.tx, entity, id)
+	e, ok := model.Lookup(entity)
+	if !ok {
+		return nil, fmt.Errorf("row: unknown entity %q", entity)
+	}
+	s, err := r.w.prepared(r.ctx, r.tx, "row:"+e.Name, `SELECT id, `+columnList(e)+` FROM `+quote(e.Name)+` WHERE id = ?`)
+	if err != nil {
+		return nil, err
+	}
+	var rowID string
+	out, err := scanFields(e, s.QueryRowContext(r.ctx, id), &rowID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("row %s/%s: %w", entity, id, err)
+	}
+	return out, nil
 }
 
 // Find returns the rows of entity whose fields equal match's values.
 func (r txRows) Find(entity string, match map[string]string) (map[string]map[string]any, error) {
+	args := make(map[string]any, len(match))
+	for f, v := range match {
+		args[f] = v
+	}
+	e, name, where, vals, err := r.where("find", entity, args)
+	if err != nil {
+		return nil, err
+	}
+	s, err := r.w.prepared(r.ctx, r.tx, name, `SELECT id, `+columnList(e)+` FROM `+quote(e.Name)+` WHERE `+where)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.QueryContext(r.ctx, vals...)
+	if err != nil {
+		return nil, fmt.Errorf("find %s: %w", entity, err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]any{}
+	for rows.Next() {
+		var id string
+		fields, err := scanFields(e, rows, &id)
+		if err != nil {
+			return nil, fmt.Errorf("find %s: %w", entity, err)
+		}
+		out[id] = fields
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find %s: %w", entity, err)
+	}
+	return out, nil
+}
+
+// Count returns how many rows of entity have fields equal to match's
+// values.
+func (r txRows) Count(entity string, match map[string]any) (int64, error) {
+	e, name, where, vals, err := r.where("count", entity, match)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := r.w.scan(r.ctx, r.tx, name, `SELECT count(*) FROM `+quote(e.Name)+` WHERE `+where, vals, &n); err != nil {
+		return 0, fmt.Errorf("count %s: %w", entity, err)
+	}
+	return n, nil
+}
+
+// where renders match, a condition on entity's fields, as an SQL WHERE
+// clause and its arguments, and names the statement (op, the entity and
+// the fields: one prepared statement per shape).
+func (r txRows) where(op, entity string, match map[string]any) (e *model.Entity, name, where string, args []any, err error) {
 	e, ok := model.Lookup(entity)
 	if !ok {
-		return nil, fmt.Errorf("find: unknown entity %q", entity)
+		return nil, "", "", nil, fmt.Errorf("%s: unknown entity %q", op, entity)
 	}
 	if len(match) == 0 {
-		return nil, fmt.Errorf("find: %s rows without a condition", entity)
+		return nil, "", "", nil, fmt.Errorf("%s: %s rows without a condition", op, entity)
 	}
 	names := make([]string, 0, len(match))
 	for f := range match {
-		if _, ok := e.Field(f); !ok {
-			return nil, fmt.Errorf("find: unknown field %s.%s", entity, f)
-		}
 		names = append(names, f)
 	}
 	sort.Strings(names)
-	where := make([]string, len(names))
-	args := make([]any, len(names))
-	for i, f := range names {
-		where[i] = quote(f) + ` = ?`
-		args[i] = match[f]
+	conds := make([]string, len(names))
+	args = make([]any, len(names))
+	for i, n := range names {
+		f, ok := e.Field(n)
+		if !ok {
+			return nil, "", "", nil, fmt.Errorf("%s: unknown field %s.%s", op, entity, n)
+		}
+		if v, ok := match[n].(string); ok {
+			args[i] = v // as the column holds it, whatever the field's kind
+		} else if args[i], err = toColumn(f, match[n]); err != nil {
+			return nil, "", "", nil, fmt.Errorf("%s: %s.%s: %w", op, entity, n, err)
+		}
+		conds[i] = quote(n) + ` = ?`
 	}
-	return queryRows(r.ctx, r.tx, entity, `WHERE `+strings.Join(where, ` AND `), args...)
-}
-
-// readRow returns the current fields of a row within tx, nil when there is
-// none.
-func readRow(ctx context.Context, tx *sql.Tx, entity, id string) (map[string]any, error) {
-	row, err := scanRow(ctx, tx, entity, id)
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	return row, err
+	return e, op + ":" + e.Name + ":" + strings.Join(names, ","), strings.Join(conds, ` AND `), args, nil
 }
 
 // applyChange applies one change and returns it as it is to be logged, or
@@ -601,10 +668,19 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 	if !ok {
 		return nil, enc, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
 	}
-	if c.Op == model.OpDelete {
-		if e.Name == model.ProfileShares {
-			return nil, enc, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be deleted"}
+	if e.Name == model.ProfileShares && (c.Op == model.OpDelete || c.Op == model.OpUpsert) {
+		var (
+			skip bool
+			err  error
+		)
+		if c, skip, err = model.ShareWrite(index, c, w.rows(ctx, tx), now); err != nil || skip {
+			return nil, enc, err
 		}
+		if enc, err = encodeChange(index, c); err != nil {
+			return nil, enc, err
+		}
+	}
+	if c.Op == model.OpDelete {
 		var before accountAccess
 		if e.Name == model.Accounts {
 			var err error
@@ -628,18 +704,13 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
 	}
 	fields := c.Fields
-	if e.Name == model.ProfileShares || e.Name == model.Transactions {
-		// These rules add or drop fields: work on a copy, encode it again.
+	if e.Name == model.Transactions {
+		// This rule adds or drops fields: work on a copy, encode it again.
 		fields = make(map[string]any, len(c.Fields)+1)
 		for k, v := range c.Fields {
 			fields[k] = v
 		}
-		if e.Name == model.ProfileShares {
-			skip, err := w.checkShare(ctx, tx, index, c.ID, fields, now)
-			if err != nil || skip {
-				return nil, enc, err
-			}
-		} else if err := w.assignReference(ctx, tx, index, c.ID, fields, now); err != nil {
+		if err := w.assignReference(ctx, tx, index, c.ID, fields, now); err != nil {
 			return nil, enc, err
 		}
 		var err error
@@ -740,46 +811,6 @@ func accessReason(fields map[string]any, after accountAccess) string {
 		return "app_enabled false"
 	}
 	return "role removed"
-}
-
-// checkShare enforces that a profile share is complete when created and
-// never changed. It reports skip for a repeated, identical upsert.
-func (w *writer) checkShare(ctx context.Context, tx *sql.Tx, index int, id string, fields map[string]any, now time.Time) (skip bool, err error) {
-	e, _ := model.Lookup(model.ProfileShares)
-	vals := make([]any, len(e.Fields))
-	ptrs := make([]any, len(e.Fields))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	err = w.scan(ctx, tx, "share", `SELECT `+columnList(e)+` FROM profile_shares WHERE id = ?`, []any{id}, ptrs...)
-	if errors.Is(err, sql.ErrNoRows) {
-		for _, req := range []string{"profile_id", "account_id"} {
-			if s, _ := fields[req].(string); s == "" {
-				return false, &model.ValidationError{Index: index, Entity: e.Name, Field: req, Reason: "is required when a share is created"}
-			}
-		}
-		if fields["shared_at"] == nil {
-			fields["shared_at"] = now.UTC().Format(time.RFC3339)
-		}
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("look up share %s: %w", id, err)
-	}
-	for i, f := range e.Fields {
-		v, ok := fields[f.Name]
-		if !ok {
-			continue
-		}
-		cur, err := fromColumn(f, vals[i])
-		if err != nil {
-			return false, fmt.Errorf("look up share %s: %w", id, err)
-		}
-		if cur != v {
-			return false, &model.ForbiddenError{Index: index, Entity: e.Name, Reason: "a profile share can never be changed"}
-		}
-	}
-	return true, nil
 }
 
 // assignReference gives a new transaction its reference
