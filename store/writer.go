@@ -703,21 +703,16 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 	if c.Op != model.OpUpsert {
 		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
 	}
-	fields := c.Fields
 	if e.Name == model.Transactions {
-		// This rule adds or drops fields: work on a copy, encode it again.
-		fields = make(map[string]any, len(c.Fields)+1)
-		for k, v := range c.Fields {
-			fields[k] = v
-		}
-		if err := w.assignReference(ctx, tx, index, c.ID, fields, now); err != nil {
+		var err error
+		if c, err = model.AssignReference(index, c, w.rows(ctx, tx), now.In(w.loc), w.nextRef(ctx, tx)); err != nil {
 			return nil, enc, err
 		}
-		var err error
-		if enc, err = encodeChange(index, model.Change{Entity: e.Name, Op: c.Op, ID: c.ID, Fields: fields}); err != nil {
+		if enc, err = encodeChange(index, c); err != nil {
 			return nil, enc, err
 		}
 	}
+	fields := c.Fields
 	var before *accountAccess
 	_, setsEnabled := fields["app_enabled"]
 	_, setsRole := fields["role"]
@@ -813,42 +808,17 @@ func accessReason(fields map[string]any, after accountAccess) string {
 	return "role removed"
 }
 
-// assignReference gives a new transaction its reference
-// <year>-<n>-<account_id>, n counting per account and year, and refuses a
-// reference set by a writer.
-func (w *writer) assignReference(ctx context.Context, tx *sql.Tx, index int, id string, fields map[string]any, now time.Time) error {
-	var cur sql.NullString
-	err := w.scan(ctx, tx, "txref", `SELECT reference FROM transactions WHERE id = ?`, []any{id}, &cur)
-	exists := err == nil
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("look up transaction %s: %w", id, err)
-	}
-	if given, ok := fields["reference"]; ok {
-		if !exists || !cur.Valid || given != cur.String {
-			return &model.ValidationError{Index: index, Entity: model.Transactions, Field: "reference", Reason: "is assigned by the server and cannot be set"}
-		}
-		delete(fields, "reference") // unchanged: nothing to write
-	}
-	if exists && cur.Valid {
-		return nil
-	}
-	account, _ := fields["account_id"].(string)
-	if account == "" {
-		if exists {
-			// A row created without account_id cannot be: creation requires it.
-			return fmt.Errorf("transaction %s has no reference", id)
-		}
-		return &model.ValidationError{Index: index, Entity: model.Transactions, Field: "account_id", Reason: "is required when a transaction is created"}
-	}
-	year := now.In(w.loc).Year()
-	var n int64
-	err = w.scan(ctx, tx, "refctr", `INSERT INTO ref_counters(account_id, year, n) VALUES (?, ?, 1)
+// nextRef counts transaction references in ref_counters, within tx.
+func (w *writer) nextRef(ctx context.Context, tx *sql.Tx) model.NextRef {
+	return func(account string, year int) (int64, error) {
+		var n int64
+		err := w.scan(ctx, tx, "refctr", `INSERT INTO ref_counters(account_id, year, n) VALUES (?, ?, 1)
 		ON CONFLICT(account_id, year) DO UPDATE SET n = n + 1 RETURNING n`, []any{account, year}, &n)
-	if err != nil {
-		return fmt.Errorf("count reference: %w", err)
+		if err != nil {
+			return 0, fmt.Errorf("count reference: %w", err)
+		}
+		return n, nil
 	}
-	fields["reference"] = fmt.Sprintf("%d-%d-%s", year, n, account)
-	return nil
 }
 
 // prepared returns the statement called name bound to tx. Statements are
