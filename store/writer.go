@@ -680,14 +680,20 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 			return nil, enc, err
 		}
 	}
-	if c.Op == model.OpDelete {
-		var before accountAccess
-		if e.Name == model.Accounts {
-			var err error
-			if before, err = w.accountAccess(ctx, tx, c.ID); err != nil {
-				return nil, enc, err
-			}
+	if c.Op != model.OpDelete && c.Op != model.OpUpsert {
+		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
+	}
+	// An account's app access before the change, when it may change it
+	// (also when a field is set to null).
+	var before *model.AppAccess
+	if model.SetsAppAccess(c) {
+		a, err := w.appAccess(ctx, tx, c.ID)
+		if err != nil {
+			return nil, enc, err
 		}
+		before = &a
+	}
+	if c.Op == model.OpDelete {
 		res, err := w.exec(ctx, tx, "del:"+e.Name, `DELETE FROM `+quote(e.Name)+` WHERE id = ?`, c.ID)
 		if err != nil {
 			return nil, enc, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
@@ -695,13 +701,12 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil, enc, nil
 		}
-		if before.on() {
-			w.access = append(w.access, AccessChange{AccountID: c.ID, Reason: "account deleted"})
+		if before != nil {
+			if err := w.accessChanged(ctx, tx, c, *before, now); err != nil {
+				return nil, enc, err
+			}
 		}
 		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, enc, nil
-	}
-	if c.Op != model.OpUpsert {
-		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
 	}
 	if e.Name == model.Transactions {
 		var err error
@@ -712,24 +717,13 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 			return nil, enc, err
 		}
 	}
-	fields := c.Fields
-	var before *accountAccess
-	_, setsEnabled := fields["app_enabled"]
-	_, setsRole := fields["role"]
-	if e.Name == model.Accounts && (setsEnabled || setsRole) { // also when set to null
-		a, err := w.accountAccess(ctx, tx, c.ID)
-		if err != nil {
-			return nil, enc, err
-		}
-		before = &a
-	}
 	name, query := upsertQuery(e.Name, enc.names)
 	res, err := w.exec(ctx, tx, name, query, enc.args...)
 	if err != nil {
 		return nil, enc, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
 	}
 	if before != nil {
-		if err := w.requestBuildIfNeeded(ctx, tx, c.ID, *before, fields, now); err != nil {
+		if err := w.accessChanged(ctx, tx, c, *before, now); err != nil {
 			return nil, enc, err
 		}
 	}
@@ -738,74 +732,47 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 			return nil, enc, nil // an empty upsert of an existing row
 		}
 	}
-	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: fields}, enc, nil
+	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: c.Fields}, enc, nil
 }
 
-// accountAccess is what decides whether an account's shard must be built
-// and whether its devices may sync.
-type accountAccess struct {
-	exists  bool
-	enabled bool
-	role    string
-}
-
-// on reports whether the account's app access is on.
-func (a accountAccess) on() bool { return a.exists && a.enabled && model.ValidRole(a.role) }
-
-func (w *writer) accountAccess(ctx context.Context, tx *sql.Tx, id string) (accountAccess, error) {
+// appAccess reads what decides the app access of account id, within tx.
+func (w *writer) appAccess(ctx context.Context, tx *sql.Tx, id string) (model.AppAccess, error) {
 	var (
 		enabled sql.NullInt64
 		role    sql.NullString
 	)
 	err := w.scan(ctx, tx, "access", `SELECT app_enabled, role FROM accounts WHERE id = ?`, []any{id}, &enabled, &role)
 	if errors.Is(err, sql.ErrNoRows) {
-		return accountAccess{}, nil
+		return model.AppAccess{}, nil
 	}
 	if err != nil {
-		return accountAccess{}, fmt.Errorf("look up account %s: %w", id, err)
+		return model.AppAccess{}, fmt.Errorf("look up account %s: %w", id, err)
 	}
-	return accountAccess{exists: true, enabled: enabled.Int64 != 0, role: role.String}, nil
+	return model.AppAccess{Exists: true, Enabled: enabled.Int64 != 0, Role: role.String}, nil
 }
 
-// requestBuildIfNeeded notes an account's app access that started or ended
-// with a change of its fields, and records a shard build request, in the
-// batch's transaction, when the access started or the role changed while
-// it is on.
-func (w *writer) requestBuildIfNeeded(ctx context.Context, tx *sql.Tx, id string, before accountAccess, fields map[string]any, now time.Time) error {
-	after, err := w.accountAccess(ctx, tx, id)
+// accessChanged records, in the batch's transaction, what applied change c
+// of an account did to its app access (before: the access before it, see
+// model.AppAccessChange): an access that started or ended, and a shard
+// build request.
+func (w *writer) accessChanged(ctx context.Context, tx *sql.Tx, c model.Change, before model.AppAccess, now time.Time) error {
+	after, err := w.appAccess(ctx, tx, c.ID)
 	if err != nil {
 		return err
 	}
-	if after.on() != before.on() {
-		w.access = append(w.access, AccessChange{AccountID: id, Enabled: after.on(), Reason: accessReason(fields, after)})
+	ac := model.AppAccessChange(c, before, after)
+	if ac.Changed {
+		w.access = append(w.access, AccessChange{AccountID: c.ID, Enabled: ac.Enabled, Reason: ac.Reason})
 	}
-	if !after.on() || (before.on() && before.role == after.role) {
+	if !ac.Build {
 		return nil
 	}
 	if _, err := w.exec(ctx, tx, "request", `INSERT INTO shard_requests(account_id, requested_at) VALUES (?, ?)
-		ON CONFLICT(account_id) DO UPDATE SET requested_at = excluded.requested_at`, id, now.UTC().Format(time.RFC3339Nano)); err != nil {
-		return fmt.Errorf("request build of %s: %w", id, err)
+		ON CONFLICT(account_id) DO UPDATE SET requested_at = excluded.requested_at`, c.ID, now.UTC().Format(time.RFC3339Nano)); err != nil {
+		return fmt.Errorf("request build of %s: %w", c.ID, err)
 	}
-	w.builds = append(w.builds, id)
+	w.builds = append(w.builds, c.ID)
 	return nil
-}
-
-// accessReason says which of an account's fields started or ended its app
-// access.
-func accessReason(fields map[string]any, after accountAccess) string {
-	v, setsEnabled := fields["app_enabled"]
-	switch {
-	case after.on():
-		if setsEnabled {
-			return "app_enabled true"
-		}
-		return "role set"
-	case setsEnabled && v == nil:
-		return "app_enabled null"
-	case setsEnabled && v == false:
-		return "app_enabled false"
-	}
-	return "role removed"
 }
 
 // nextRef counts transaction references in ref_counters, within tx.
