@@ -520,9 +520,12 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 		return nil, err
 	}
 	enc := r.enc[i]
-	checkIn := c.Entity == model.Attendances && c.Op == model.OpUpsert
+	checkIn := model.IsCheckIn(c)
 	if checkIn {
-		if c, enc, err = stampCheckIn(i, c, before, b.DeviceID, now); err != nil {
+		if c, err = model.StampCheckIn(i, c, before, b.DeviceID, now); err != nil {
+			return nil, err
+		}
+		if enc, err = encodeChange(i, c); err != nil {
 			return nil, err
 		}
 	}
@@ -533,11 +536,11 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 	if lc != nil {
 		lcs = append(lcs, *lc)
 		if checkIn {
-			derived, err := w.checkIn(ctx, tx, i, c.ID, before, b.Origin, seq, now)
+			counted, err := w.checkIn(ctx, tx, i, c.ID, before, b.Origin, seq, now)
 			if err != nil {
 				return nil, err
 			}
-			lcs = append(lcs, derived...)
+			lcs = append(lcs, counted...)
 		}
 	}
 	if _, err := w.exec(ctx, tx, "mutated", `INSERT INTO mutations(device_id, id, seq, created_at) VALUES (?,?,?,?)`,

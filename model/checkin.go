@@ -1,0 +1,214 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// This file holds the check-in rules of DESIGN §8, applied to attendances
+// that devices (phones and check-in terminals) write:
+//
+//   - a check-in names its course, participant and date; the server records
+//     the device that made it, and the time unless the device gave one;
+//   - a participant is checked in to a course at most once per date;
+//   - a regular (springer false) must be a member of the course; a Springer
+//     must be a member of another course and not of this one;
+//   - the course's capacity counts its regular members (their seats are
+//     kept for them) plus that day's Springer; a Springer check-in past it
+//     is refused; a course without capacity has no limit;
+//   - a new check-in adds one to units_used of the participant's own
+//     membership (for a Springer: the membership of another course, the one
+//     with units left, in the course's practice, lowest id first), in the
+//     same transaction and logged as a change of its own.
+//
+// Practice PCs are the master of their data: attendances they push are
+// recorded as given. The store applies a device's check-in, asks CheckIn
+// over its rows and writes what CheckIn returns.
+
+// IsCheckIn reports whether a device's change c is a check-in, to which
+// the rules of this file apply: an upsert of an attendance.
+func IsCheckIn(c Change) bool { return c.Entity == Attendances && c.Op == OpUpsert }
+
+// StampCheckIn returns check-in c, index being its position in its batch
+// and before the attendance's row (nil for a new check-in), with the fields
+// the server decides: the device that made it and, unless given, when. A
+// device_id given by the device must be its own (for an existing check-in:
+// the one recorded), else the check-in is refused (*ValidationError).
+func StampCheckIn(index int, c Change, before map[string]any, deviceID string, now time.Time) (Change, error) {
+	fields := maps.Clone(c.Fields)
+	if fields == nil {
+		fields = map[string]any{}
+	}
+	if given, ok := fields["device_id"]; ok {
+		if before == nil && given != deviceID || before != nil && given != before["device_id"] {
+			return c, &ValidationError{Index: index, Entity: Attendances, Field: "device_id", Reason: "is set by the server"}
+		}
+	}
+	if before == nil {
+		fields["device_id"] = deviceID
+		if fields["checked_in_at"] == nil {
+			fields["checked_in_at"] = now.UTC().Format(time.RFC3339)
+		}
+	}
+	c.Fields = fields
+	return c, nil
+}
+
+// CheckInRows reads what the check-in rules decide from. The store answers
+// it inside the writing transaction, with the check-in written.
+type CheckInRows interface {
+	Rows
+	// Count returns how many rows of entity have fields equal to every
+	// value of match (values typed as a Change's fields).
+	Count(entity string, match map[string]any) (int64, error)
+}
+
+// CheckIn enforces the check-in rules on attendance id as a device's
+// check-in left it (look reads it; before is its row before, nil for a new
+// check-in), index being the check-in's position in its batch. It returns
+// the change that counts a new check-in on the participant's membership
+// (units_used + 1), nil when nothing is counted, or the refusal: a
+// *ValidationError, or a *ConflictError matching ErrAlreadyCheckedIn or
+// ErrCourseFull; or look's error.
+func CheckIn(index int, id string, before map[string]any, look CheckInRows) (*Change, error) {
+	after, err := look.Row(Attendances, id)
+	if err != nil {
+		return nil, err
+	}
+	invalid := func(field, reason string) error {
+		return &ValidationError{Index: index, Entity: Attendances, Field: field, Reason: reason}
+	}
+	conflict := func(err error, format string, args ...any) error {
+		return &ConflictError{Index: index, Entity: Attendances, Err: err, Reason: fmt.Sprintf(format, args...)}
+	}
+	course, _ := after["course_id"].(string)
+	profile, _ := after["profile_id"].(string)
+	date, _ := after["date"].(string)
+	for _, req := range [][2]string{{"course_id", course}, {"profile_id", profile}, {"date", date}} {
+		if req[1] == "" {
+			return nil, invalid(req[0], "is required for a check-in")
+		}
+	}
+	springer, _ := after["springer"].(bool)
+	moved := before == nil || before["course_id"] != course || before["profile_id"] != profile || before["date"] != date ||
+		before["springer"] != after["springer"]
+	if !moved {
+		return nil, nil
+	}
+	crs, err := look.Row(Courses, course)
+	if err != nil {
+		return nil, err
+	}
+	if crs == nil {
+		return nil, invalid("course_id", fmt.Sprintf("no course %q", course))
+	}
+	n, err := look.Count(Attendances, map[string]any{"course_id": course, "date": date, "profile_id": profile})
+	if err != nil {
+		return nil, err
+	}
+	if n > 1 {
+		return nil, conflict(ErrAlreadyCheckedIn, "participant %s is already checked in to course %s on %s", profile, course, date)
+	}
+	regulars, err := look.Find(CourseMembers, map[string]string{"course_id": course, "profile_id": profile})
+	if err != nil {
+		return nil, err
+	}
+	membership, regular := lowestID(regulars)
+	used, _ := regulars[membership]["units_used"].(int64)
+	switch {
+	case springer && regular:
+		return nil, invalid("springer", "the participant is a regular of this course")
+	case !springer && !regular:
+		return nil, invalid("profile_id", "the participant is not a regular of this course: check in as Springer")
+	case springer:
+		own, row, err := ownMembership(profile, course, crs["practice_id"], look)
+		if err != nil {
+			return nil, err
+		}
+		if row == nil {
+			return nil, invalid("profile_id", "a Springer must be a regular of another course")
+		}
+		membership = own
+		used, _ = row["units_used"].(int64)
+		if capacity, ok := crs["capacity"].(int64); ok {
+			full, err := seatsTaken(course, date, look)
+			if err != nil {
+				return nil, err
+			}
+			if full > capacity {
+				return nil, conflict(ErrCourseFull, "course %s is full on %s (capacity %d)", course, date, capacity)
+			}
+		}
+	}
+	if before != nil {
+		return nil, nil // a corrected check-in was counted when it was made
+	}
+	return &Change{Entity: CourseMembers, Op: OpUpsert, ID: membership, Fields: map[string]any{"units_used": used + 1}}, nil
+}
+
+// lowestID returns the lowest id of rows, false when there is none.
+func lowestID(rows map[string]map[string]any) (string, bool) {
+	if len(rows) == 0 {
+		return "", false
+	}
+	return slices.Min(slices.Collect(maps.Keys(rows))), true
+}
+
+// ownMembership returns the membership whose units a Springer of course
+// (in practice) spends: of the participant's memberships of other
+// courses, one with units left first, then one in the same practice, then
+// the lowest id; its id and row, nil when there is none.
+func ownMembership(profile, course string, practice any, look Rows) (string, map[string]any, error) {
+	rows, err := look.Find(CourseMembers, map[string]string{"profile_id": profile})
+	if err != nil {
+		return "", nil, err
+	}
+	type candidate struct {
+		id         string
+		left, same bool
+	}
+	var cands []candidate
+	for id, m := range rows {
+		other, ok := m["course_id"].(string)
+		if !ok || other == course {
+			continue
+		}
+		used, _ := m["units_used"].(int64)
+		total, _ := m["units_total"].(int64)
+		crs, err := look.Row(Courses, other)
+		if err != nil {
+			return "", nil, err
+		}
+		cands = append(cands, candidate{id: id, left: used < total, same: crs["practice_id"] == practice})
+	}
+	if len(cands) == 0 {
+		return "", nil, nil
+	}
+	first := func(b bool) int {
+		if b {
+			return 0
+		}
+		return 1
+	}
+	best := slices.MinFunc(cands, func(a, b candidate) int {
+		return cmp.Or(cmp.Compare(first(a.left), first(b.left)), cmp.Compare(first(a.same), first(b.same)), cmp.Compare(a.id, b.id))
+	})
+	return best.id, rows[best.id], nil
+}
+
+// seatsTaken counts the seats of course taken on date: its regular members
+// plus that day's Springer.
+func seatsTaken(course, date string, look CheckInRows) (int64, error) {
+	members, err := look.Count(CourseMembers, map[string]any{"course_id": course})
+	if err != nil {
+		return 0, err
+	}
+	springer, err := look.Count(Attendances, map[string]any{"course_id": course, "date": date, "springer": true})
+	if err != nil {
+		return 0, err
+	}
+	return members + springer, nil
+}
