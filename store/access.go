@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -10,9 +9,10 @@ import (
 	"github.com/therasync/therasync/model"
 )
 
-// This file is the one place that decides whether a device may go on
-// syncing (DESIGN §5): at connect, on every push (inside the writing
-// transaction) and when syncd re-reads the access of its live connections.
+// This file reads what decides whether a device may go on syncing (DESIGN
+// §5) and asks model.DeviceMaySync, the one function that decides it: at
+// connect, on every push (inside the writing transaction) and when syncd
+// re-reads the access of its live connections.
 
 // ErrRevoked refuses a device whose access ended: the device was revoked,
 // its account's app access is disabled, the account is gone or has no
@@ -23,38 +23,38 @@ var ErrRevoked = errors.New("device revoked")
 // longer has: the device must replace its data (resync) first.
 var ErrRoleChanged = errors.New("the account's role changed")
 
-// AppLicenses are the licenses a tenant needs for its devices to sync.
-var AppLicenses = []string{LicenseSync, LicenseApp}
+// AppLicenses are the licenses a tenant needs for its devices to sync
+// (model.AppLicenses).
+var AppLicenses = model.AppLicenses
 
-// checkDevice decides whether device d, presenting a token whose hash is
-// token (nil: not checked), may sync given its account (nil when there is
-// none) and the tenant's settings. It returns the account, or
-// ErrUnauthorized (the token is no longer the device's: logged out or
-// replaced by a newer login) or ErrRevoked.
+// checkDevice decides, by model.DeviceMaySync, whether device d,
+// presenting a token whose hash is token (nil: not checked), may sync
+// given its account (nil when there is none) and the tenant's settings.
+// It returns the account, or ErrUnauthorized (the token is no longer the
+// device's: logged out or replaced by a newer login) or ErrRevoked.
 func checkDevice(st Settings, d Device, token []byte, acc *Account) (Account, error) {
-	if d.State == "logged_out" || token != nil && subtle.ConstantTimeCompare(token, d.TokenHash) != 1 {
+	f := model.DeviceFacts{LoggedOut: d.State == "logged_out", Revoked: d.RevokedAt != nil,
+		TokenHash: d.TokenHash, Presented: token, Licenses: st.Licenses}
+	if acc != nil {
+		f.Account = model.AppAccess{Exists: true, Enabled: acc.AppEnabled, Role: acc.Role}
+	}
+	switch denial, license := model.DeviceMaySync(f); denial {
+	case model.SyncAllowed:
+		return *acc, nil
+	case model.SyncTokenEnded:
 		return Account{}, fmt.Errorf("the device's token is no longer valid: %w", ErrUnauthorized)
-	}
-	if d.RevokedAt != nil {
-		return Account{}, ErrRevoked
-	}
-	for _, l := range AppLicenses {
-		if !st.HasLicense(l) {
-			return Account{}, fmt.Errorf("the practice group holds no %q license: %w", l, ErrRevoked)
-		}
-	}
-	if acc == nil {
-		return Account{}, ErrRevoked
-	}
-	if !HasAppAccess(*acc) {
+	case model.SyncNoLicense:
+		return Account{}, fmt.Errorf("the practice group holds no %q license: %w", license, ErrRevoked)
+	case model.SyncAccessOff:
 		return *acc, ErrRevoked
+	default: // SyncRevoked, SyncNoAccount
+		return Account{}, ErrRevoked
 	}
-	return *acc, nil
 }
 
 // HasAppAccess reports whether the account's app access is on: enabled,
-// with a role.
-func HasAppAccess(a Account) bool { return a.AppEnabled && model.ValidRole(a.Role) }
+// with a role (model.AppAccessOn).
+func HasAppAccess(a Account) bool { return model.AppAccessOn(a.AppEnabled, a.Role) }
 
 // DeviceAccess returns the device's account if the device may sync now
 // (see checkDevice; the token is not checked: d came from it).

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/therasync/therasync/internal/fsutil"
+	"github.com/therasync/therasync/model"
 )
 
 // Errors returned by the store.
@@ -35,10 +36,10 @@ var (
 	ErrClosed         = errors.New("store closed")
 )
 
-// The licenses a tenant can hold.
+// The licenses a tenant can hold (model's).
 const (
-	LicenseSync = "sync"
-	LicenseApp  = "app"
+	LicenseSync = model.LicenseSync
+	LicenseApp  = model.LicenseApp
 )
 
 // DefaultTZ is a tenant's time zone when none is given.
