@@ -9,26 +9,6 @@ import (
 	"github.com/therasync/therasync/model"
 )
 
-// checkIn applies the check-in rules of DESIGN §8 (model.CheckIn) to the
-// attendance id that a device's change just wrote (before is its row
-// before) and logs what they count: one more of units_used on the
-// participant's membership. It returns the changes it logged.
-func (w *writer) checkIn(ctx context.Context, tx *sql.Tx, index int, id string, before map[string]any, origin string, seq *int64, now time.Time) ([]model.Change, error) {
-	units, err := model.CheckIn(index, id, before, w.rows(ctx, tx))
-	if err != nil || units == nil {
-		return nil, err
-	}
-	enc, err := encodeChange(index, *units)
-	if err != nil {
-		return nil, err
-	}
-	lc, err := w.applyAndLog(ctx, tx, index, *units, enc, origin, seq, now)
-	if err != nil || lc == nil {
-		return nil, err
-	}
-	return []model.Change{*lc}, nil
-}
-
 // CheckInDay is what a check-in terminal shows for one date: the rows of
 // the courses held that day and their participants, as far as the viewer
 // sees them (model's access policy), read in one snapshot.

@@ -1,0 +1,443 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/therasync/therasync/model"
+)
+
+// This file is what a batch of changes means: applying it change by change
+// (a device's push mutation by mutation, each under a savepoint), asking
+// the domain rules (rules.go) and logging every change with its seq.
+
+// The origins of changes that are not a device's.
+const (
+	// OriginPractice is the origin of changes pushed by a practice PC.
+	OriginPractice = "practice"
+	// OriginOperator is the origin of changes made by the server's operator
+	// (the therasync command on the server).
+	OriginOperator = "operator"
+)
+
+// Batch is a list of validated changes applied atomically: all or none.
+type Batch struct {
+	// ID makes the batch idempotent: a batch whose ID was applied before
+	// applies nothing and returns the first result. Empty means no ID.
+	ID string
+	// Origin records who made the changes, e.g. OriginPractice.
+	Origin string
+	// Changes are the batch's changes, each validated by model.RawChange.Validate.
+	Changes []model.Change
+	// Writer, when set, makes this a device's push: every change is checked
+	// with model.CanWrite for this account and applied on its own, so that a
+	// refused change (reported in Result.Refused) changes nothing and
+	// blocks none of the others. Nil means a practice PC: all or nothing.
+	Writer *model.Viewer
+	// DeviceID and MutationIDs (one per change) make a device's changes
+	// idempotent: a mutation id applied before is acknowledged again and
+	// applied once.
+	DeviceID    string
+	MutationIDs []string
+	// TokenHash is, for a device's push, the hash of the token the device
+	// authenticated with: the push is applied only while it is the device's
+	// current token and the device may sync (checked in the transaction).
+	TokenHash []byte
+	// Addr is the client's address, for the audit lines the batch writes.
+	Addr string
+}
+
+// actor returns who made the batch, as the audit log names it.
+func (b Batch) actor() string {
+	switch {
+	case b.Writer != nil:
+		return "device"
+	case b.Origin == OriginOperator:
+		return "operator"
+	}
+	return "practice"
+}
+
+// Result is the outcome of an applied batch.
+type Result struct {
+	// Seq is the tenant's seq once the batch committed: every change of the
+	// batch is at or before it.
+	Seq int64
+	// Changes are the batch's changes as logged, with their seqs and any
+	// server-assigned fields. A change that altered nothing is left out.
+	Changes []model.Change
+	// Repeated is true when the batch ID was applied before and nothing
+	// was applied now.
+	Repeated bool
+	// BuildRequests are the accounts whose shard build the batch requested
+	// (recorded durably with it): accounts whose app access was enabled or
+	// whose role changed while enabled.
+	BuildRequests []string
+	// AccessChanges are the accounts whose app access the batch started or
+	// ended, whatever the op and value (each also written to the audit log
+	// in the batch's transaction).
+	AccessChanges []AccessChange
+	// Refused holds, for a device's push, the error of each refused change
+	// by its index (a *model.ValidationError or *model.ForbiddenError).
+	Refused map[int]error
+}
+
+// AccessChange is an account whose app access started (Enabled) or ended.
+type AccessChange struct {
+	AccountID string
+	Enabled   bool
+	// Reason says what changed: "app_enabled true", "app_enabled false",
+	// "app_enabled null", "role removed", "account deleted", "role set".
+	Reason string
+}
+
+// Apply applies the batch in one durable transaction and returns once it is
+// on disk. Concurrent calls are group-committed by the tenant's writer.
+// Errors: *model.ValidationError (ErrInvalid) and *model.ForbiddenError
+// (ErrForbidden) for a change that cannot be applied, ErrConflict for a batch
+// ID reused with other changes; on any error nothing of the batch is applied.
+func (t *Tenant) Apply(ctx context.Context, b Batch) (Result, error) {
+	return t.submit(ctx, b)
+}
+
+func (t *Tenant) submit(ctx context.Context, b Batch) (Result, error) {
+	if b.Writer != nil && (b.DeviceID == "" || len(b.MutationIDs) != len(b.Changes)) {
+		return Result{}, fmt.Errorf("apply: a device's push needs its device id and one mutation id per change")
+	}
+	// Encoding happens here, on the caller's goroutine, so that the one
+	// writer goroutine only executes statements.
+	enc := make([]encoded, len(b.Changes))
+	h := sha256.New()
+	for i, c := range b.Changes {
+		var err error
+		if enc[i], err = encodeChange(i, c); err != nil {
+			return Result{}, err
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Entity, c.Op, c.ID)
+		h.Write(enc[i].fields)
+		h.Write([]byte{0})
+	}
+	r := &writeReq{ctx: ctx, batch: b, enc: enc, done: make(chan writeRes, 1)}
+	h.Sum(r.digest[:0])
+	return t.enqueue(ctx, r)
+}
+
+// encoded is a change turned into what the writer executes and logs.
+type encoded struct {
+	names  []string // the given fields, sorted
+	args   []any    // the row id, then the column value of each name
+	fields []byte   // the fields as logged (JSON); nil for a delete
+}
+
+// encodeChange converts a validated change into column values and its log
+// form.
+func encodeChange(index int, c model.Change) (encoded, error) {
+	e, ok := model.Lookup(c.Entity)
+	if !ok {
+		return encoded{}, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
+	}
+	if c.Op != model.OpUpsert {
+		return encoded{args: []any{c.ID}}, nil
+	}
+	enc := encoded{names: make([]string, 0, len(c.Fields)), args: make([]any, 1, len(c.Fields)+1)}
+	enc.args[0] = c.ID
+	for k := range c.Fields {
+		enc.names = append(enc.names, k)
+	}
+	sort.Strings(enc.names)
+	for _, n := range enc.names {
+		f, ok := e.Field(n)
+		if !ok {
+			return encoded{}, &model.ValidationError{Index: index, Entity: e.Name, Field: n, Reason: "unknown field"}
+		}
+		v, err := toColumn(f, c.Fields[n])
+		if err != nil {
+			return encoded{}, fmt.Errorf("encode %s.%s: %w", e.Name, n, err)
+		}
+		enc.args = append(enc.args, v)
+	}
+	var err error
+	if enc.fields, err = json.Marshal(c.Fields); err != nil {
+		return encoded{}, fmt.Errorf("encode %s/%s: %w", e.Name, c.ID, err)
+	}
+	return enc, nil
+}
+
+func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *int64, now time.Time) (Result, error) {
+	b := r.batch
+	if b.ID != "" {
+		var (
+			digest []byte
+			first  int64
+		)
+		err := tx.QueryRowContext(ctx, `SELECT digest, seq FROM batches WHERE batch_id = ?`, b.ID).Scan(&digest, &first)
+		switch {
+		case err == nil:
+			if !bytes.Equal(digest, r.digest[:]) {
+				return Result{}, fmt.Errorf("batch_id %q was applied before with other changes: %w", b.ID, ErrConflict)
+			}
+			return Result{Seq: first, Repeated: true}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return Result{}, fmt.Errorf("look up batch: %w", err)
+		}
+	}
+	if b.Writer != nil {
+		if err := w.checkPush(ctx, tx, b); err != nil {
+			return Result{}, err
+		}
+	}
+	w.builds = w.builds[:0]
+	w.access = w.access[:0]
+	logged := make([]model.Change, 0, len(b.Changes))
+	var refused map[int]error
+	for i, c := range b.Changes {
+		if b.Writer != nil {
+			lcs, err := w.applyMutation(ctx, tx, r, i, seq, now)
+			if err != nil {
+				if !refusal(err) {
+					return Result{}, err
+				}
+				if refused == nil {
+					refused = map[int]error{}
+				}
+				refused[i] = err
+			}
+			logged = append(logged, lcs...)
+			continue
+		}
+		lc, err := w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now)
+		if err != nil {
+			return Result{}, err
+		}
+		if lc != nil {
+			logged = append(logged, *lc)
+		}
+	}
+	for _, ac := range w.access {
+		action := "app_disabled"
+		if ac.Enabled {
+			action = "app_enabled"
+		}
+		if err := insertAudit(ctx, tx, now, AuditEntry{Actor: b.actor(), AccountID: ac.AccountID, DeviceID: b.DeviceID, Action: action, Detail: ac.Reason, Addr: b.Addr}); err != nil {
+			return Result{}, err
+		}
+	}
+	if b.ID != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO batches(batch_id, digest, seq, created_at) VALUES (?,?,?,?)`,
+			b.ID, r.digest[:], *seq, now.UTC().Format(time.RFC3339)); err != nil {
+			return Result{}, fmt.Errorf("record batch: %w", err)
+		}
+	}
+	res := Result{Seq: *seq, Changes: logged, Refused: refused}
+	if len(w.builds) > 0 {
+		res.BuildRequests = append([]string(nil), w.builds...)
+	}
+	if len(w.access) > 0 {
+		res.AccessChanges = append([]AccessChange(nil), w.access...)
+	}
+	return res, nil
+}
+
+// applyAndLog applies one change and appends it to the change log with the
+// next seq; it returns the logged change, or nil when nothing changed.
+func (w *writer) applyAndLog(ctx context.Context, tx *sql.Tx, i int, c model.Change, enc encoded, origin string, seq *int64, now time.Time) (*model.Change, error) {
+	lc, enc, err := w.applyChange(ctx, tx, i, c, enc, now)
+	if err != nil || lc == nil {
+		return nil, err
+	}
+	*seq++
+	lc.Seq = *seq
+	var fields any
+	if enc.fields != nil {
+		fields = enc.fields
+	}
+	if _, err := w.exec(ctx, tx, "log", `INSERT INTO changes(seq, entity, op, row_id, fields, origin, created_at) VALUES (?,?,?,?,?,?,?)`,
+		lc.Seq, lc.Entity, string(lc.Op), lc.ID, fields, origin, now.UTC().Format(time.RFC3339Nano)); err != nil {
+		return nil, fmt.Errorf("log change: %w", err)
+	}
+	return lc, nil
+}
+
+// refusal reports whether err refuses one change of a device's push (and
+// leaves the others to apply) rather than failing the whole group.
+func refusal(err error) bool {
+	var (
+		ve *model.ValidationError
+		fe *model.ForbiddenError
+		ce *model.ConflictError
+	)
+	return errors.As(err, &ve) || errors.As(err, &fe) || errors.As(err, &ce)
+}
+
+// applyMutation applies change i of a device's push under a savepoint of
+// its own, once per mutation id, if the writer may make it. It returns the
+// logged changes: the mutation's and any the server derived from it.
+func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq *int64, now time.Time) (lcs []model.Change, err error) {
+	b := r.batch
+	c := b.Changes[i]
+	var first int64
+	err = w.scan(ctx, tx, "mutation", `SELECT seq FROM mutations WHERE device_id = ? AND id = ?`, []any{b.DeviceID, b.MutationIDs[i]}, &first)
+	if err == nil {
+		return nil, nil // applied before: acknowledged again
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("look up mutation: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT mutation`); err != nil {
+		return nil, err
+	}
+	start, builds, access := *seq, len(w.builds), len(w.access)
+	defer func() {
+		if err != nil {
+			*seq = start
+			w.builds, w.access = w.builds[:builds], w.access[:access]
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO mutation`); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if _, rerr := tx.ExecContext(ctx, `RELEASE mutation`); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	rows := w.rows(ctx, tx)
+	before, err := rows.Row(c.Entity, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := model.CanWrite(*b.Writer, i, c, before, rows); err != nil {
+		return nil, err
+	}
+	enc := r.enc[i]
+	checkIn := model.IsCheckIn(c)
+	if checkIn {
+		if c, err = model.StampCheckIn(i, c, before, b.DeviceID, now); err != nil {
+			return nil, err
+		}
+		if enc, err = encodeChange(i, c); err != nil {
+			return nil, err
+		}
+	}
+	lc, err := w.applyAndLog(ctx, tx, i, c, enc, b.Origin, seq, now)
+	if err != nil {
+		return nil, err
+	}
+	if lc != nil {
+		lcs = append(lcs, *lc)
+		if checkIn {
+			counted, err := w.checkIn(ctx, tx, i, c.ID, before, b.Origin, seq, now)
+			if err != nil {
+				return nil, err
+			}
+			lcs = append(lcs, counted...)
+		}
+	}
+	if _, err := w.exec(ctx, tx, "mutated", `INSERT INTO mutations(device_id, id, seq, created_at) VALUES (?,?,?,?)`,
+		b.DeviceID, b.MutationIDs[i], *seq, now.UTC().Format(time.RFC3339)); err != nil {
+		return nil, fmt.Errorf("record mutation: %w", err)
+	}
+	return lcs, nil
+}
+
+// applyChange applies one change and returns it as it is to be logged, or
+// nil when it changed nothing.
+func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model.Change, enc encoded, now time.Time) (*model.Change, encoded, error) {
+	e, ok := model.Lookup(c.Entity)
+	if !ok {
+		return nil, enc, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
+	}
+	if e.Name == model.ProfileShares && (c.Op == model.OpDelete || c.Op == model.OpUpsert) {
+		var (
+			skip bool
+			err  error
+		)
+		if c, skip, err = model.ShareWrite(index, c, w.rows(ctx, tx), now); err != nil || skip {
+			return nil, enc, err
+		}
+		if enc, err = encodeChange(index, c); err != nil {
+			return nil, enc, err
+		}
+	}
+	if c.Op != model.OpDelete && c.Op != model.OpUpsert {
+		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
+	}
+	// An account's app access before the change, when it may change it
+	// (also when a field is set to null).
+	var before *model.AppAccess
+	if model.SetsAppAccess(c) {
+		a, err := w.appAccess(ctx, tx, c.ID)
+		if err != nil {
+			return nil, enc, err
+		}
+		before = &a
+	}
+	if c.Op == model.OpDelete {
+		res, err := w.exec(ctx, tx, "del:"+e.Name, `DELETE FROM `+quote(e.Name)+` WHERE id = ?`, c.ID)
+		if err != nil {
+			return nil, enc, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil, enc, nil
+		}
+		if before != nil {
+			if err := w.accessChanged(ctx, tx, c, *before, now); err != nil {
+				return nil, enc, err
+			}
+		}
+		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, enc, nil
+	}
+	if e.Name == model.Transactions {
+		var err error
+		if c, err = model.AssignReference(index, c, w.rows(ctx, tx), now.In(w.loc), w.nextRef(ctx, tx)); err != nil {
+			return nil, enc, err
+		}
+		if enc, err = encodeChange(index, c); err != nil {
+			return nil, enc, err
+		}
+	}
+	name, query := upsertQuery(e.Name, enc.names)
+	res, err := w.exec(ctx, tx, name, query, enc.args...)
+	if err != nil {
+		return nil, enc, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
+	}
+	if before != nil {
+		if err := w.accessChanged(ctx, tx, c, *before, now); err != nil {
+			return nil, enc, err
+		}
+	}
+	if len(enc.names) == 0 {
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil, enc, nil // an empty upsert of an existing row
+		}
+	}
+	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: c.Fields}, enc, nil
+}
+
+func upsertQuery(entity string, names []string) (name, query string) {
+	key := "up:" + entity + ":" + strings.Join(names, ",")
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + quote(entity) + ` ("id"`)
+	for _, n := range names {
+		q.WriteString("," + quote(n))
+	}
+	q.WriteString(`) VALUES (?` + strings.Repeat(",?", len(names)) + `) ON CONFLICT("id") DO `)
+	if len(names) == 0 {
+		q.WriteString(`NOTHING`)
+	} else {
+		q.WriteString(`UPDATE SET `)
+		for i, n := range names {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(quote(n) + `=excluded.` + quote(n))
+		}
+	}
+	return key, q.String()
+}
