@@ -27,6 +27,42 @@ var ErrRoleChanged = errors.New("the account's role changed")
 // (model.AppLicenses).
 var AppLicenses = model.AppLicenses
 
+// Account is an account's row as the device-access code needs it.
+type Account struct {
+	ID         string
+	Name       string
+	Email      string
+	Role       string
+	AppEnabled bool
+}
+
+const accountCols = `id, name, email, role, app_enabled`
+
+func scanAccount(sc interface{ Scan(...any) error }) (Account, error) {
+	var (
+		a                 Account
+		name, email, role sql.NullString
+		enabled           sql.NullInt64
+	)
+	if err := sc.Scan(&a.ID, &name, &email, &role, &enabled); err != nil {
+		return Account{}, err
+	}
+	a.Name, a.Email, a.Role, a.AppEnabled = name.String, email.String, role.String, enabled.Int64 != 0
+	return a, nil
+}
+
+// Account returns the account id, or ErrNotFound.
+func (t *Tenant) Account(ctx context.Context, id string) (Account, error) {
+	a, err := scanAccount(t.rdb.QueryRowContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Account{}, ErrNotFound
+	}
+	if err != nil {
+		return Account{}, fmt.Errorf("account %s: %w", id, err)
+	}
+	return a, nil
+}
+
 // checkDevice decides, by model.DeviceMaySync, whether device d,
 // presenting a token whose hash is token (nil: not checked), may sync
 // given its account (nil when there is none) and the tenant's settings.

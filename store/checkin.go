@@ -106,25 +106,3 @@ func (t *Tenant) CheckInDay(ctx context.Context, v model.Viewer, date string) (C
 	}
 	return out, rows.Err()
 }
-
-// queryRows returns the rows of entity matching where (with args), by id.
-func queryRows(ctx context.Context, q interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}, entity, where string, args ...any) (map[string]map[string]any, error) {
-	e, _ := model.Lookup(entity)
-	rows, err := q.QueryContext(ctx, `SELECT id, `+columnList(e)+` FROM `+quote(e.Name)+` `+where, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", entity, err)
-	}
-	defer rows.Close()
-	out := map[string]map[string]any{}
-	for rows.Next() {
-		var id string
-		fields, err := scanFields(e, rows, &id)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", entity, err)
-		}
-		out[id] = fields
-	}
-	return out, rows.Err()
-}

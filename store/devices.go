@@ -70,8 +70,6 @@ func parseNullTime(s sql.NullString) *time.Time {
 	return &t
 }
 
-func (t *Tenant) nowString() string { return t.opts.Now().UTC().Format(time.RFC3339Nano) }
-
 // LoginDevice records a login of the account on the device: it creates the
 // device or gives it a new token, which replaces the old one. A device id
 // belongs to the account that logged it in (DESIGN §5): another account's

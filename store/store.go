@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -102,29 +101,6 @@ func (s *Store) tenantPath(id string) string {
 	return filepath.Join(s.dir, "tenants", id, "central.db")
 }
 
-// Settings are a tenant's settings.
-type Settings struct {
-	ID        string    `json:"tenant_id"`
-	Name      string    `json:"name"`
-	Licenses  []string  `json:"licenses"`
-	TZ        string    `json:"tz"`
-	CreatedAt time.Time `json:"created_at"`
-	// KeyHash is the SHA-256 of the practice key's secret part.
-	KeyHash []byte `json:"-"`
-}
-
-// HasLicense reports whether the tenant holds the license l.
-func (s Settings) HasLicense(l string) bool { return slices.Contains(s.Licenses, l) }
-
-// Location returns the tenant's time zone.
-func (s Settings) Location() *time.Location {
-	loc, err := time.LoadLocation(s.TZ)
-	if err != nil {
-		return time.UTC
-	}
-	return loc
-}
-
 // NewTenant describes a tenant to create.
 type NewTenant struct {
 	Name     string
@@ -181,26 +157,6 @@ func (s *Store) CreateTenant(ctx context.Context, nt NewTenant) (Settings, strin
 		return Settings{}, "", fmt.Errorf("create tenant: %w", err)
 	}
 	return st, id + "." + secret, nil
-}
-
-// licenseList checks and normalises a list of licenses: each LicenseSync
-// or LicenseApp, blanks dropped, sorted, once each.
-func licenseList(ls []string) ([]string, error) {
-	lic := []string{}
-	for _, l := range ls {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			continue
-		}
-		if l != LicenseSync && l != LicenseApp {
-			return nil, fmt.Errorf("unknown license %q (want %s or %s)", l, LicenseSync, LicenseApp)
-		}
-		if !slices.Contains(lic, l) {
-			lic = append(lic, l)
-		}
-	}
-	sort.Strings(lic)
-	return lic, nil
 }
 
 // TenantIDs lists the ids of every tenant in the data directory.
