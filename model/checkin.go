@@ -78,76 +78,94 @@ func CheckIn(index int, id string, before map[string]any, look CheckInRows) (*Ch
 	if err != nil {
 		return nil, err
 	}
-	invalid := func(field, reason string) error {
-		return &ValidationError{Index: index, Entity: Attendances, Field: field, Reason: reason}
-	}
-	conflict := func(err error, format string, args ...any) error {
-		return &ConflictError{Index: index, Entity: Attendances, Err: err, Reason: fmt.Sprintf(format, args...)}
-	}
-	course, _ := after["course_id"].(string)
-	profile, _ := after["profile_id"].(string)
-	date, _ := after["date"].(string)
-	for _, req := range [][2]string{{"course_id", course}, {"profile_id", profile}, {"date", date}} {
+	ci := checkIn{index: index, course: checkInField(after, "course_id"), profile: checkInField(after, "profile_id"), date: checkInField(after, "date")}
+	ci.springer, _ = after["springer"].(bool)
+	for _, req := range [][2]string{{"course_id", ci.course}, {"profile_id", ci.profile}, {"date", ci.date}} {
 		if req[1] == "" {
-			return nil, invalid(req[0], "is required for a check-in")
+			return nil, ci.invalid(req[0], "is required for a check-in")
 		}
 	}
-	springer, _ := after["springer"].(bool)
-	moved := before == nil || before["course_id"] != course || before["profile_id"] != profile || before["date"] != date ||
+	moved := before == nil || before["course_id"] != ci.course || before["profile_id"] != ci.profile || before["date"] != ci.date ||
 		before["springer"] != after["springer"]
 	if !moved {
 		return nil, nil
 	}
-	crs, err := look.Row(Courses, course)
+	crs, err := look.Row(Courses, ci.course)
 	if err != nil {
 		return nil, err
 	}
 	if crs == nil {
-		return nil, invalid("course_id", fmt.Sprintf("no course %q", course))
+		return nil, ci.invalid("course_id", fmt.Sprintf("no course %q", ci.course))
 	}
-	n, err := look.Count(Attendances, map[string]any{"course_id": course, "date": date, "profile_id": profile})
+	n, err := look.Count(Attendances, map[string]any{"course_id": ci.course, "date": ci.date, "profile_id": ci.profile})
 	if err != nil {
 		return nil, err
 	}
 	if n > 1 {
-		return nil, conflict(ErrAlreadyCheckedIn, "participant %s is already checked in to course %s on %s", profile, course, date)
+		return nil, ci.conflict(ErrAlreadyCheckedIn, "participant %s is already checked in to course %s on %s", ci.profile, ci.course, ci.date)
 	}
-	regulars, err := look.Find(CourseMembers, map[string]string{"course_id": course, "profile_id": profile})
-	if err != nil {
-		return nil, err
-	}
-	membership, regular := lowestID(regulars)
-	used, _ := regulars[membership]["units_used"].(int64)
-	switch {
-	case springer && regular:
-		return nil, invalid("springer", "the participant is a regular of this course")
-	case !springer && !regular:
-		return nil, invalid("profile_id", "the participant is not a regular of this course: check in as Springer")
-	case springer:
-		own, row, err := ownMembership(profile, course, crs["practice_id"], look)
-		if err != nil {
-			return nil, err
-		}
-		if row == nil {
-			return nil, invalid("profile_id", "a Springer must be a regular of another course")
-		}
-		membership = own
-		used, _ = row["units_used"].(int64)
-		if capacity, ok := crs["capacity"].(int64); ok {
-			full, err := seatsTaken(course, date, look)
-			if err != nil {
-				return nil, err
-			}
-			if full > capacity {
-				return nil, conflict(ErrCourseFull, "course %s is full on %s (capacity %d)", course, date, capacity)
-			}
-		}
-	}
-	if before != nil {
-		return nil, nil // a corrected check-in was counted when it was made
+	membership, used, err := ci.membership(crs, look)
+	if err != nil || before != nil {
+		return nil, err // a corrected check-in was counted when it was made
 	}
 	return &Change{Entity: CourseMembers, Op: OpUpsert, ID: membership, Fields: map[string]any{"units_used": used + 1}}, nil
 }
+
+// checkIn is a check-in as CheckIn judges it.
+type checkIn struct {
+	index                 int
+	course, profile, date string
+	springer              bool
+}
+
+func (ci checkIn) invalid(field, reason string) error {
+	return &ValidationError{Index: ci.index, Entity: Attendances, Field: field, Reason: reason}
+}
+
+func (ci checkIn) conflict(err error, format string, args ...any) error {
+	return &ConflictError{Index: ci.index, Entity: Attendances, Err: err, Reason: fmt.Sprintf(format, args...)}
+}
+
+// membership returns the membership whose units the check-in to course
+// crs spends, and its units_used: a regular's of this course, a
+// Springer's of another (ownMembership), if the course has a seat left.
+func (ci checkIn) membership(crs map[string]any, look CheckInRows) (string, int64, error) {
+	regulars, err := look.Find(CourseMembers, map[string]string{"course_id": ci.course, "profile_id": ci.profile})
+	if err != nil {
+		return "", 0, err
+	}
+	id, regular := lowestID(regulars)
+	switch {
+	case ci.springer && regular:
+		return "", 0, ci.invalid("springer", "the participant is a regular of this course")
+	case !ci.springer && !regular:
+		return "", 0, ci.invalid("profile_id", "the participant is not a regular of this course: check in as Springer")
+	case !ci.springer:
+		used, _ := regulars[id]["units_used"].(int64)
+		return id, used, nil
+	}
+	id, row, err := ownMembership(ci.profile, ci.course, crs["practice_id"], look)
+	if err != nil {
+		return "", 0, err
+	}
+	if row == nil {
+		return "", 0, ci.invalid("profile_id", "a Springer must be a regular of another course")
+	}
+	if capacity, ok := crs["capacity"].(int64); ok {
+		taken, err := seatsTaken(ci.course, ci.date, look)
+		if err != nil {
+			return "", 0, err
+		}
+		if taken > capacity {
+			return "", 0, ci.conflict(ErrCourseFull, "course %s is full on %s (capacity %d)", ci.course, ci.date, capacity)
+		}
+	}
+	used, _ := row["units_used"].(int64)
+	return id, used, nil
+}
+
+// checkInField returns a row's string field, "" when it has none.
+func checkInField(row map[string]any, field string) string { s, _ := row[field].(string); return s }
 
 // lowestID returns the lowest id of rows, false when there is none.
 func lowestID(rows map[string]map[string]any) (string, bool) {

@@ -171,22 +171,14 @@ func encodeChange(index int, c model.Change) (encoded, error) {
 	return enc, nil
 }
 
+// applyBatch applies batch r under the group's transaction: once per batch
+// ID, a device's push only while the device may sync, every change with
+// its audit lines; it returns the batch's result.
 func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *int64, now time.Time) (Result, error) {
 	b := r.batch
 	if b.ID != "" {
-		var (
-			digest []byte
-			first  int64
-		)
-		err := tx.QueryRowContext(ctx, `SELECT digest, seq FROM batches WHERE batch_id = ?`, b.ID).Scan(&digest, &first)
-		switch {
-		case err == nil:
-			if !bytes.Equal(digest, r.digest[:]) {
-				return Result{}, fmt.Errorf("batch_id %q was applied before with other changes: %w", b.ID, ErrConflict)
-			}
-			return Result{Seq: first, Repeated: true}, nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return Result{}, fmt.Errorf("look up batch: %w", err)
+		if res, repeated, err := w.repeatedBatch(ctx, tx, r); err != nil || repeated {
+			return res, err
 		}
 	}
 	if b.Writer != nil {
@@ -196,39 +188,12 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 	}
 	w.builds = w.builds[:0]
 	w.access = w.access[:0]
-	logged := make([]model.Change, 0, len(b.Changes))
-	var refused map[int]error
-	for i, c := range b.Changes {
-		if b.Writer != nil {
-			lcs, err := w.applyMutation(ctx, tx, r, i, seq, now)
-			if err != nil {
-				if !refusal(err) {
-					return Result{}, err
-				}
-				if refused == nil {
-					refused = map[int]error{}
-				}
-				refused[i] = err
-			}
-			logged = append(logged, lcs...)
-			continue
-		}
-		lc, err := w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now)
-		if err != nil {
-			return Result{}, err
-		}
-		if lc != nil {
-			logged = append(logged, *lc)
-		}
+	logged, refused, err := w.applyChanges(ctx, tx, r, seq, now)
+	if err != nil {
+		return Result{}, err
 	}
-	for _, ac := range w.access {
-		action := "app_disabled"
-		if ac.Enabled {
-			action = "app_enabled"
-		}
-		if err := insertAudit(ctx, tx, now, AuditEntry{Actor: b.actor(), AccountID: ac.AccountID, DeviceID: b.DeviceID, Action: action, Detail: ac.Reason, Addr: b.Addr}); err != nil {
-			return Result{}, err
-		}
+	if err := w.auditAccess(ctx, tx, b, now); err != nil {
+		return Result{}, err
 	}
 	if b.ID != "" {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO batches(batch_id, digest, seq, created_at) VALUES (?,?,?,?)`,
@@ -244,6 +209,72 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 		res.AccessChanges = append([]AccessChange(nil), w.access...)
 	}
 	return res, nil
+}
+
+// repeatedBatch looks up batch r's ID: applied before with the same
+// changes, it returns the first result and repeated; with other changes,
+// ErrConflict.
+func (w *writer) repeatedBatch(ctx context.Context, tx *sql.Tx, r *writeReq) (res Result, repeated bool, err error) {
+	var (
+		digest []byte
+		first  int64
+	)
+	err = tx.QueryRowContext(ctx, `SELECT digest, seq FROM batches WHERE batch_id = ?`, r.batch.ID).Scan(&digest, &first)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Result{}, false, nil
+	case err != nil:
+		return Result{}, false, fmt.Errorf("look up batch: %w", err)
+	case !bytes.Equal(digest, r.digest[:]):
+		return Result{}, false, fmt.Errorf("batch_id %q was applied before with other changes: %w", r.batch.ID, ErrConflict)
+	}
+	return Result{Seq: first, Repeated: true}, true, nil
+}
+
+// applyChanges applies and logs the changes of batch r: a practice's all
+// or none, a device's each on its own (refused: the refusals by index).
+func (w *writer) applyChanges(ctx context.Context, tx *sql.Tx, r *writeReq, seq *int64, now time.Time) (logged []model.Change, refused map[int]error, err error) {
+	b := r.batch
+	logged = make([]model.Change, 0, len(b.Changes))
+	for i, c := range b.Changes {
+		if b.Writer != nil {
+			lcs, err := w.applyMutation(ctx, tx, r, i, seq, now)
+			if err != nil {
+				if !refusal(err) {
+					return nil, nil, err
+				}
+				if refused == nil {
+					refused = map[int]error{}
+				}
+				refused[i] = err
+			}
+			logged = append(logged, lcs...)
+			continue
+		}
+		lc, err := w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		if lc != nil {
+			logged = append(logged, *lc)
+		}
+	}
+	return logged, refused, nil
+}
+
+// auditAccess writes an audit line for every app access the batch being
+// applied started or ended.
+func (w *writer) auditAccess(ctx context.Context, tx *sql.Tx, b Batch, now time.Time) error {
+	for _, ac := range w.access {
+		action := "app_disabled"
+		if ac.Enabled {
+			action = "app_enabled"
+		}
+		if err := insertAudit(ctx, tx, now, AuditEntry{Actor: b.actor(), AccountID: ac.AccountID, DeviceID: b.DeviceID, Action: action, Detail: ac.Reason, Addr: b.Addr}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // applyAndLog applies one change and appends it to the change log with the
@@ -282,7 +313,6 @@ func refusal(err error) bool {
 // logged changes: the mutation's and any the server derived from it.
 func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq *int64, now time.Time) (lcs []model.Change, err error) {
 	b := r.batch
-	c := b.Changes[i]
 	var first int64
 	err = w.scan(ctx, tx, "mutation", `SELECT seq FROM mutations WHERE device_id = ? AND id = ?`, []any{b.DeviceID, b.MutationIDs[i]}, &first)
 	if err == nil {
@@ -307,6 +337,22 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 			err = errors.Join(err, rerr)
 		}
 	}()
+	if lcs, err = w.mutate(ctx, tx, r, i, seq, now); err != nil {
+		return nil, err
+	}
+	if _, err := w.exec(ctx, tx, "mutated", `INSERT INTO mutations(device_id, id, seq, created_at) VALUES (?,?,?,?)`,
+		b.DeviceID, b.MutationIDs[i], *seq, now.UTC().Format(time.RFC3339)); err != nil {
+		return nil, fmt.Errorf("record mutation: %w", err)
+	}
+	return lcs, nil
+}
+
+// mutate makes change i of a device's push if its writer may
+// (model.CanWrite), a check-in by the check-in rules, and logs it. It
+// returns the logged changes.
+func (w *writer) mutate(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq *int64, now time.Time) ([]model.Change, error) {
+	b := r.batch
+	c, enc := b.Changes[i], r.enc[i]
 	rows := w.rows(ctx, tx)
 	before, err := rows.Row(c.Entity, c.ID)
 	if err != nil {
@@ -315,7 +361,6 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 	if err := model.CanWrite(*b.Writer, i, c, before, rows); err != nil {
 		return nil, err
 	}
-	enc := r.enc[i]
 	checkIn := model.IsCheckIn(c)
 	if checkIn {
 		if c, err = model.StampCheckIn(i, c, before, b.DeviceID, now); err != nil {
@@ -326,22 +371,16 @@ func (w *writer) applyMutation(ctx context.Context, tx *sql.Tx, r *writeReq, i i
 		}
 	}
 	lc, err := w.applyAndLog(ctx, tx, i, c, enc, b.Origin, seq, now)
-	if err != nil {
+	if err != nil || lc == nil {
 		return nil, err
 	}
-	if lc != nil {
-		lcs = append(lcs, *lc)
-		if checkIn {
-			counted, err := w.checkIn(ctx, tx, i, c.ID, before, b.Origin, seq, now)
-			if err != nil {
-				return nil, err
-			}
-			lcs = append(lcs, counted...)
+	lcs := []model.Change{*lc}
+	if checkIn {
+		counted, err := w.checkIn(ctx, tx, i, c.ID, before, b.Origin, seq, now)
+		if err != nil {
+			return nil, err
 		}
-	}
-	if _, err := w.exec(ctx, tx, "mutated", `INSERT INTO mutations(device_id, id, seq, created_at) VALUES (?,?,?,?)`,
-		b.DeviceID, b.MutationIDs[i], *seq, now.UTC().Format(time.RFC3339)); err != nil {
-		return nil, fmt.Errorf("record mutation: %w", err)
+		lcs = append(lcs, counted...)
 	}
 	return lcs, nil
 }
@@ -353,17 +392,9 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 	if !ok {
 		return nil, enc, &model.ValidationError{Index: index, Reason: fmt.Sprintf("unknown entity %q", c.Entity)}
 	}
-	if e.Name == model.ProfileShares && (c.Op == model.OpDelete || c.Op == model.OpUpsert) {
-		var (
-			skip bool
-			err  error
-		)
-		if c, skip, err = model.ShareWrite(index, c, w.rows(ctx, tx), now); err != nil || skip {
-			return nil, enc, err
-		}
-		if enc, err = encodeChange(index, c); err != nil {
-			return nil, enc, err
-		}
+	c, enc, skip, err := w.fieldRules(ctx, tx, index, c, enc, now)
+	if err != nil || skip {
+		return nil, enc, err
 	}
 	if c.Op != model.OpDelete && c.Op != model.OpUpsert {
 		return nil, enc, &model.ValidationError{Index: index, Entity: e.Name, Reason: fmt.Sprintf("unknown op %q", c.Op)}
@@ -378,46 +409,43 @@ func (w *writer) applyChange(ctx context.Context, tx *sql.Tx, index int, c model
 		}
 		before = &a
 	}
-	if c.Op == model.OpDelete {
-		res, err := w.exec(ctx, tx, "del:"+e.Name, `DELETE FROM `+quote(e.Name)+` WHERE id = ?`, c.ID)
-		if err != nil {
-			return nil, enc, fmt.Errorf("delete %s/%s: %w", e.Name, c.ID, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil, enc, nil
-		}
-		if before != nil {
-			if err := w.accessChanged(ctx, tx, c, *before, now); err != nil {
-				return nil, enc, err
-			}
-		}
-		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, enc, nil
-	}
-	if e.Name == model.Transactions {
-		var err error
-		if c, err = model.AssignReference(index, c, w.rows(ctx, tx), now.In(w.loc), w.nextRef(ctx, tx)); err != nil {
-			return nil, enc, err
-		}
-		if enc, err = encodeChange(index, c); err != nil {
-			return nil, enc, err
-		}
-	}
-	name, query := upsertQuery(e.Name, enc.names)
-	res, err := w.exec(ctx, tx, name, query, enc.args...)
-	if err != nil {
-		return nil, enc, fmt.Errorf("upsert %s/%s: %w", e.Name, c.ID, err)
+	changed, err := w.writeRow(ctx, tx, e.Name, c, enc)
+	if err != nil || !changed {
+		return nil, enc, err
 	}
 	if before != nil {
 		if err := w.accessChanged(ctx, tx, c, *before, now); err != nil {
 			return nil, enc, err
 		}
 	}
-	if len(enc.names) == 0 {
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil, enc, nil // an empty upsert of an existing row
-		}
+	if c.Op == model.OpDelete {
+		return &model.Change{Entity: e.Name, Op: model.OpDelete, ID: c.ID}, enc, nil
 	}
 	return &model.Change{Entity: e.Name, Op: model.OpUpsert, ID: c.ID, Fields: c.Fields}, enc, nil
+}
+
+// writeRow deletes or upserts the row of change c (encoded as enc) and
+// reports whether it changed: a delete of no row and an empty upsert of an
+// existing row change nothing.
+func (w *writer) writeRow(ctx context.Context, tx *sql.Tx, entity string, c model.Change, enc encoded) (bool, error) {
+	if c.Op == model.OpDelete {
+		res, err := w.exec(ctx, tx, "del:"+entity, `DELETE FROM `+quote(entity)+` WHERE id = ?`, c.ID)
+		if err != nil {
+			return false, fmt.Errorf("delete %s/%s: %w", entity, c.ID, err)
+		}
+		n, _ := res.RowsAffected()
+		return n > 0, nil
+	}
+	name, query := upsertQuery(entity, enc.names)
+	res, err := w.exec(ctx, tx, name, query, enc.args...)
+	if err != nil {
+		return false, fmt.Errorf("upsert %s/%s: %w", entity, c.ID, err)
+	}
+	if len(enc.names) > 0 {
+		return true, nil
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
 }
 
 func upsertQuery(entity string, names []string) (name, query string) {

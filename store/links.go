@@ -65,32 +65,37 @@ func (t *Tenant) LinksAt(ctx context.Context, seq int64) (*model.Links, error) {
 	}
 	defer history.Close()
 	for _, k := range changed {
-		l.Apply(model.Change{Entity: k.entity, Op: model.OpDelete, ID: k.id})
-		rows, err := history.QueryContext(ctx, k.entity, k.id, seq)
-		if err != nil {
-			return nil, fmt.Errorf("read links at %d: %w", seq, err)
-		}
-		for rows.Next() {
-			c := model.Change{Entity: k.entity, ID: k.id}
-			var fields []byte
-			if err := rows.Scan(&c.Op, &fields); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("read links at %d: %w", seq, err)
-			}
-			if fields != nil {
-				if c.Fields, err = model.DecodeFields(c.Entity, fields); err != nil {
-					rows.Close()
-					return nil, fmt.Errorf("read links at %d: %w", seq, err)
-				}
-			}
-			l.Apply(c)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := replayLinks(ctx, history, l, k.entity, k.id, seq); err != nil {
 			return nil, fmt.Errorf("read links at %d: %w", seq, err)
 		}
 	}
 	return l, nil
+}
+
+// replayLinks rebuilds the link fields of one row in l from its own
+// changes up to seq, read with history (op and fields by entity, row id
+// and seq).
+func replayLinks(ctx context.Context, history *sql.Stmt, l *model.Links, entity, id string, seq int64) error {
+	l.Apply(model.Change{Entity: entity, Op: model.OpDelete, ID: id})
+	rows, err := history.QueryContext(ctx, entity, id, seq)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c := model.Change{Entity: entity, ID: id}
+		var fields []byte
+		if err := rows.Scan(&c.Op, &fields); err != nil {
+			return err
+		}
+		if fields != nil {
+			if c.Fields, err = model.DecodeFields(c.Entity, fields); err != nil {
+				return err
+			}
+		}
+		l.Apply(c)
+	}
+	return rows.Err()
 }
 
 // readLinks reads every row's link fields and the seq, within tx.

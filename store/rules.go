@@ -15,6 +15,30 @@ import (
 // (an app access started or ended, a shard build requested, a reference
 // counted, a check-in counted). The rules themselves are model's.
 
+// fieldRules applies to change c the domain rules that decide what it
+// writes: a profile share's immutability (model.ShareWrite) and a
+// transaction's reference (model.AssignReference). It returns c as it is
+// to be written, with its encoding, or skip when nothing is to be written.
+func (w *writer) fieldRules(ctx context.Context, tx *sql.Tx, index int, c model.Change, enc encoded, now time.Time) (model.Change, encoded, bool, error) {
+	var (
+		skip bool
+		err  error
+	)
+	switch {
+	case c.Entity == model.ProfileShares && (c.Op == model.OpDelete || c.Op == model.OpUpsert):
+		c, skip, err = model.ShareWrite(index, c, w.rows(ctx, tx), now)
+	case c.Entity == model.Transactions && c.Op == model.OpUpsert:
+		c, err = model.AssignReference(index, c, w.rows(ctx, tx), now.In(w.loc), w.nextRef(ctx, tx))
+	default:
+		return c, enc, false, nil
+	}
+	if err != nil || skip {
+		return c, enc, skip, err
+	}
+	enc, err = encodeChange(index, c)
+	return c, enc, false, err
+}
+
 // appAccess reads what decides the app access of account id, within tx.
 func (w *writer) appAccess(ctx context.Context, tx *sql.Tx, id string) (model.AppAccess, error) {
 	var (
