@@ -112,6 +112,7 @@ func (t *Tenant) DeviceAccess(ctx context.Context, d Device) (Account, error) {
 // Access is a tenant's access state in one snapshot: what decides whether
 // each of its live connections may go on.
 type Access struct {
+	// Static: set by Tenant.Access, then only read (by any goroutine).
 	Settings Settings
 	devices  map[string]Device
 	accounts map[string]Account

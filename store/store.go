@@ -58,10 +58,12 @@ type Options struct {
 // Store opens and holds the tenants of one data directory. Tenants are
 // opened on first use and stay open until Close.
 type Store struct {
+	// Static: set by Open.
 	dir  string
 	opts Options
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// Guarded by mu.
 	tenants map[string]*Tenant
 	closed  bool
 }

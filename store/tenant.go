@@ -12,13 +12,14 @@ import (
 // Tenant is one open tenant database: a read pool and a single writer
 // goroutine that group-commits every write.
 type Tenant struct {
+	// Static: set by openTenant.
 	id   string
 	path string
 	opts Options
+	rdb  *sql.DB // the read pool, for any goroutine
+	w    *writer // every write goes through it
 
-	rdb *sql.DB
-	w   *writer
-
+	// Guarded by closeOnce.
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -15,6 +15,7 @@ import (
 // domain rules' decisions on a write (model.Rows, model.CheckInRows), with
 // the writer's prepared statements.
 type txRows struct {
+	// Static; used on the writer goroutine only, while tx is open.
 	w   *writer
 	ctx context.Context
 	tx  *sql.Tx

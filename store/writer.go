@@ -57,13 +57,18 @@ func (t *Tenant) enqueue(ctx context.Context, r *writeReq) (Result, error) {
 }
 
 type writeReq struct {
+	// Static: set by the caller before it queues the request, then only
+	// read (by the writer goroutine).
 	ctx context.Context
 	// fn, when set, is run instead of applying batch.
 	fn     func(ctx context.Context, tx *sql.Tx) error
 	batch  Batch
 	enc    []encoded // one per change of batch
 	digest [32]byte
-	done   chan writeRes // buffered: the writer never blocks on it
+
+	// done carries the one result from the writer goroutine to the caller;
+	// buffered: the writer never blocks on it.
+	done chan writeRes
 }
 
 type writeRes struct {
@@ -78,19 +83,26 @@ const maxCachedStmts = 512
 // queued batch, applies each under its own savepoint and commits them all
 // with one fsync.
 type writer struct {
+	// Static: set by newWriter.
 	t    *Tenant
-	db   *sql.DB
+	db   *sql.DB // the tenant's one write connection
 	reqs chan *writeReq
 	stop chan struct{} // closed by close: stop taking batches
 	done chan struct{} // closed when loop has returned
 
-	// Owned by loop.
-	builds  []string             // build requests of the batch being applied
-	access  []AccessChange       // app access changes of the batch being applied
+	// Owned by the writer goroutine (loop and everything it runs, the
+	// functions given to Tenant.write included); nothing else touches them.
+	//
+	// The batch being applied:
+	builds []string       // its build requests
+	access []AccessChange // the app access it started or ended
+	// Prepared statements:
 	stmts   map[string]*sql.Stmt // prepared on the connection
 	pending map[string]string    // name → query, to prepare after this group
 	local   map[string]*sql.Stmt // bound to the current group's transaction
-	loc     *time.Location
+	// loc is the tenant's time zone, read by the first commit; nil makes
+	// the next commit read it again (SetSettings).
+	loc *time.Location
 }
 
 func newWriter(t *Tenant, db *sql.DB) *writer {
