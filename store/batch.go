@@ -12,9 +12,9 @@ import (
 	"github.com/therasync/therasync/model"
 )
 
-// This file is what a batch of changes means: applying it change by change
-// (a device's push mutation by mutation, each under a savepoint), asking
-// the domain rules (rules.go) and logging every change with its seq.
+// This file is what a batch of changes means: applied once per batch ID,
+// change by change (a device's push mutation by mutation: mutation.go),
+// each change after the domain rules (rules.go) and logged with its seq.
 
 // The origins of changes that are not a device's.
 const (
