@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/therasync/therasync/authcode"
+	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
 	"github.com/therasync/therasync/wire"
 )
@@ -108,12 +109,11 @@ func (s *Server) appAccount(ctx context.Context, t *store.Tenant, st store.Setti
 	return acc, nil
 }
 
-// appLicenses refuses a tenant without both licenses the app needs.
+// appLicenses refuses a tenant without the licenses the app needs
+// (model.AppLicenses, the list DeviceMaySync checks too).
 func appLicenses(st store.Settings) error {
-	for _, l := range []string{store.LicenseSync, store.LicenseApp} {
-		if !st.HasLicense(l) {
-			return fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing)
-		}
+	if l := model.MissingAppLicense(st.Licenses); l != "" {
+		return fmt.Errorf("the practice group holds no %q license: %w", l, store.ErrLicenseMissing)
 	}
 	return nil
 }
