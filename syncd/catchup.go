@@ -61,113 +61,147 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 	ctx := context.Background()
 	if !c.started {
 		c.started = true
-		// The access again, now that the connection is registered: what
-		// ended it since the handshake's check and before the registration
-		// reached no revocation event.
-		if ok, err := c.checkOwnAccess(ctx, true); err != nil || !ok {
+		if ok, err := c.firstChecks(ctx); err != nil || !ok {
 			return false, err
-		}
-		latest, err := c.tenant.Seq(ctx)
-		if err != nil {
-			return false, err
-		}
-		if c.cursor > latest {
-			c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
-			return false, nil
-		}
-		if !c.practice && c.cursor > 0 {
-			// The device's data is what its role saw at the cursor: another
-			// role needs another shard.
-			role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
-			if err != nil {
-				return false, err
-			}
-			if role != c.viewer.Role {
-				c.resync("the account's role changed")
-				return false, nil
-			}
 		}
 	}
 	for {
 		if c.feed.join(c) {
 			return true, nil
 		}
-		// From the feed's memory, whose reader checked every connection's
-		// access before keeping changes of a newer access epoch; or from the
-		// store, then checking it here.
-		cs, _, ok := c.feed.since(c.cursor, catchUpBatch)
-		if !ok {
-			r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
-			if err != nil {
-				return false, err
-			}
-			if r.AccessEpoch != c.epoch {
-				if ok, err := c.checkOwnAccess(ctx, false); err != nil || !ok {
-					return false, err
-				}
-				c.epoch = r.AccessEpoch
-			}
-			cs = r.Changes
+		cs, ok, err := c.nextBatch(ctx)
+		if err != nil || !ok || len(cs) == 0 {
+			return false, err // an empty batch: the feed has not read that far, wait for its wake-up
 		}
-		if len(cs) == 0 {
-			return false, nil // the feed has not read that far: wait for its wake-up
-		}
-		if c.viewer.Role == model.RoleMember && !c.practice && c.tracker == nil {
-			if c.tracker, err = loadTracker(ctx, c.tenant, c.accountID, c.cursor); err != nil {
-				return false, err
-			}
-		}
-		out := make([]model.Change, 0, len(cs))
-		for _, ch := range cs {
-			var (
-				vs  []model.Change
-				err error
-			)
-			switch {
-			case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq.Load() && endsAccess(ch):
-				c.s.metrics.revocationCloses.Inc()
-				c.stop(wire.CloseRevoked, "device revoked", nil)
-				return false, nil
-			case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
-				err = &errResync{reason: "the account's role changed"}
-			case c.tracker != nil:
-				vs, err = memberStep(ctx, c.tenant, c.tracker, c.accountID, ch)
-			default:
-				vs, err = c.visible(ctx, ch)
-			}
-			var rs *errResync
-			if errors.As(err, &rs) {
-				c.resync(rs.reason)
-				return false, nil
-			}
-			if err != nil {
-				return false, err
-			}
-			out = append(out, vs...)
+		out, ok, err := c.seeBatch(ctx, cs)
+		if err != nil || !ok {
+			return false, err
 		}
 		c.cursor = cs[len(cs)-1].Seq
-		select {
-		case <-c.done:
-			return false, nil // stopped meanwhile (a revocation): nothing more goes out
-		default:
-		}
-		if len(out) > 0 {
-			if err := c.write(mustJSON(wire.Changes{Type: wire.TypeChanges, Changes: out})); err != nil {
-				c.stop(websocket.CloseAbnormalClosure, "", nil)
-				return false, nil
-			}
-			c.s.metrics.changesSent.Add(float64(len(out)))
-		}
-		// Acks and rejects go out between batches: a long catch-up does
-		// not hold them back.
-		if !c.sendQueued(true) {
+		if !c.sendBatch(out) {
 			return false, nil
 		}
-		select {
-		case <-c.done:
-			return false, nil
-		default:
+	}
+}
+
+// firstChecks runs once, before the first batch: the access again, now
+// that the connection is registered (what ended it since the handshake's
+// check and before the registration reached no revocation event), a
+// cursor ahead of the log, and a member's role at its cursor. It reports
+// whether the connection goes on.
+func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
+	if ok, err := c.checkOwnAccess(ctx, true); err != nil || !ok {
+		return false, err
+	}
+	latest, err := c.tenant.Seq(ctx)
+	if err != nil {
+		return false, err
+	}
+	if c.cursor > latest {
+		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
+		return false, nil
+	}
+	if !c.practice && c.cursor > 0 {
+		// The device's data is what its role saw at the cursor: another
+		// role needs another shard.
+		role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
+		if err != nil {
+			return false, err
 		}
+		if role != c.viewer.Role {
+			c.resync("the account's role changed")
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// nextBatch returns the changes after the cursor: from the feed's memory,
+// whose reader checked every connection's access before keeping changes
+// of a newer access epoch; or from the store, then checking the access
+// here. It reports false when the connection was stopped.
+func (c *liveConn) nextBatch(ctx context.Context) ([]model.Change, bool, error) {
+	if cs, _, ok := c.feed.since(c.cursor, catchUpBatch); ok {
+		return cs, true, nil
+	}
+	r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
+	if err != nil {
+		return nil, false, err
+	}
+	if r.AccessEpoch != c.epoch {
+		if ok, err := c.checkOwnAccess(ctx, false); err != nil || !ok {
+			return nil, false, err
+		}
+		c.epoch = r.AccessEpoch
+	}
+	return r.Changes, true, nil
+}
+
+// seeBatch returns what the viewer receives of cs. It stops the
+// connection when a change ends its access or needs a resync, and reports
+// false then.
+func (c *liveConn) seeBatch(ctx context.Context, cs []model.Change) ([]model.Change, bool, error) {
+	if c.viewer.Role == model.RoleMember && !c.practice && c.tracker == nil {
+		var err error
+		if c.tracker, err = loadTracker(ctx, c.tenant, c.accountID, c.cursor); err != nil {
+			return nil, false, err
+		}
+	}
+	out := make([]model.Change, 0, len(cs))
+	for _, ch := range cs {
+		var (
+			vs  []model.Change
+			err error
+		)
+		switch {
+		case !c.practice && ch.ID == c.accountID && ch.Seq > c.startSeq.Load() && endsAccess(ch):
+			c.s.metrics.revocationCloses.Inc()
+			c.stop(wire.CloseRevoked, "device revoked", nil)
+			return nil, false, nil
+		case !c.practice && ch.Entity == model.Accounts && ch.ID == c.accountID && ch.Fields["role"] != nil && ch.Fields["role"] != c.viewer.Role:
+			err = &errResync{reason: "the account's role changed"}
+		case c.tracker != nil:
+			vs, err = memberStep(ctx, c.tenant, c.tracker, c.accountID, ch)
+		default:
+			vs, err = c.visible(ctx, ch)
+		}
+		var rs *errResync
+		if errors.As(err, &rs) {
+			c.resync(rs.reason)
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, vs...)
+	}
+	return out, true, nil
+}
+
+// sendBatch writes one catch-up frame (none for nothing) and then the
+// acks and rejects waiting, so a long catch-up does not hold them back. It
+// reports false when the connection was stopped or broke.
+func (c *liveConn) sendBatch(out []model.Change) bool {
+	select {
+	case <-c.done:
+		return false // stopped meanwhile (a revocation): nothing more goes out
+	default:
+	}
+	if len(out) > 0 {
+		if err := c.write(mustJSON(wire.Changes{Type: wire.TypeChanges, Changes: out})); err != nil {
+			c.stop(websocket.CloseAbnormalClosure, "", nil)
+			return false
+		}
+		c.s.metrics.changesSent.Add(float64(len(out)))
+	}
+	if !c.sendQueued(true) {
+		return false
+	}
+	select {
+	case <-c.done:
+		return false
+	default:
+		return true
 	}
 }
 

@@ -119,104 +119,142 @@ func (s *Server) handleCheckinDay(w http.ResponseWriter, r *http.Request, t *sto
 	writeJSON(w, http.StatusOK, newCheckinView(day, acc, t.ID(), date, now, loc))
 }
 
+// newCheckinView composes the day view of day for acc: courses with their
+// regulars and Springer, in the order the page shows them, and the
+// participants a Springer search finds.
 func newCheckinView(day store.CheckInDay, acc store.Account, tenant, date string, now time.Time, loc *time.Location) checkinView {
 	v := checkinView{TenantID: tenant, AccountID: acc.ID, Role: acc.Role, Date: date, Now: now.Format(time.RFC3339),
 		TimeZone: loc.String(), Seq: day.Seq, Courses: []checkinCourse{}, Participants: []checkinPerson{}}
-	person := func(profile string) checkinPerson {
-		n := day.Names[profile]
-		first, _ := n["first_name"].(string)
-		last, _ := n["last_name"].(string)
-		return checkinPerson{ProfileID: profile, FirstName: first, LastName: last}
-	}
-	byName := func(a, b checkinPerson) int {
-		return cmp.Or(cmp.Compare(a.LastName, b.LastName), cmp.Compare(a.FirstName, b.FirstName), cmp.Compare(a.ProfileID, b.ProfileID))
-	}
-	str := func(row map[string]any, f string) string { s, _ := row[f].(string); return s }
-	integer := func(row map[string]any, f string) *int64 {
-		if n, ok := row[f].(int64); ok {
-			return &n
-		}
-		return nil
-	}
-	// Who checked in where, by course then profile.
-	checkins := map[string]map[string]map[string]any{}
-	for id, a := range day.Attendances {
-		c := str(a, "course_id")
-		if checkins[c] == nil {
-			checkins[c] = map[string]map[string]any{}
-		}
-		a["id"] = id
-		checkins[c][str(a, "profile_id")] = a
-	}
+	checkins := checkinsByCourse(day)
 	courses := map[string]*checkinCourse{}
 	for id, row := range day.Courses {
-		c := &checkinCourse{ID: id, Title: str(row, "title"), PracticeID: str(row, "practice_id"), TherapistID: str(row, "therapist_id"),
-			StartTime: str(row, "start_time"), Capacity: integer(row, "capacity"), Regulars: []checkinPerson{}, Springer: []checkinPerson{}}
-		if n := integer(row, "duration_min"); n != nil {
-			c.DurationMin = *n
-		}
-		courses[id] = c
+		courses[id] = newCheckinCourse(id, row)
 	}
-	seen := map[string]bool{}
-	for _, m := range day.Members {
-		profile := str(m, "profile_id")
-		if !seen[profile] {
-			seen[profile] = true
-			v.Participants = append(v.Participants, person(profile))
-		}
-		c := courses[str(m, "course_id")]
-		if c == nil {
-			continue
-		}
-		p := person(profile)
-		p.UnitsTotal, p.UnitsUsed = integer(m, "units_total"), integer(m, "units_used")
-		if a := checkins[c.ID][profile]; a != nil && a["springer"] != true {
-			p.CheckedInAt, p.AttendanceID = str(a, "checked_in_at"), str(a, "id")
-		}
-		c.Regulars = append(c.Regulars, p)
-	}
+	v.Participants = addRegulars(day, courses, checkins)
 	for course, byProfile := range checkins {
 		for profile, a := range byProfile {
 			if a["springer"] == true && courses[course] != nil {
-				p := person(profile)
-				p.CheckedInAt, p.AttendanceID = str(a, "checked_in_at"), str(a, "id")
+				p := dayPerson(day, profile)
+				p.CheckedInAt, p.AttendanceID = rowStr(a, "checked_in_at"), rowStr(a, "id")
 				courses[course].Springer = append(courses[course].Springer, p)
 			}
 		}
 	}
 	day0, _ := time.ParseInLocation(time.DateOnly, date, loc)
-	start := func(c *checkinCourse) time.Time {
-		hm, err := time.Parse("15:04", c.StartTime)
-		if err != nil {
-			return day0
-		}
-		return time.Date(day0.Year(), day0.Month(), day0.Day(), hm.Hour(), hm.Minute(), 0, 0, loc)
-	}
-	rank := map[string]int{"running": 0, "next": 1, "later": 1, "over": 2}
 	for _, c := range courses {
 		slices.SortFunc(c.Regulars, byName)
 		slices.SortFunc(c.Springer, byName)
 		c.Seats = int64(len(c.Regulars) + len(c.Springer))
-		b := start(c)
-		switch e := b.Add(time.Duration(c.DurationMin) * time.Minute); {
-		case !now.Before(e):
-			c.State = "over"
-		case !now.Before(b):
-			c.State = "running"
-		default:
-			c.State = "later"
-		}
+		c.State = courseState(c, day0, now, loc)
 		v.Courses = append(v.Courses, *c)
 	}
-	slices.SortFunc(v.Courses, func(a, b checkinCourse) int {
+	orderCourses(v.Courses)
+	slices.SortFunc(v.Participants, byName)
+	return v
+}
+
+// checkinsByCourse indexes the day's attendances by course, then profile
+// (each with its id under "id").
+func checkinsByCourse(day store.CheckInDay) map[string]map[string]map[string]any {
+	checkins := map[string]map[string]map[string]any{}
+	for id, a := range day.Attendances {
+		c := rowStr(a, "course_id")
+		if checkins[c] == nil {
+			checkins[c] = map[string]map[string]any{}
+		}
+		a["id"] = id
+		checkins[c][rowStr(a, "profile_id")] = a
+	}
+	return checkins
+}
+
+// newCheckinCourse is the course row id without its participants.
+func newCheckinCourse(id string, row map[string]any) *checkinCourse {
+	c := &checkinCourse{ID: id, Title: rowStr(row, "title"), PracticeID: rowStr(row, "practice_id"), TherapistID: rowStr(row, "therapist_id"),
+		StartTime: rowStr(row, "start_time"), Capacity: rowInt(row, "capacity"), Regulars: []checkinPerson{}, Springer: []checkinPerson{}}
+	if n := rowInt(row, "duration_min"); n != nil {
+		c.DurationMin = *n
+	}
+	return c
+}
+
+// addRegulars adds every membership of the day to its course's regulars
+// (with their units and check-in) and returns everyone with a membership,
+// once each.
+func addRegulars(day store.CheckInDay, courses map[string]*checkinCourse, checkins map[string]map[string]map[string]any) []checkinPerson {
+	participants := []checkinPerson{}
+	seen := map[string]bool{}
+	for _, m := range day.Members {
+		profile := rowStr(m, "profile_id")
+		if !seen[profile] {
+			seen[profile] = true
+			participants = append(participants, dayPerson(day, profile))
+		}
+		c := courses[rowStr(m, "course_id")]
+		if c == nil {
+			continue
+		}
+		p := dayPerson(day, profile)
+		p.UnitsTotal, p.UnitsUsed = rowInt(m, "units_total"), rowInt(m, "units_used")
+		if a := checkins[c.ID][profile]; a != nil && a["springer"] != true {
+			p.CheckedInAt, p.AttendanceID = rowStr(a, "checked_in_at"), rowStr(a, "id")
+		}
+		c.Regulars = append(c.Regulars, p)
+	}
+	return participants
+}
+
+// courseState is running, over or later for c held on day0 at now.
+func courseState(c *checkinCourse, day0, now time.Time, loc *time.Location) string {
+	b := day0
+	if hm, err := time.Parse("15:04", c.StartTime); err == nil {
+		b = time.Date(day0.Year(), day0.Month(), day0.Day(), hm.Hour(), hm.Minute(), 0, 0, loc)
+	}
+	switch e := b.Add(time.Duration(c.DurationMin) * time.Minute); {
+	case !now.Before(e):
+		return "over"
+	case !now.Before(b):
+		return "running"
+	default:
+		return "later"
+	}
+}
+
+// orderCourses sorts courses running first, then coming by start time,
+// then over, and marks the first coming one next.
+func orderCourses(courses []checkinCourse) {
+	rank := map[string]int{"running": 0, "next": 1, "later": 1, "over": 2}
+	slices.SortFunc(courses, func(a, b checkinCourse) int {
 		return cmp.Or(cmp.Compare(rank[a.State], rank[b.State]), cmp.Compare(a.StartTime, b.StartTime), cmp.Compare(a.Title, b.Title), cmp.Compare(a.ID, b.ID))
 	})
-	for i := range v.Courses {
-		if v.Courses[i].State == "later" {
-			v.Courses[i].State = "next"
+	for i := range courses {
+		if courses[i].State == "later" {
+			courses[i].State = "next"
 			break
 		}
 	}
-	slices.SortFunc(v.Participants, byName)
-	return v
+}
+
+// dayPerson is profile with its name from the day's names.
+func dayPerson(day store.CheckInDay, profile string) checkinPerson {
+	n := day.Names[profile]
+	first, _ := n["first_name"].(string)
+	last, _ := n["last_name"].(string)
+	return checkinPerson{ProfileID: profile, FirstName: first, LastName: last}
+}
+
+// byName orders people by last name, first name, then id.
+func byName(a, b checkinPerson) int {
+	return cmp.Or(cmp.Compare(a.LastName, b.LastName), cmp.Compare(a.FirstName, b.FirstName), cmp.Compare(a.ProfileID, b.ProfileID))
+}
+
+// rowStr is the string field f of row, "" when it is none.
+func rowStr(row map[string]any, f string) string { s, _ := row[f].(string); return s }
+
+// rowInt is the integer field f of row, nil when it is none.
+func rowInt(row map[string]any, f string) *int64 {
+	if n, ok := row[f].(int64); ok {
+		return &n
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package syncd
 
 import (
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -76,33 +77,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	addr := clientAddr(r)
 	code := strings.TrimSpace(req.Code)
-	holders, err := s.cfg.Codes.Holders(ctx, req.Email)
+	h, err := s.codeHolder(ctx, req, code, addr)
 	if err != nil {
+		s.metrics.logins.WithLabelValues(errorCode(err)).Inc()
 		s.fail(w, r, err)
-		return
-	}
-	if len(holders) == 0 {
-		s.metrics.logins.WithLabelValues("invalid_code").Inc()
-		s.fail(w, r, s.cfg.Codes.Fail(ctx, req.Email, code, addr))
-		return
-	}
-	var (
-		h     authcode.Holder
-		found bool
-		last  error
-	)
-	for _, c := range holders {
-		if last = s.cfg.Codes.Check(ctx, c, code, addr); last == nil {
-			h, found = c, true
-			break
-		}
-	}
-	if !found {
-		for _, c := range holders {
-			s.audits.add(c.Tenant, store.AuditEntry{Actor: "device", AccountID: c.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(last), Addr: addr})
-		}
-		s.metrics.logins.WithLabelValues(errorCode(last)).Inc()
-		s.fail(w, r, last)
 		return
 	}
 	t, err := s.cfg.Store.Tenant(ctx, h.Tenant)
@@ -119,6 +97,30 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.logins.WithLabelValues("ok").Inc()
 	writeJSON(w, http.StatusOK, res)
+}
+
+// codeHolder returns the account whose code for req.Email is code. A
+// wrong code counts against every account with that email (and against
+// the email when none has it, so unknown emails lock like known ones), and
+// each such account gets an audit line.
+func (s *Server) codeHolder(ctx context.Context, req loginRequest, code, addr string) (authcode.Holder, error) {
+	holders, err := s.cfg.Codes.Holders(ctx, req.Email)
+	if err != nil {
+		return authcode.Holder{}, err
+	}
+	if len(holders) == 0 {
+		return authcode.Holder{}, s.cfg.Codes.Fail(ctx, req.Email, code, addr)
+	}
+	var last error
+	for _, c := range holders {
+		if last = s.cfg.Codes.Check(ctx, c, code, addr); last == nil {
+			return c, nil
+		}
+	}
+	for _, c := range holders {
+		s.audits.add(c.Tenant, store.AuditEntry{Actor: "device", AccountID: c.Account, DeviceID: req.DeviceID, Action: "login_failed", Detail: errorCode(last), Addr: addr})
+	}
+	return authcode.Holder{}, last
 }
 
 // login checks the preconditions of DESIGN §5 for a verified code, then
