@@ -10,7 +10,6 @@
 package device
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -48,18 +47,6 @@ var (
 	ErrReadOnly    = errors.New("device: access withdrawn by the practice: the data is read-only")
 	ErrWiped       = errors.New("device: the local data was deleted on the practice's request")
 )
-
-// APIError is an error answer of the server.
-type APIError struct {
-	Status  int
-	Code    string `json:"error"`
-	Message string `json:"message"`
-}
-
-// Error says what the server answered.
-func (e *APIError) Error() string {
-	return fmt.Sprintf("server: %d %s: %s", e.Status, e.Code, e.Message)
-}
 
 // State is what device.json holds.
 type State struct {
@@ -185,58 +172,6 @@ func (c *Client) State() State {
 	return c.st
 }
 
-// do sends a request to st's server with st's token and decodes a JSON
-// answer into out (unless nil); an error answer is an *APIError. Callers
-// pass a copy of the state: no lock is held during the request.
-func (c *Client) do(ctx context.Context, st State, method, path string, body any, out any) error {
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, st.Server+path, r)
-	if err != nil {
-		return err
-	}
-	if st.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+st.Token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return apiError(resp)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-func apiError(resp *http.Response) error {
-	e := &APIError{Status: resp.StatusCode}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		e.Message = fmt.Sprintf("reading the answer: %v", err)
-		return e
-	}
-	if json.Unmarshal(b, e) != nil {
-		e.Message = strings.TrimSpace(string(b))
-	}
-	return e
-}
-
-// IsCode reports whether err is an APIError with the error code.
-func IsCode(err error, code string) bool {
-	var e *APIError
-	return errors.As(err, &e) && e.Code == code
-}
-
 type shardRef struct {
 	Seq    int64  `json:"seq"`
 	Size   int64  `json:"size"`
@@ -343,8 +278,6 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	}
 	return c.rebaseLocked()
 }
-
-func isAPIError(err error) bool { var e *APIError; return errors.As(err, &e) }
 
 // fetchShard appends the rest of the shard to part and returns the sha256
 // the server gives for it.
