@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -185,74 +184,6 @@ func removeFile(path string) error {
 		return err
 	}
 	return nil
-}
-
-// Cursor returns the seq up to which the local database holds the stream.
-func (c *Client) Cursor() (int64, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cursorLocked()
-}
-
-func (c *Client) cursorLocked() (int64, error) {
-	if c.data == nil {
-		return 0, ErrNotLoggedIn
-	}
-	var v string
-	err := c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'cursor'`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'seq'`).Scan(&v)
-	}
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(v, 10, 64)
-}
-
-// Query runs a read-only query on the local database; it works in every
-// state but wiped and logged out.
-func (c *Client) Query(ctx context.Context, query string, args ...any) ([]map[string]any, error) {
-	c.mu.Lock()
-	db := c.data
-	c.mu.Unlock()
-	if db == nil {
-		return nil, ErrNotLoggedIn
-	}
-	rows, err := db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanMaps(rows)
-}
-
-// scanMaps reads every row into a column → value map, text as strings, and
-// closes rows.
-func scanMaps(rows *sql.Rows) ([]map[string]any, error) {
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var out []map[string]any
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		m := make(map[string]any, len(cols))
-		for i, col := range cols {
-			if b, ok := vals[i].([]byte); ok {
-				vals[i] = string(b)
-			}
-			m[col] = vals[i]
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
 }
 
 // Pending is a local write the server has not acknowledged, or rejected.
