@@ -10,7 +10,6 @@
 package device
 
 import (
-	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
@@ -26,8 +25,6 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
-
-	"github.com/therasync/therasync/model"
 )
 
 // The states of a device.
@@ -184,51 +181,4 @@ func removeFile(path string) error {
 		return err
 	}
 	return nil
-}
-
-// Pending is a local write the server has not acknowledged, or rejected.
-type Pending struct {
-	ID       string         `json:"id"`
-	Entity   string         `json:"entity"`
-	Op       model.Op       `json:"op"`
-	RowID    string         `json:"row_id"`
-	Fields   map[string]any `json:"fields,omitempty"`
-	Rejected bool           `json:"rejected,omitempty"`
-	Error    string         `json:"error,omitempty"`
-	Message  string         `json:"message,omitempty"`
-}
-
-// Outbox returns the pending and rejected writes, oldest first.
-func (c *Client) Outbox(ctx context.Context) ([]Pending, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.outbox == nil {
-		return nil, nil
-	}
-	return c.outboxLocked(ctx, "1")
-}
-
-func (c *Client) outboxLocked(ctx context.Context, where string) ([]Pending, error) {
-	rows, err := c.outbox.QueryContext(ctx, `SELECT id, entity, op, row_id, coalesce(fields, ''), rejected, coalesce(error, ''), coalesce(message, '') FROM outbox WHERE `+where+` ORDER BY n`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Pending
-	for rows.Next() {
-		var (
-			p      Pending
-			fields string
-		)
-		if err := rows.Scan(&p.ID, &p.Entity, &p.Op, &p.RowID, &fields, &p.Rejected, &p.Error, &p.Message); err != nil {
-			return nil, err
-		}
-		if fields != "" {
-			if err := json.Unmarshal([]byte(fields), &p.Fields); err != nil {
-				return nil, fmt.Errorf("outbox %s: fields: %w", p.ID, err)
-			}
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
 }
