@@ -1,0 +1,142 @@
+package device
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/therasync/therasync/model"
+	"github.com/therasync/therasync/wire"
+)
+
+// This file applies the frames the server sends: a batch of changes and
+// the cursor after it, an acknowledgement, a rejection, a wipe.
+
+// decodeFrame decodes a server frame into the wire type its type names:
+// *wire.Changes, *wire.CaughtUp, *wire.Ack, *wire.Reject, *wire.Resync or
+// *wire.Wipe. A type this library does not know (a newer server's) is
+// nil, and ignored.
+func decodeFrame(b []byte) (any, error) {
+	var h wire.Header
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("decode frame: %w", err)
+	}
+	var f any
+	switch h.Type {
+	case wire.TypeChanges:
+		f = new(wire.Changes)
+	case wire.TypeCaughtUp:
+		f = new(wire.CaughtUp)
+	case wire.TypeAck:
+		f = new(wire.Ack)
+	case wire.TypeReject:
+		f = new(wire.Reject)
+	case wire.TypeResync:
+		f = new(wire.Resync)
+	case wire.TypeWipe:
+		f = new(wire.Wipe)
+	default:
+		return nil, nil
+	}
+	if err := json.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("decode %s frame: %w", h.Type, err)
+	}
+	return f, nil
+}
+
+// handleFrame applies one server frame (see decodeFrame) to the local
+// state.
+func (c *Client) handleFrame(ctx context.Context, f any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch f := f.(type) {
+	case *wire.Changes:
+		if len(f.Changes) == 0 {
+			return nil
+		}
+		return c.applyFrameLocked(ctx, f.Changes, f.Changes[len(f.Changes)-1].Seq)
+	case *wire.CaughtUp:
+		return c.applyFrameLocked(ctx, nil, f.Seq)
+	case *wire.Ack:
+		return c.forgetLocked(ctx, f.MutationIDs)
+	case *wire.Reject:
+		if f.MutationID == "" {
+			return fmt.Errorf("server refused a frame: %s: %s", f.Error, f.Message)
+		}
+		var entity, row string
+		err := c.outbox.QueryRowContext(ctx, `SELECT entity, row_id FROM outbox WHERE id = ?`, f.MutationID).Scan(&entity, &row)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := c.outbox.ExecContext(ctx, `UPDATE outbox SET rejected = 1, error = ?, message = ? WHERE id = ?`, f.Error, f.Message, f.MutationID); err != nil {
+			return err
+		}
+		return c.restoreRowLocked(ctx, entity, row)
+	case *wire.Wipe:
+		return c.wipeLocked()
+	}
+	return nil
+}
+
+// applyFrameLocked applies a batch of streamed changes: the server state of
+// rows with pending writes is updated first (outbox.db), then, in one local
+// transaction, the changes, the pending writes on top again, and the cursor.
+func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor int64) error {
+	touched := map[[2]string]bool{}
+	for _, ch := range cs {
+		var fields sql.NullString
+		err := c.outbox.QueryRowContext(ctx, `SELECT fields FROM base WHERE entity = ? AND row_id = ?`, ch.Entity, ch.ID).Scan(&fields)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		touched[[2]string{ch.Entity, ch.ID}] = true
+		var merged any
+		if ch.Op == model.OpUpsert {
+			m := map[string]any{}
+			if fields.Valid {
+				if err := json.Unmarshal([]byte(fields.String), &m); err != nil {
+					return fmt.Errorf("base of %s %s: %w", ch.Entity, ch.ID, err)
+				}
+			}
+			for k, v := range ch.Fields {
+				m[k] = v
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				return fmt.Errorf("base of %s %s: %w", ch.Entity, ch.ID, err)
+			}
+			merged = string(b)
+		}
+		if _, err := c.outbox.ExecContext(ctx, `UPDATE base SET fields = ? WHERE entity = ? AND row_id = ?`, merged, ch.Entity, ch.ID); err != nil {
+			return err
+		}
+	}
+	tx, err := c.data.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, ch := range cs {
+		if err := applyLocal(ctx, tx, ch.Entity, ch.Op, ch.ID, ch.Fields); err != nil {
+			return fmt.Errorf("apply seq %d: %w", ch.Seq, err)
+		}
+	}
+	for key := range touched {
+		if err := c.replayPendingLocked(ctx, tx, key[0], key[1]); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sync_meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.FormatInt(cursor, 10)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
