@@ -26,6 +26,9 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
+// This file opens a device directory and keeps its state (device.json):
+// the Client, its State, and closing its databases.
+
 // The states of a device.
 const (
 	StateLoggedOut = "logged_out"

@@ -16,6 +16,10 @@ import (
 	"github.com/therasync/therasync/wire"
 )
 
+// This file runs the live session loop: it connects, pushes the pending
+// writes, follows the server's frames, reconnects with backoff, and records
+// what a refused or closed connection says about the device.
+
 // SyncOptions tune the sync loop.
 type SyncOptions struct {
 	// RevokedRetry is how often a revoked device tries again; zero means 5
