@@ -81,42 +81,15 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 
 // session runs one connection; it reports whether it ended idle.
 func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err error) {
-	cursor, err := c.Cursor()
+	ws, st, err := c.dial(ctx)
 	if err != nil {
-		return false, err
-	}
-	st := c.State()
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+st.Token)
-	url := "ws" + strings.TrimPrefix(st.Server, "http") + "/v1/device/sync?cursor=" + strconv.FormatInt(cursor, 10)
-	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
-	if err != nil {
-		if resp != nil {
-			aerr := apiError(resp)
-			c.onRefused(aerr)
-			return false, aerr
-		}
 		return false, err
 	}
 	defer ws.Close()
 	c.setState(StateActive)
 	frames := make(chan any) // see decodeFrame
 	readErr := make(chan error, 1)
-	go func() {
-		for {
-			var f any
-			_, b, err := ws.ReadMessage()
-			if err == nil {
-				f, err = decodeFrame(b)
-			}
-			if err != nil {
-				readErr <- err
-				close(frames)
-				return
-			}
-			frames <- f
-		}
-	}()
+	go readFrames(ws, frames, readErr)
 	defer func() {
 		ws.Close()
 		for range frames { // let the reader end
@@ -133,17 +106,7 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 			return false, nil
 		case f, ok := <-frames:
 			if !ok {
-				err := <-readErr
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					switch ce.Code {
-					case wire.CloseRevoked:
-						c.setState(StateRevoked)
-					case wire.CloseTokenGone: // the token ended: logged out elsewhere or replaced
-						c.tokenEnded(st.Token)
-					}
-				}
-				return false, err
+				return false, c.onClosed(<-readErr, st.Token)
 			}
 			if err := c.handleFrame(ctx, f); err != nil {
 				return false, err
@@ -160,20 +123,68 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 				return false, nil
 			}
 			if untilIdle && caughtUp {
-				ps, err := c.Outbox(ctx)
-				if err != nil {
-					return false, err
-				}
-				waiting := false
-				for _, p := range ps {
-					waiting = waiting || !p.Rejected
-				}
-				if !waiting {
-					return true, nil
+				if idle, err = c.outboxIdle(ctx); err != nil || idle {
+					return idle, err
 				}
 			}
 		}
 	}
+}
+
+// dial connects to the sync endpoint from the local cursor; it returns the
+// state it connected with. A refused connection is an *APIError, recorded
+// by onRefused.
+func (c *Client) dial(ctx context.Context) (*websocket.Conn, State, error) {
+	cursor, err := c.Cursor()
+	if err != nil {
+		return nil, State{}, err
+	}
+	st := c.State()
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+st.Token)
+	url := "ws" + strings.TrimPrefix(st.Server, "http") + "/v1/device/sync?cursor=" + strconv.FormatInt(cursor, 10)
+	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
+	if err != nil {
+		if resp != nil {
+			aerr := apiError(resp)
+			c.onRefused(aerr)
+			return nil, st, aerr
+		}
+		return nil, st, err
+	}
+	return ws, st, nil
+}
+
+// readFrames sends ws's frames (see decodeFrame) on frames until a read or
+// a decode fails; then it sends the error on readErr and closes frames.
+func readFrames(ws *websocket.Conn, frames chan<- any, readErr chan<- error) {
+	for {
+		var f any
+		_, b, err := ws.ReadMessage()
+		if err == nil {
+			f, err = decodeFrame(b)
+		}
+		if err != nil {
+			readErr <- err
+			close(frames)
+			return
+		}
+		frames <- f
+	}
+}
+
+// outboxIdle reports whether the outbox holds no write the server has yet
+// to answer (only rejected ones, if any).
+func (c *Client) outboxIdle(ctx context.Context) (bool, error) {
+	ps, err := c.Outbox(ctx)
+	if err != nil {
+		return false, err
+	}
+	waiting := false
+	for _, p := range ps {
+		waiting = waiting || !p.Rejected
+	}
+	return !waiting, nil
 }
 
 // onRefused records what a refused connection says about the device.
@@ -184,6 +195,21 @@ func (c *Client) onRefused(err error) {
 	case IsCode(err, wire.CodeUnauthorized):
 		c.setState(StateLoggedOut)
 	}
+}
+
+// onClosed records what the server's close of the connection says about
+// the device connected with token, and returns the read error err.
+func (c *Client) onClosed(err error, token string) error {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case wire.CloseRevoked:
+			c.setState(StateRevoked)
+		case wire.CloseTokenGone: // the token ended: logged out elsewhere or replaced
+			c.tokenEnded(token)
+		}
+	}
+	return err
 }
 
 // tokenEnded records that the server ended token (close 4001), unless
