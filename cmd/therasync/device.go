@@ -40,24 +40,9 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 		return err
 	}
 	m.closers = append(m.closers, c.Close)
-	out := json.NewEncoder(m.Stdout)
-	out.SetIndent("", "  ")
 	switch cmd {
 	case "login":
-		switch {
-		case c.State().Server == "":
-			return usageError("device login: --server is required")
-		case *token != "":
-			err = c.UseToken(ctx, *token)
-		case *email == "" || *code == "":
-			return usageError("device login: --email and --code (or --token) are required")
-		default:
-			err = c.Login(ctx, *email, *code, *name, "terminal")
-		}
-		if err != nil {
-			return err
-		}
-		return m.deviceStatus(ctx, c)
+		return m.deviceLogin(ctx, c, *token, *email, *code, *name)
 	case "sync":
 		if err := c.Sync(ctx, device.SyncOptions{UntilIdle: !*follow}); err != nil {
 			return err
@@ -66,36 +51,71 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 	case "status":
 		return m.deviceStatus(ctx, c)
 	case "query":
-		if fs.NArg() != 1 {
-			return usageError("device query: give one SQL query")
-		}
-		rows, err := c.Query(ctx, fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		return out.Encode(rows)
+		return m.deviceQuery(ctx, c, fs.Args())
 	case "write":
-		var f map[string]any
-		if err := json.NewDecoder(strings.NewReader(*fields)).Decode(&f); err != nil {
-			return usageError("device write: --fields must be a JSON object: " + err.Error())
-		}
-		if *id == "" && *op == string(model.OpUpsert) {
-			b := make([]byte, 16)
-			rand.Read(b)
-			b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80 // version 4, RFC 4122 variant
-			*id = fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-			fmt.Fprintln(m.Stderr, "row id", *id)
-		}
-		mid, err := c.Write(ctx, model.Change{Entity: *entity, Op: model.Op(*op), ID: *id, Fields: f})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(m.Stdout, mid)
-		return nil
+		return m.deviceWrite(ctx, c, *entity, *op, *id, *fields)
 	case "logout":
 		return c.Logout(ctx)
 	}
 	return usageError("device: unknown command " + cmd)
+}
+
+// deviceLogin logs c in with an operator's token, or an email and access
+// code, and prints its status.
+func (m *Main) deviceLogin(ctx context.Context, c *device.Client, token, email, code, name string) error {
+	var err error
+	switch {
+	case c.State().Server == "":
+		return usageError("device login: --server is required")
+	case token != "":
+		err = c.UseToken(ctx, token)
+	case email == "" || code == "":
+		return usageError("device login: --email and --code (or --token) are required")
+	default:
+		err = c.Login(ctx, email, code, name, "terminal")
+	}
+	if err != nil {
+		return err
+	}
+	return m.deviceStatus(ctx, c)
+}
+
+// deviceQuery prints the rows of the one SQL query in args, run on c's
+// local database.
+func (m *Main) deviceQuery(ctx context.Context, c *device.Client, args []string) error {
+	if len(args) != 1 {
+		return usageError("device query: give one SQL query")
+	}
+	rows, err := c.Query(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	out := json.NewEncoder(m.Stdout)
+	out.SetIndent("", "  ")
+	return out.Encode(rows)
+}
+
+// deviceWrite writes a change locally on c, fields a JSON object, and
+// prints its mutation id; an upsert without id gets a fresh UUID, printed
+// on stderr.
+func (m *Main) deviceWrite(ctx context.Context, c *device.Client, entity, op, id, fields string) error {
+	var f map[string]any
+	if err := json.NewDecoder(strings.NewReader(fields)).Decode(&f); err != nil {
+		return usageError("device write: --fields must be a JSON object: " + err.Error())
+	}
+	if id == "" && op == string(model.OpUpsert) {
+		b := make([]byte, 16)
+		rand.Read(b)
+		b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80 // version 4, RFC 4122 variant
+		id = fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+		fmt.Fprintln(m.Stderr, "row id", id)
+	}
+	mid, err := c.Write(ctx, model.Change{Entity: entity, Op: model.Op(op), ID: id, Fields: f})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(m.Stdout, mid)
+	return nil
 }
 
 func (m *Main) deviceStatus(ctx context.Context, c *device.Client) error {
