@@ -59,6 +59,8 @@ func (c *Client) do(ctx context.Context, st State, method, path string, body any
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// apiError reads an error answer into an *APIError; a body that is not
+// JSON becomes its message.
 func apiError(resp *http.Response) error {
 	e := &APIError{Status: resp.StatusCode}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -78,4 +80,6 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &e) && e.Code == code
 }
 
+// isAPIError reports whether err is an answer of the server (not a
+// network error).
 func isAPIError(err error) bool { var e *APIError; return errors.As(err, &e) }

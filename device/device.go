@@ -118,6 +118,8 @@ func newID() string {
 	return hex.EncodeToString(id)
 }
 
+// openDB opens the SQLite database at path (WAL, full sync, one
+// connection).
 func openDB(path string) (*sql.DB, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate")
 	if err != nil {
@@ -127,6 +129,7 @@ func openDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// path returns the path of the file name in the device directory.
 func (c *Client) path(name string) string { return filepath.Join(c.dir, name) }
 
 // Dir returns the device directory.

@@ -23,6 +23,8 @@ func (c *Client) Cursor() (int64, error) {
 	return c.cursorLocked()
 }
 
+// cursorLocked is Cursor with c.mu held: the cursor stored after a frame,
+// else the seq of the shard.
 func (c *Client) cursorLocked() (int64, error) {
 	if c.data == nil {
 		return 0, ErrNotLoggedIn
@@ -174,6 +176,7 @@ func applyLocal(ctx context.Context, tx *sql.Tx, entity string, op model.Op, id 
 	return err
 }
 
+// localColumns returns the names of the local table's columns.
 func localColumns(ctx context.Context, tx *sql.Tx, entity string) (map[string]bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, entity)
 	if err != nil {

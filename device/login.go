@@ -18,6 +18,7 @@ import (
 // and downloads its shard as the local database, resuming a broken
 // download.
 
+// shardRef is the shard a login answer names.
 type shardRef struct {
 	Seq    int64  `json:"seq"`
 	Size   int64  `json:"size"`
@@ -172,6 +173,7 @@ func (c *Client) fetchShard(ctx context.Context, st State, part string) (string,
 	return resp.Header.Get("X-Therasync-SHA256"), nil
 }
 
+// fileSHA256 returns the sha256 of the file at path, in hex.
 func fileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -34,6 +34,8 @@ func (c *Client) Outbox(ctx context.Context) ([]Pending, error) {
 	return c.outboxLocked(ctx, "1")
 }
 
+// outboxLocked returns the outbox rows the SQL condition where selects,
+// oldest first.
 func (c *Client) outboxLocked(ctx context.Context, where string) ([]Pending, error) {
 	rows, err := c.outbox.QueryContext(ctx, `SELECT id, entity, op, row_id, coalesce(fields, ''), rejected, coalesce(error, ''), coalesce(message, '') FROM outbox WHERE `+where+` ORDER BY n`)
 	if err != nil {

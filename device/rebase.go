@@ -29,6 +29,7 @@ func (c *Client) replayPendingLocked(ctx context.Context, tx *sql.Tx, entity, id
 	return nil
 }
 
+// sqlQuote quotes s as an SQL string literal.
 func sqlQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // restoreRowLocked puts a row back to its server state plus the pending

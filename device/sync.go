@@ -223,6 +223,7 @@ func (c *Client) tokenEnded(token string) {
 	}
 }
 
+// setState records the device state s, unless the device is wiped.
 func (c *Client) setState(s string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -118,6 +118,8 @@ func (m *Main) deviceWrite(ctx context.Context, c *device.Client, entity, op, id
 	return nil
 }
 
+// deviceStatus prints c's state, cursor, count of pending writes and
+// rejected writes as JSON.
 func (m *Main) deviceStatus(ctx context.Context, c *device.Client) error {
 	st := c.State()
 	status := map[string]any{"state": st.State, "server": st.Server, "device_id": st.DeviceID, "tenant_id": st.TenantID, "account_id": st.AccountID, "role": st.Role}
