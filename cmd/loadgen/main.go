@@ -133,22 +133,57 @@ func (m *Main) push(ctx context.Context, id string, changes []map[string]any) (i
 	return r.Seq, nil
 }
 
+// account returns the id of the i-th member account loadgen pushes.
 func account(i int) string { return "lg-" + strconv.Itoa(i) }
 
 // Run sets up the accounts and devices, runs the load and prints figures.
 func (m *Main) Run(ctx context.Context) error {
+	raiseFileLimit()
+	t, seq, err := m.setup(ctx)
+	if err != nil {
+		return err
+	}
+	rssBefore := rss(m.PID)
+	fmt.Printf("connecting %d devices of %d accounts …\n", m.Devices, m.Accounts)
+	st := &stats{}
+	if err := m.connect(ctx, t, seq, st); err != nil {
+		return err
+	}
+	rssAfter := rss(m.PID)
+	fmt.Printf("pushing %d changes/s for %s …\n", m.Rate, m.Duration)
+	pushed, elapsed := m.load(ctx, st)
+	time.Sleep(time.Second) // the last deliveries
+	m.report(st, pushed, elapsed, rssBefore, rssAfter)
+	if m.CatchUp > 0 {
+		d, err := m.catchUp(ctx, t)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("an offline device caught up on %d changes in %s\n", m.CatchUp, d.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// raiseFileLimit lifts the soft limit of open files to the hard one: every
+// device holds a connection.
+func raiseFileLimit() {
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur < rl.Max {
 		rl.Cur = rl.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
+}
+
+// setup opens the store, looks the tenant up and pushes the member
+// accounts; it returns the tenant and the cursor after the accounts.
+func (m *Main) setup(ctx context.Context) (*store.Tenant, int64, error) {
 	var err error
 	if m.store, err = store.Open(m.Data, store.Options{}); err != nil {
-		return err
+		return nil, 0, err
 	}
 	t, err := m.store.Tenant(ctx, m.Tenant)
 	if err != nil {
-		return fmt.Errorf("tenant %s: %w", m.Tenant, err)
+		return nil, 0, fmt.Errorf("tenant %s: %w", m.Tenant, err)
 	}
 	var accs []map[string]any
 	for i := range m.Accounts {
@@ -156,21 +191,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	seq, err := m.push(ctx, "loadgen-accounts-"+strconv.FormatInt(time.Now().UnixNano(), 36), accs)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	rssBefore := rss(m.PID)
-	fmt.Printf("connecting %d devices of %d accounts …\n", m.Devices, m.Accounts)
-	var (
-		latMu     sync.Mutex
-		latencies []time.Duration
-		delivered atomic.Int64
-		errCount  atomic.Int64
-		firstErr  atomic.Value
-	)
-	fail := func(err error) {
-		errCount.Add(1)
-		firstErr.CompareAndSwap(nil, err.Error())
-	}
+	return t, seq, nil
+}
+
+// connect logs the devices in, connects them from cursor seq and waits
+// until each has caught up; their readers record into st.
+func (m *Main) connect(ctx context.Context, t *store.Tenant, seq int64, st *stats) error {
 	ready := make(chan struct{}, m.Devices)
 	for i := range m.Devices {
 		tok, _, err := t.LoginDevice(ctx, account(i%m.Accounts), fmt.Sprintf("loadgen-%d", i), "loadgen", "loadgen")
@@ -182,67 +210,68 @@ func (m *Main) Run(ctx context.Context) error {
 			return fmt.Errorf("device %d: %w", i, err)
 		}
 		m.conns = append(m.conns, c)
-		go func() {
-			first := true
-			for {
-				_, b, err := c.ReadMessage()
-				if err != nil {
-					if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-						fail(err)
-					}
-					return
-				}
-				now := time.Now()
-				var f struct {
-					Type    string `json:"type"`
-					Changes []struct {
-						Fields map[string]any `json:"fields"`
-					} `json:"changes"`
-				}
-				json.Unmarshal(b, &f)
-				if f.Type == "caught_up" && first {
-					first = false
-					ready <- struct{}{}
-				}
-				for _, ch := range f.Changes {
-					sent, _ := ch.Fields["protocol"].(string)
-					if ns, err := strconv.ParseInt(sent, 10, 64); err == nil {
-						latMu.Lock()
-						latencies = append(latencies, now.Sub(time.Unix(0, ns)))
-						latMu.Unlock()
-						delivered.Add(1)
-					}
-				}
-			}
-		}()
+		go read(ctx, c, st, ready)
 	}
 	for range m.Devices {
 		select {
 		case <-ready:
 		case <-time.After(time.Minute):
-			first, _ := firstErr.Load().(string)
-			return fmt.Errorf("devices did not catch up within a minute (%d errors, the first: %s)", errCount.Load(), first)
+			first, _ := st.firstErr.Load().(string)
+			return fmt.Errorf("devices did not catch up within a minute (%d errors, the first: %s)", st.errors.Load(), first)
 		}
 	}
-	rssAfter := rss(m.PID)
-	fmt.Printf("pushing %d changes/s for %s …\n", m.Rate, m.Duration)
+	return nil
+}
+
+// read receives one device's frames until its connection ends: it signals
+// ready on the first caught_up and records each change's latency in st.
+func read(ctx context.Context, c *websocket.Conn, st *stats, ready chan<- struct{}) {
+	first := true
+	for {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				st.fail(err)
+			}
+			return
+		}
+		now := time.Now()
+		var f struct {
+			Type    string `json:"type"`
+			Changes []struct {
+				Fields map[string]any `json:"fields"`
+			} `json:"changes"`
+		}
+		json.Unmarshal(b, &f)
+		if f.Type == "caught_up" && first {
+			first = false
+			ready <- struct{}{}
+		}
+		for _, ch := range f.Changes {
+			sent, _ := ch.Fields["protocol"].(string)
+			if ns, err := strconv.ParseInt(sent, 10, 64); err == nil {
+				st.deliver(now.Sub(time.Unix(0, ns)))
+			}
+		}
+	}
+}
+
+// load pushes Rate changes/s for Duration and returns how many changes it
+// pushed and how long that took. A practice PC pushes a batch every 10 ms;
+// a batch does not wait for the one before (at most 16 in flight), as
+// pushes from several PCs.
+func (m *Main) load(ctx context.Context, st *stats) (int, time.Duration) {
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	perTick := max(1, m.Rate/100)
 	pushed, batch := 0, 0
-	// A practice PC pushes a batch every 10 ms; a batch does not wait for
-	// the one before (at most 16 in flight), as pushes from several PCs.
 	inflight := make(chan struct{}, 16)
 	var pushers sync.WaitGroup
 	for time.Since(start) < m.Duration && ctx.Err() == nil {
 		<-tick.C
-		var cs []map[string]any
-		for range perTick {
-			cs = append(cs, map[string]any{"entity": "sessions", "op": "upsert", "id": fmt.Sprintf("lg-s-%d", pushed%(5*m.Accounts)),
-				"fields": map[string]any{"therapist_id": account(pushed % m.Accounts), "protocol": strconv.FormatInt(time.Now().UnixNano(), 10)}})
-			pushed++
-		}
+		cs := m.sessionBatch(pushed, perTick)
+		pushed += perTick
 		batch++
 		inflight <- struct{}{}
 		pushers.Add(1)
@@ -250,26 +279,33 @@ func (m *Main) Run(ctx context.Context) error {
 			defer pushers.Done()
 			defer func() { <-inflight }()
 			if _, err := m.push(ctx, id, cs); err != nil {
-				fail(err)
+				st.fail(err)
 			}
 		}(fmt.Sprintf("lg-%d-%d", start.UnixNano(), batch))
 	}
 	pushers.Wait()
-	elapsed := time.Since(start)
-	time.Sleep(time.Second) // the last deliveries
-	latMu.Lock()
-	ls := append([]time.Duration(nil), latencies...)
-	latMu.Unlock()
-	sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
-	pct := func(p float64) time.Duration {
-		if len(ls) == 0 {
-			return 0
-		}
-		return ls[min(len(ls)-1, int(p*float64(len(ls))))]
+	return pushed, time.Since(start)
+}
+
+// sessionBatch returns n session upserts, changes from to from+n-1 of the
+// load, each stamped with its time of sending in its "protocol" field.
+func (m *Main) sessionBatch(from, n int) []map[string]any {
+	var cs []map[string]any
+	for i := from; i < from+n; i++ {
+		cs = append(cs, map[string]any{"entity": "sessions", "op": "upsert", "id": fmt.Sprintf("lg-s-%d", i%(5*m.Accounts)),
+			"fields": map[string]any{"therapist_id": account(i % m.Accounts), "protocol": strconv.FormatInt(time.Now().UnixNano(), 10)}})
 	}
+	return cs
+}
+
+// report prints the figures of the load: changes pushed and delivered,
+// errors, latency percentiles and, with a pid, syncd's memory per device.
+func (m *Main) report(st *stats, pushed int, elapsed time.Duration, rssBefore, rssAfter int64) {
+	ls := st.sortedLatencies()
+	pct := func(p float64) time.Duration { return percentile(ls, p) }
 	fmt.Printf("\npushed %d changes in %s (%.0f/s); delivered %d (%.0f/s); errors %d\n", pushed, elapsed.Round(time.Millisecond),
-		float64(pushed)/elapsed.Seconds(), delivered.Load(), float64(delivered.Load())/elapsed.Seconds(), errCount.Load())
-	if e := firstErr.Load(); e != nil {
+		float64(pushed)/elapsed.Seconds(), st.delivered.Load(), float64(st.delivered.Load())/elapsed.Seconds(), st.errors.Load())
+	if e := st.firstErr.Load(); e != nil {
 		fmt.Printf("first error: %s\n", e)
 	}
 	fmt.Printf("change → device latency: p50 %s  p90 %s  p99 %s  max %s\n", pct(.5), pct(.9), pct(.99), pct(1))
@@ -277,14 +313,46 @@ func (m *Main) Run(ctx context.Context) error {
 		fmt.Printf("syncd memory: %.1f MiB before, %.1f MiB with %d devices: %.1f KiB per connected device\n",
 			float64(rssBefore)/1024, float64(rssAfter)/1024, m.Devices, float64(rssAfter-rssBefore)/float64(m.Devices))
 	}
-	if m.CatchUp > 0 {
-		d, err := m.catchUp(ctx, t)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("an offline device caught up on %d changes in %s\n", m.CatchUp, d.Round(time.Millisecond))
+}
+
+// stats gathers a run's figures from the devices' readers and the pushers.
+type stats struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	delivered atomic.Int64
+	errors    atomic.Int64
+	firstErr  atomic.Value // string
+}
+
+// fail counts an error and keeps the first one's text.
+func (s *stats) fail(err error) {
+	s.errors.Add(1)
+	s.firstErr.CompareAndSwap(nil, err.Error())
+}
+
+// deliver records one change delivered with latency d.
+func (s *stats) deliver(d time.Duration) {
+	s.mu.Lock()
+	s.latencies = append(s.latencies, d)
+	s.mu.Unlock()
+	s.delivered.Add(1)
+}
+
+// sortedLatencies returns a sorted copy of the latencies recorded so far.
+func (s *stats) sortedLatencies() []time.Duration {
+	s.mu.Lock()
+	ls := append([]time.Duration(nil), s.latencies...)
+	s.mu.Unlock()
+	sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
+	return ls
+}
+
+// percentile returns the p-th fraction of the sorted ls (0 when empty).
+func percentile(ls []time.Duration, p float64) time.Duration {
+	if len(ls) == 0 {
+		return 0
 	}
-	return nil
+	return ls[min(len(ls)-1, int(p*float64(len(ls))))]
 }
 
 // catchUp pushes CatchUp changes the offline device sees, then times its
@@ -330,6 +398,7 @@ func (m *Main) catchUp(ctx context.Context, t *store.Tenant) (time.Duration, err
 	}
 }
 
+// dial connects a device with token to the sync socket from cursor.
 func dial(ctx context.Context, server, token string, cursor int64) (*websocket.Conn, error) {
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
