@@ -12,22 +12,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +28,8 @@ import (
 	"github.com/therasync/therasync/store"
 )
 
+// main runs the load generator with the command line, until done or
+// interrupted.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -114,25 +108,6 @@ func (m *Main) Close() error {
 	return nil
 }
 
-// push sends one batch of changes as the practice PC.
-func (m *Main) push(ctx context.Context, id string, changes []map[string]any) (int64, error) {
-	body, _ := json.Marshal(map[string]any{"batch_id": id, "changes": changes})
-	req, _ := http.NewRequestWithContext(ctx, "POST", m.Server+"/v1/practice/changes", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+m.Key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("push: %s %s", resp.Status, b)
-	}
-	var r struct{ Seq int64 }
-	json.Unmarshal(b, &r)
-	return r.Seq, nil
-}
-
 // account returns the id of the i-th member account loadgen pushes.
 func account(i int) string { return "lg-" + strconv.Itoa(i) }
 
@@ -194,238 +169,4 @@ func (m *Main) setup(ctx context.Context) (*store.Tenant, int64, error) {
 		return nil, 0, err
 	}
 	return t, seq, nil
-}
-
-// connect logs the devices in, connects them from cursor seq and waits
-// until each has caught up; their readers record into st.
-func (m *Main) connect(ctx context.Context, t *store.Tenant, seq int64, st *stats) error {
-	ready := make(chan struct{}, m.Devices)
-	for i := range m.Devices {
-		tok, _, err := t.LoginDevice(ctx, account(i%m.Accounts), fmt.Sprintf("loadgen-%d", i), "loadgen", "loadgen")
-		if err != nil {
-			return err
-		}
-		c, err := dial(ctx, m.Server, tok, seq)
-		if err != nil {
-			return fmt.Errorf("device %d: %w", i, err)
-		}
-		m.conns = append(m.conns, c)
-		go read(ctx, c, st, ready)
-	}
-	for range m.Devices {
-		select {
-		case <-ready:
-		case <-time.After(time.Minute):
-			first, _ := st.firstErr.Load().(string)
-			return fmt.Errorf("devices did not catch up within a minute (%d errors, the first: %s)", st.errors.Load(), first)
-		}
-	}
-	return nil
-}
-
-// read receives one device's frames until its connection ends: it signals
-// ready on the first caught_up and records each change's latency in st.
-func read(ctx context.Context, c *websocket.Conn, st *stats, ready chan<- struct{}) {
-	first := true
-	for {
-		_, b, err := c.ReadMessage()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				st.fail(err)
-			}
-			return
-		}
-		now := time.Now()
-		var f struct {
-			Type    string `json:"type"`
-			Changes []struct {
-				Fields map[string]any `json:"fields"`
-			} `json:"changes"`
-		}
-		json.Unmarshal(b, &f)
-		if f.Type == "caught_up" && first {
-			first = false
-			ready <- struct{}{}
-		}
-		for _, ch := range f.Changes {
-			sent, _ := ch.Fields["protocol"].(string)
-			if ns, err := strconv.ParseInt(sent, 10, 64); err == nil {
-				st.deliver(now.Sub(time.Unix(0, ns)))
-			}
-		}
-	}
-}
-
-// load pushes Rate changes/s for Duration and returns how many changes it
-// pushed and how long that took. A practice PC pushes a batch every 10 ms;
-// a batch does not wait for the one before (at most 16 in flight), as
-// pushes from several PCs.
-func (m *Main) load(ctx context.Context, st *stats) (int, time.Duration) {
-	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	perTick := max(1, m.Rate/100)
-	pushed, batch := 0, 0
-	inflight := make(chan struct{}, 16)
-	var pushers sync.WaitGroup
-	for time.Since(start) < m.Duration && ctx.Err() == nil {
-		<-tick.C
-		cs := m.sessionBatch(pushed, perTick)
-		pushed += perTick
-		batch++
-		inflight <- struct{}{}
-		pushers.Add(1)
-		go func(id string) {
-			defer pushers.Done()
-			defer func() { <-inflight }()
-			if _, err := m.push(ctx, id, cs); err != nil {
-				st.fail(err)
-			}
-		}(fmt.Sprintf("lg-%d-%d", start.UnixNano(), batch))
-	}
-	pushers.Wait()
-	return pushed, time.Since(start)
-}
-
-// sessionBatch returns n session upserts, changes from to from+n-1 of the
-// load, each stamped with its time of sending in its "protocol" field.
-func (m *Main) sessionBatch(from, n int) []map[string]any {
-	var cs []map[string]any
-	for i := from; i < from+n; i++ {
-		cs = append(cs, map[string]any{"entity": "sessions", "op": "upsert", "id": fmt.Sprintf("lg-s-%d", i%(5*m.Accounts)),
-			"fields": map[string]any{"therapist_id": account(i % m.Accounts), "protocol": strconv.FormatInt(time.Now().UnixNano(), 10)}})
-	}
-	return cs
-}
-
-// report prints the figures of the load: changes pushed and delivered,
-// errors, latency percentiles and, with a pid, syncd's memory per device.
-func (m *Main) report(st *stats, pushed int, elapsed time.Duration, rssBefore, rssAfter int64) {
-	ls := st.sortedLatencies()
-	pct := func(p float64) time.Duration { return percentile(ls, p) }
-	fmt.Printf("\npushed %d changes in %s (%.0f/s); delivered %d (%.0f/s); errors %d\n", pushed, elapsed.Round(time.Millisecond),
-		float64(pushed)/elapsed.Seconds(), st.delivered.Load(), float64(st.delivered.Load())/elapsed.Seconds(), st.errors.Load())
-	if e := st.firstErr.Load(); e != nil {
-		fmt.Printf("first error: %s\n", e)
-	}
-	fmt.Printf("change → device latency: p50 %s  p90 %s  p99 %s  max %s\n", pct(.5), pct(.9), pct(.99), pct(1))
-	if m.PID > 0 {
-		fmt.Printf("syncd memory: %.1f MiB before, %.1f MiB with %d devices: %.1f KiB per connected device\n",
-			float64(rssBefore)/1024, float64(rssAfter)/1024, m.Devices, float64(rssAfter-rssBefore)/float64(m.Devices))
-	}
-}
-
-// stats gathers a run's figures from the devices' readers and the pushers.
-type stats struct {
-	mu        sync.Mutex
-	latencies []time.Duration
-	delivered atomic.Int64
-	errors    atomic.Int64
-	firstErr  atomic.Value // string
-}
-
-// fail counts an error and keeps the first one's text.
-func (s *stats) fail(err error) {
-	s.errors.Add(1)
-	s.firstErr.CompareAndSwap(nil, err.Error())
-}
-
-// deliver records one change delivered with latency d.
-func (s *stats) deliver(d time.Duration) {
-	s.mu.Lock()
-	s.latencies = append(s.latencies, d)
-	s.mu.Unlock()
-	s.delivered.Add(1)
-}
-
-// sortedLatencies returns a sorted copy of the latencies recorded so far.
-func (s *stats) sortedLatencies() []time.Duration {
-	s.mu.Lock()
-	ls := append([]time.Duration(nil), s.latencies...)
-	s.mu.Unlock()
-	sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
-	return ls
-}
-
-// percentile returns the p-th fraction of the sorted ls (0 when empty).
-func percentile(ls []time.Duration, p float64) time.Duration {
-	if len(ls) == 0 {
-		return 0
-	}
-	return ls[min(len(ls)-1, int(p*float64(len(ls))))]
-}
-
-// catchUp pushes CatchUp changes the offline device sees, then times its
-// catch-up from its old cursor.
-func (m *Main) catchUp(ctx context.Context, t *store.Tenant) (time.Duration, error) {
-	from, err := t.Seq(ctx)
-	if err != nil {
-		return 0, err
-	}
-	tok, _, err := t.LoginDevice(ctx, account(0), "loadgen-offline", "loadgen", "loadgen")
-	if err != nil {
-		return 0, err
-	}
-	for i := 0; i < m.CatchUp; i += 1000 {
-		var cs []map[string]any
-		for j := i; j < min(i+1000, m.CatchUp); j++ {
-			cs = append(cs, map[string]any{"entity": "sessions", "op": "upsert", "id": fmt.Sprintf("lg-c-%d", j), "fields": map[string]any{"therapist_id": account(0), "status": "planned"}})
-		}
-		if _, err := m.push(ctx, fmt.Sprintf("lg-c-%d-%d", time.Now().UnixNano(), i), cs); err != nil {
-			return 0, err
-		}
-	}
-	to, _ := t.Seq(ctx)
-	start := time.Now()
-	c, err := dial(ctx, m.Server, tok, from)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	for {
-		_, b, err := c.ReadMessage()
-		if err != nil {
-			return 0, err
-		}
-		var f struct {
-			Type string `json:"type"`
-			Seq  int64  `json:"seq"`
-		}
-		json.Unmarshal(b, &f)
-		if f.Type == "caught_up" && f.Seq >= to {
-			return time.Since(start), nil
-		}
-	}
-}
-
-// dial connects a device with token to the sync socket from cursor.
-func dial(ctx context.Context, server, token string, cursor int64) (*websocket.Conn, error) {
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+token)
-	url := "ws" + strings.TrimPrefix(server, "http") + "/v1/device/sync?cursor=" + strconv.FormatInt(cursor, 10)
-	c, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
-	if err != nil && resp != nil {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("%w: %s", err, b)
-	}
-	return c, err
-}
-
-// rss returns the resident memory of pid in KiB (0 when unknown).
-func rss(pid int) int64 {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
