@@ -142,6 +142,23 @@ func newSMTP(rawURL string) (smtpMailer, error) {
 	return smtpMailer{client: c}, nil
 }
 
+// newMailer returns the mailer of cfg: through SMTP with an SMTPURL, else
+// into the outbox folder OutboxDir (DATA/outbox when empty).
+func newMailer(cfg Config) (mailer, error) {
+	if cfg.SMTPURL != "" {
+		m, err := newSMTP(cfg.SMTPURL)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	dir := cfg.OutboxDir
+	if dir == "" {
+		dir = filepath.Join(cfg.Store.Dir(), "outbox")
+	}
+	return outbox{dir: dir}, nil
+}
+
 // handleMail composes and delivers one mail.
 func (s *Server) handleMail(ctx context.Context, task *asynq.Task) error {
 	var p MailPayload

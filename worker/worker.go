@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -80,6 +79,25 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Redis == nil {
 		return nil, fmt.Errorf("worker: no Redis connection configured")
 	}
+	cfg = withDefaults(cfg)
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		srv:     newAsynqServer(cfg),
+		mux:     asynq.NewServeMux(),
+		metrics: newMetrics(cfg.Registry),
+	}
+	if cfg.Store != nil {
+		if err := s.addStoreJobs(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// withDefaults returns cfg with its zero settings replaced by the defaults
+// documented on Config.
+func withDefaults(cfg Config) Config {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
 	}
@@ -98,67 +116,70 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{
-		cfg: cfg,
-		log: cfg.Logger,
-		srv: asynq.NewServer(cfg.Redis, asynq.Config{
-			Concurrency:              cfg.Concurrency,
-			Queues:                   map[string]int{QueueCritical: 6, QueueDefault: 3},
-			TaskCheckInterval:        cfg.TaskCheckInterval,
-			DelayedTaskCheckInterval: time.Second,
-			ShutdownTimeout:          cfg.ShutdownTimeout,
-			RetryDelayFunc:           retryDelay,
-			Logger:                   asynqLogger{cfg.Logger},
-			LogLevel:                 asynq.WarnLevel,
-		}),
-		mux:     asynq.NewServeMux(),
-		metrics: newMetrics(cfg.Registry),
-	}
 	if cfg.MailFrom == "" {
 		cfg.MailFrom = "Therasync <noreply@therasync.invalid>"
-		s.cfg.MailFrom = cfg.MailFrom
 	}
-	if cfg.Store != nil {
-		var err error
-		if s.mailBox, err = seal.New(cfg.Secret, "mail"); err != nil {
-			return nil, fmt.Errorf("worker: %w", err)
-		}
-		if cfg.SMTPURL != "" {
-			if s.mailer, err = newSMTP(cfg.SMTPURL); err != nil {
-				return nil, fmt.Errorf("worker: %w", err)
-			}
-		} else {
-			if cfg.OutboxDir == "" {
-				cfg.OutboxDir = filepath.Join(cfg.Store.Dir(), "outbox")
-			}
-			s.mailer = outbox{dir: cfg.OutboxDir}
-		}
-		if s.queue, err = NewQueue(cfg.Redis, cfg.Secret); err != nil {
-			return nil, fmt.Errorf("worker: %w", err)
-		}
-		s.builder = shardbuilder.New(cfg.Store.Dir(), cfg.Now)
-		s.mux.HandleFunc(TypeShardBuild, s.handleBuild)
-		s.mux.HandleFunc(TypeTick, s.handleTick)
-		s.mux.HandleFunc(TypeMail, s.handleMail)
-		s.scheduler = asynq.NewScheduler(cfg.Redis, &asynq.SchedulerOpts{
-			Logger:   asynqLogger{cfg.Logger},
-			LogLevel: asynq.WarnLevel,
-			EnqueueErrorHandler: func(_ *asynq.Task, _ []asynq.Option, err error) {
-				if !errors.Is(err, asynq.ErrDuplicateTask) {
-					cfg.Logger.Error("schedule periodic jobs", "err", err)
-				}
-			},
-		})
-		every := fmt.Sprintf("@every %s", cfg.TickInterval)
-		// Every worker process runs a scheduler; Unique lets one pending tick
-		// through at a time (Asynq's minimum is 1s). The jobs are idempotent
-		// either way: the store arbitrates the weekly run.
-		if _, err := s.scheduler.Register(every, asynq.NewTask(TypeTick, nil), asynq.Queue(QueueCritical),
-			asynq.Unique(max(cfg.TickInterval*9/10, time.Second)), asynq.MaxRetry(0)); err != nil {
-			return nil, fmt.Errorf("worker: schedule tick: %w", err)
-		}
+	return cfg
+}
+
+// newAsynqServer returns the Asynq server that processes the queues with
+// cfg's concurrency, intervals and logger.
+func newAsynqServer(cfg Config) *asynq.Server {
+	return asynq.NewServer(cfg.Redis, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   map[string]int{QueueCritical: 6, QueueDefault: 3},
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: time.Second,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		RetryDelayFunc:           retryDelay,
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 asynq.WarnLevel,
+	})
+}
+
+// addStoreJobs sets up the jobs over cfg.Store: the mail seal and mailer,
+// the queue, the shard builder, the handlers of shard builds, ticks and
+// mails, and the scheduler of the periodic tick.
+func (s *Server) addStoreJobs(cfg Config) error {
+	var err error
+	if s.mailBox, err = seal.New(cfg.Secret, "mail"); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
-	return s, nil
+	if s.mailer, err = newMailer(cfg); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if s.queue, err = NewQueue(cfg.Redis, cfg.Secret); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	s.builder = shardbuilder.New(cfg.Store.Dir(), cfg.Now)
+	s.mux.HandleFunc(TypeShardBuild, s.handleBuild)
+	s.mux.HandleFunc(TypeTick, s.handleTick)
+	s.mux.HandleFunc(TypeMail, s.handleMail)
+	s.scheduler, err = newScheduler(cfg)
+	return err
+}
+
+// newScheduler returns the scheduler that enqueues the periodic tick every
+// cfg.TickInterval.
+func newScheduler(cfg Config) (*asynq.Scheduler, error) {
+	sch := asynq.NewScheduler(cfg.Redis, &asynq.SchedulerOpts{
+		Logger:   asynqLogger{cfg.Logger},
+		LogLevel: asynq.WarnLevel,
+		EnqueueErrorHandler: func(_ *asynq.Task, _ []asynq.Option, err error) {
+			if !errors.Is(err, asynq.ErrDuplicateTask) {
+				cfg.Logger.Error("schedule periodic jobs", "err", err)
+			}
+		},
+	})
+	every := fmt.Sprintf("@every %s", cfg.TickInterval)
+	// Every worker process runs a scheduler; Unique lets one pending tick
+	// through at a time (Asynq's minimum is 1s). The jobs are idempotent
+	// either way: the store arbitrates the weekly run.
+	if _, err := sch.Register(every, asynq.NewTask(TypeTick, nil), asynq.Queue(QueueCritical),
+		asynq.Unique(max(cfg.TickInterval*9/10, time.Second)), asynq.MaxRetry(0)); err != nil {
+		return nil, fmt.Errorf("worker: schedule tick: %w", err)
+	}
+	return sch, nil
 }
 
 // retryDelay backs a failed task off exponentially: 10s, 20s, 40s … up to
