@@ -180,6 +180,8 @@ func (s *Server) handleMail(ctx context.Context, task *asynq.Task) error {
 	return nil
 }
 
+// composeMail looks up p's account and practice and composes the mail of
+// p's kind to the account.
 func (s *Server) composeMail(ctx context.Context, p MailPayload) (*mail.Msg, error) {
 	t, err := s.cfg.Store.Tenant(ctx, p.Tenant)
 	if err != nil {
@@ -193,7 +195,6 @@ func (s *Server) composeMail(ctx context.Context, p MailPayload) (*mail.Msg, err
 	if err != nil {
 		return nil, err
 	}
-	loc := st.Location()
 	m := mail.NewMsg()
 	if err := m.From(s.cfg.MailFrom); err != nil {
 		return nil, fmt.Errorf("mail: MAIL_FROM: %w: %w", err, asynq.SkipRetry)
@@ -201,16 +202,42 @@ func (s *Server) composeMail(ctx context.Context, p MailPayload) (*mail.Msg, err
 	if err := m.AddToFormat(acc.Name, acc.Email); err != nil {
 		return nil, fmt.Errorf("mail: the account's email: %w: %w", err, asynq.SkipRetry)
 	}
-	var subject, body string
+	subject, body, err := s.mailText(p, acc, st)
+	if err != nil {
+		return nil, err
+	}
+	m.Subject(subject)
+	m.SetBodyString(mail.TypeTextPlain, body)
+	m.SetDate()
+	m.SetMessageID()
+	return m, nil
+}
+
+// mailText returns the subject and plain-text body of p's kind of mail to
+// acc, its times in the practice's time zone.
+func (s *Server) mailText(p MailPayload, acc store.Account, st store.Settings) (subject, body string, err error) {
+	loc := st.Location()
 	switch p.Kind {
 	case MailAccessCode:
 		code, err := s.mailBox.Open(p.Code)
 		if err != nil {
-			return nil, fmt.Errorf("mail: %w: %w", err, asynq.SkipRetry)
+			return "", "", fmt.Errorf("mail: %w: %w", err, asynq.SkipRetry)
 		}
-		exp := p.Expires.In(loc)
-		subject = "Ihr Zugangscode für die Therasync-App / Your Therasync access code"
-		body = fmt.Sprintf(`Hallo %s,
+		subject, body = accessCodeText(acc, st, code, p.Expires.In(loc))
+		return subject, body, nil
+	case MailNewDevice:
+		subject, body = newDeviceText(acc, st, p.Device, p.At.In(loc))
+		return subject, body, nil
+	default:
+		return "", "", fmt.Errorf("mail: unknown kind %q: %w", p.Kind, asynq.SkipRetry)
+	}
+}
+
+// accessCodeText returns the subject and body of the mail that gives acc
+// its access code, valid until exp.
+func accessCodeText(acc store.Account, st store.Settings, code []byte, exp time.Time) (subject, body string) {
+	subject = "Ihr Zugangscode für die Therasync-App / Your Therasync access code"
+	body = fmt.Sprintf(`Hallo %s,
 
 Ihr Zugangscode für die Therasync-App lautet:
 
@@ -223,10 +250,14 @@ English: your Therasync access code is %s. It is valid until %s on %s (%s) and c
 
 %s
 `, acc.Name, code, exp.Format("15:04"), exp.Format("02.01.2006"), st.TZ, code, exp.Format("15:04"), exp.Format("2006-01-02"), st.TZ, st.Name)
-	case MailNewDevice:
-		at := p.At.In(loc)
-		subject = "Neue Anmeldung in der Therasync-App / New sign-in to the Therasync app"
-		body = fmt.Sprintf(`Hallo %s,
+	return subject, body
+}
+
+// newDeviceText returns the subject and body of the mail that tells acc
+// of its sign-in on device at the time at.
+func newDeviceText(acc store.Account, st store.Settings, device string, at time.Time) (subject, body string) {
+	subject = "Neue Anmeldung in der Therasync-App / New sign-in to the Therasync app"
+	body = fmt.Sprintf(`Hallo %s,
 
 Ihr Konto wurde am %s um %s Uhr (%s) auf dem Gerät „%s“ in der Therasync-App angemeldet.
 Wenn Sie das nicht waren, informieren Sie bitte sofort Ihre Praxis: sie kann das Gerät sperren.
@@ -234,13 +265,6 @@ Wenn Sie das nicht waren, informieren Sie bitte sofort Ihre Praxis: sie kann das
 English: your account signed in to the Therasync app on the device "%s" on %s at %s (%s). If this was not you, tell your practice at once.
 
 %s
-`, acc.Name, at.Format("02.01.2006"), at.Format("15:04"), st.TZ, p.Device, p.Device, at.Format("2006-01-02"), at.Format("15:04"), st.TZ, st.Name)
-	default:
-		return nil, fmt.Errorf("mail: unknown kind %q: %w", p.Kind, asynq.SkipRetry)
-	}
-	m.Subject(subject)
-	m.SetBodyString(mail.TypeTextPlain, body)
-	m.SetDate()
-	m.SetMessageID()
-	return m, nil
+`, acc.Name, at.Format("02.01.2006"), at.Format("15:04"), st.TZ, device, device, at.Format("2006-01-02"), at.Format("15:04"), st.TZ, st.Name)
+	return subject, body
 }
