@@ -41,6 +41,7 @@ type Meta struct {
 	AccountID     string
 	Role          string
 	Seq           int64
+	History       string // the history id of the log at Seq (DESIGN §2)
 	SchemaVersion int
 	BuiltAt       time.Time
 	Size          int64
@@ -127,7 +128,7 @@ func build(ctx context.Context, src Source, accountID, path string, now time.Tim
 
 	// The first read opens the snapshot of c that every later read sees.
 	m := Meta{TenantID: src.TenantID, AccountID: accountID, SchemaVersion: SchemaVersion, BuiltAt: now.UTC().Truncate(time.Millisecond)}
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM c.changes`).Scan(&m.Seq); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT history FROM c.log_meta) FROM c.changes`).Scan(&m.Seq, &m.History); err != nil {
 		return Meta{}, fmt.Errorf("read seq: %w", err)
 	}
 	var role sql.NullString
@@ -319,6 +320,7 @@ func writeMeta(ctx context.Context, tx *sql.Tx, m Meta) error {
 		{"account_id", m.AccountID},
 		{"role", m.Role},
 		{"seq", strconv.FormatInt(m.Seq, 10)},
+		{"history", m.History},
 		{"schema_version", strconv.Itoa(m.SchemaVersion)},
 		{"built_at", m.BuiltAt.Format(time.RFC3339Nano)},
 	} {

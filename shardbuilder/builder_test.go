@@ -79,7 +79,11 @@ func TestBuildPlacesAndPrunes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sqlite3: %v\n%s", err, out)
 	}
-	want := "ok\naccount_id=m1\nbuilt_at=2026-11-22T08:00:00Z\nrole=member\nschema_version=1\nseq=5\ntenant_id=" + tn.ID() + "\nD\n"
+	log, err := tn.Log(context.Background())
+	if err != nil || len(log.History) != 32 {
+		t.Fatalf("Log = %+v, %v; want a 128-bit history id", log, err)
+	}
+	want := "ok\naccount_id=m1\nbuilt_at=2026-11-22T08:00:00Z\nhistory=" + log.History + "\nrole=member\nschema_version=1\nseq=5\ntenant_id=" + tn.ID() + "\nD\n"
 	if string(out) != want {
 		t.Errorf("sqlite3 output =\n%s\nwant\n%s", out, want)
 	}

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +41,16 @@ type Read struct {
 	// license withdrawn, the practice key replaced): a reader that sees it
 	// moved checks its connections' access before sending Changes.
 	AccessEpoch int64
+	// History is the log's history id and CompactedTo the highest seq
+	// whose change compaction may have dropped (see Log).
+	History     string
+	CompactedTo int64
+}
+
+// Continues reports whether a client at cursor of history may go on (see
+// Log.Continues), as of the read's snapshot.
+func (r Read) Continues(cursor int64, history string) bool {
+	return Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}.Continues(cursor, history)
 }
 
 // Read returns at most limit changes after seq since, in seq order, with
@@ -50,7 +62,8 @@ func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error)
 		return r, fmt.Errorf("read changes: %w", err)
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT n FROM access_epoch) FROM changes`).Scan(&r.Latest, &r.AccessEpoch); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT n FROM access_epoch), (SELECT history FROM log_meta), (SELECT compacted_to FROM log_meta) FROM changes`).
+		Scan(&r.Latest, &r.AccessEpoch, &r.History, &r.CompactedTo); err != nil {
 		return r, fmt.Errorf("read changes: %w", err)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT seq, entity, op, row_id, fields FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`, since, limit)
@@ -78,6 +91,70 @@ func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error)
 		return r, fmt.Errorf("read changes: %w", err)
 	}
 	return r, nil
+}
+
+// Log is where the tenant's change log stands: its head seq, its history
+// id (DESIGN §2: a cursor of another history is never continued) and the
+// highest seq whose change compaction may have dropped (a cursor below it
+// cannot be continued either).
+type Log struct {
+	Seq         int64
+	History     string
+	CompactedTo int64
+}
+
+// Log reads the tenant's head seq, history id and compaction horizon in
+// one snapshot.
+func (t *Tenant) Log(ctx context.Context) (Log, error) {
+	return readLog(ctx, t.rdb)
+}
+
+// readLog reads the log's head, history and horizon with q.
+func readLog(ctx context.Context, q rowQueryer) (Log, error) {
+	var l Log
+	err := q.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(seq), 0) FROM changes), history, compacted_to FROM log_meta`).
+		Scan(&l.Seq, &l.History, &l.CompactedTo)
+	if err != nil {
+		return Log{}, fmt.Errorf("read the log's history: %w", err)
+	}
+	return l, nil
+}
+
+// Continues reports whether a client at cursor of history history may go
+// on from the log: the same history (an empty history is a client that
+// does not know one), and no change after the cursor dropped — a cursor of
+// 0 is a client without data, which the kept log describes whole (every
+// row that exists keeps its state as of compacted_to). A cursor ahead of
+// the head is not decided here.
+func (l Log) Continues(cursor int64, history string) bool {
+	return (history == "" || history == l.History) && (cursor == 0 || cursor >= l.CompactedTo)
+}
+
+// execer is a writing transaction or connection.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// newHistory sets a new history id within a writing transaction: the log
+// stopped being a continuation of what clients saw.
+func newHistory(ctx context.Context, tx execer) (string, error) {
+	h, err := randomHistory()
+	if err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE log_meta SET history = ?`, h); err != nil {
+		return "", fmt.Errorf("new history: %w", err)
+	}
+	return h, nil
+}
+
+// randomHistory is a new history id: 128 random bits, hex.
+func randomHistory() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("new history: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }
 
 // AccessEpoch returns the tenant's access epoch (see Read).

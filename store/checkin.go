@@ -13,8 +13,10 @@ import (
 // the courses held that day and their participants, as far as the viewer
 // sees them (model's access policy), read in one snapshot.
 type CheckInDay struct {
-	// Seq is the tenant's seq the rows are read at.
-	Seq int64
+	// Seq is the tenant's seq the rows are read at, History the log's
+	// history id then (the page follows the stream from both).
+	Seq     int64
+	History string
 	// Courses are the viewer's courses held on the date's weekday, by id.
 	Courses map[string]map[string]any
 	// Members are every course membership the viewer sees, by id: the
@@ -42,7 +44,7 @@ func (t *Tenant) CheckInDay(ctx context.Context, v model.Viewer, date string) (C
 	}
 	defer tx.Rollback()
 	out := CheckInDay{}
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).Scan(&out.Seq); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT history FROM log_meta) FROM changes`).Scan(&out.Seq, &out.History); err != nil {
 		return CheckInDay{}, fmt.Errorf("check-in day: %w", err)
 	}
 	scope, err := scopeOf(ctx, tx, v, model.Courses, model.CourseMembers, model.Attendances, model.Profiles)

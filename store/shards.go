@@ -20,6 +20,9 @@ type Shard struct {
 	Role          string    `json:"role"`
 	SchemaVersion int       `json:"schema_version"`
 	BuiltAt       time.Time `json:"built_at"`
+	// History is the history id of the log the shard was built from; only
+	// shards of the log's current history are served or count as built.
+	History string `json:"history"`
 }
 
 // KeepShards is how many shards per account are kept, files and records.
@@ -29,10 +32,10 @@ const KeepShards = 2
 // KeepShards of the account (the builder removes their files).
 func (t *Tenant) RecordShard(ctx context.Context, s Shard) error {
 	err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO shards(account_id, seq, path, size, sha256, role, schema_version, built_at)
-		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(account_id, seq) DO UPDATE SET path=excluded.path, size=excluded.size,
-		sha256=excluded.sha256, role=excluded.role, schema_version=excluded.schema_version, built_at=excluded.built_at`,
-			s.AccountID, s.Seq, s.Path, s.Size, s.SHA256, s.Role, s.SchemaVersion, s.BuiltAt.UTC().Format(time.RFC3339Nano)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO shards(account_id, seq, path, size, sha256, role, schema_version, built_at, history)
+		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(account_id, seq) DO UPDATE SET path=excluded.path, size=excluded.size,
+		sha256=excluded.sha256, role=excluded.role, schema_version=excluded.schema_version, built_at=excluded.built_at, history=excluded.history`,
+			s.AccountID, s.Seq, s.Path, s.Size, s.SHA256, s.Role, s.SchemaVersion, s.BuiltAt.UTC().Format(time.RFC3339Nano), s.History); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM shards WHERE account_id = ? AND seq NOT IN
@@ -45,15 +48,16 @@ func (t *Tenant) RecordShard(ctx context.Context, s Shard) error {
 	return nil
 }
 
-// LatestShard returns the newest shard of the account, or ErrNotFound.
+// LatestShard returns the newest shard of the account built from the log's
+// current history, or ErrNotFound.
 func (t *Tenant) LatestShard(ctx context.Context, accountID string) (Shard, error) {
 	var (
 		s     Shard
 		built string
 	)
-	err := t.rdb.QueryRowContext(ctx, `SELECT account_id, seq, path, size, sha256, role, schema_version, built_at
-		FROM shards WHERE account_id = ? ORDER BY seq DESC LIMIT 1`, accountID).
-		Scan(&s.AccountID, &s.Seq, &s.Path, &s.Size, &s.SHA256, &s.Role, &s.SchemaVersion, &built)
+	err := t.rdb.QueryRowContext(ctx, `SELECT account_id, seq, path, size, sha256, role, schema_version, built_at, history
+		FROM shards WHERE account_id = ? AND history = (SELECT history FROM log_meta) ORDER BY seq DESC LIMIT 1`, accountID).
+		Scan(&s.AccountID, &s.Seq, &s.Path, &s.Size, &s.SHA256, &s.Role, &s.SchemaVersion, &built, &s.History)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Shard{}, ErrNotFound
 	}
@@ -91,7 +95,7 @@ func (t *Tenant) RequestBuilds(ctx context.Context, accountIDs ...string) ([]str
 func (t *Tenant) RequestOutdatedBuilds(ctx context.Context, schemaVersion int) ([]string, error) {
 	rows, err := t.rdb.QueryContext(ctx, `
 		SELECT a.id FROM accounts a
-		LEFT JOIN (SELECT account_id, max(seq) AS seq FROM shards GROUP BY account_id) s ON s.account_id = a.id
+		LEFT JOIN (SELECT account_id, max(seq) AS seq FROM shards WHERE history = (SELECT history FROM log_meta) GROUP BY account_id) s ON s.account_id = a.id
 		LEFT JOIN shards l ON l.account_id = a.id AND l.seq = s.seq
 		WHERE a.app_enabled = 1 AND a.role IN (?, ?, ?)
 		  AND (s.seq IS NULL OR s.seq < (SELECT coalesce(max(seq), 0) FROM changes) OR l.schema_version != ?)
@@ -113,7 +117,7 @@ func (t *Tenant) DueBuilds(ctx context.Context) ([]string, error) {
 		SELECT account_id FROM shard_requests
 		UNION
 		SELECT a.id FROM accounts a WHERE a.app_enabled = 1 AND a.role IN (?, ?, ?)
-		  AND NOT EXISTS (SELECT 1 FROM shards s WHERE s.account_id = a.id)
+		  AND NOT EXISTS (SELECT 1 FROM shards s WHERE s.account_id = a.id AND s.history = (SELECT history FROM log_meta))
 		ORDER BY 1`, model.RoleAdmin, model.RoleMember, model.RoleSecretary)
 	if err != nil {
 		return nil, fmt.Errorf("due builds: %w", err)

@@ -87,20 +87,30 @@ func (c *liveConn) catchUp() (joined bool, err error) {
 // firstChecks runs once, before the first batch: the access again, now
 // that the connection is registered (what ended it since the handshake's
 // check and before the registration reached no revocation event), a
-// cursor ahead of the log, and a member's role at its cursor. It reports
+// cursor of another history, below the compaction horizon or ahead of the
+// log, and a member's role at its cursor. It reports
 // whether the connection goes on.
 func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
 	if ok, err := c.checkOwnAccess(ctx, true); err != nil || !ok {
 		return false, err
 	}
-	latest, err := c.tenant.Seq(ctx)
+	log, err := c.tenant.Log(ctx)
 	if err != nil {
 		return false, err
 	}
-	if c.cursor > latest {
-		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, latest))
+	if c.history != "" && c.history != log.History {
+		c.resync("the server's change log was rewritten (a restore or an erasure)")
 		return false, nil
 	}
+	if !log.Continues(c.cursor, "") {
+		c.resync(fmt.Sprintf("changes after cursor %d were compacted away (compacted to %d)", c.cursor, log.CompactedTo))
+		return false, nil
+	}
+	if c.cursor > log.Seq {
+		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, log.Seq))
+		return false, nil
+	}
+	c.history = log.History
 	if !c.practice && c.cursor > 0 {
 		// The device's data is what its role saw at the cursor: another
 		// role needs another shard.
@@ -121,12 +131,15 @@ func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
 // of a newer access epoch; or from the store, then checking the access
 // here. It reports false when the connection was stopped.
 func (c *liveConn) nextBatch(ctx context.Context) ([]model.Change, bool, error) {
-	if cs, _, ok := c.feed.since(c.cursor, catchUpBatch); ok {
-		return cs, true, nil
+	if cs, log, ok := c.feed.since(c.cursor, c.history, catchUpBatch); ok {
+		return cs, c.continues(log), nil
 	}
 	r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
 	if err != nil {
 		return nil, false, err
+	}
+	if !c.continues(store.Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}) {
+		return nil, false, nil
 	}
 	if r.AccessEpoch != c.epoch {
 		if ok, err := c.checkOwnAccess(ctx, false); err != nil || !ok {
@@ -135,6 +148,22 @@ func (c *liveConn) nextBatch(ctx context.Context) ([]model.Change, bool, error) 
 		c.epoch = r.AccessEpoch
 	}
 	return r.Changes, true, nil
+}
+
+// continues resyncs the connection when the log it catches up from is no
+// longer a continuation of its cursor: rewritten meanwhile (an erasure: a
+// member's sight at the cursor cannot be read from a rewritten log) or
+// compacted past it. It reports whether the catch-up goes on.
+func (c *liveConn) continues(log store.Log) bool {
+	switch {
+	case log.History != c.history:
+		c.resync("the server's change log was rewritten (an erasure)")
+		return false
+	case !log.Continues(c.cursor, ""):
+		c.resync(fmt.Sprintf("changes after cursor %d were compacted away (compacted to %d)", c.cursor, log.CompactedTo))
+		return false
+	}
+	return true
 }
 
 // seeBatch returns what the viewer receives of cs. It stops the

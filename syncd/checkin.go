@@ -55,6 +55,9 @@ type checkinView struct {
 	// Seq is the tenant's seq the view was read at: the page follows the
 	// live stream from it.
 	Seq int64 `json:"seq"`
+	// History is the log's history id at Seq: the page sends it with its
+	// cursor (DESIGN §2).
+	History string `json:"history"`
 	// Courses are the day's courses, the running ones first, then the
 	// coming ones by start time, then those that are over.
 	Courses []checkinCourse `json:"courses"`
@@ -124,7 +127,7 @@ func (s *Server) handleCheckinDay(w http.ResponseWriter, r *http.Request, t *sto
 // participants a Springer search finds.
 func newCheckinView(day store.CheckInDay, acc store.Account, tenant, date string, now time.Time, loc *time.Location) checkinView {
 	v := checkinView{TenantID: tenant, AccountID: acc.ID, Role: acc.Role, Date: date, Now: now.Format(time.RFC3339),
-		TimeZone: loc.String(), Seq: day.Seq, Courses: []checkinCourse{}, Participants: []checkinPerson{}}
+		TimeZone: loc.String(), Seq: day.Seq, History: day.History, Courses: []checkinCourse{}, Participants: []checkinPerson{}}
 	checkins := checkinsByCourse(day)
 	courses := map[string]*checkinCourse{}
 	for id, row := range day.Courses {

@@ -61,6 +61,7 @@ type liveConn struct {
 	// Owned by the catch-up (the first writer, until it joins the feed).
 	epoch   int64          // the access epoch at its last check of the access (store.Read)
 	cursor  int64          // the last seq sent
+	history string         // the log's history of cursor: the device's, then the log's once checked
 	started bool           // the first catch-up ran its checks
 	tracker *model.Tracker // a member's sight at cursor; nil once live
 

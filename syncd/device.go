@@ -27,6 +27,9 @@ type shardRef struct {
 	Seq    int64  `json:"seq"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+	// History is the history id of the log the shard was built from (the
+	// shard's sync_meta.history): the device sends it with its cursor.
+	History string `json:"history"`
 }
 
 type loginResponse struct {
@@ -182,7 +185,7 @@ func (s *Server) login(r *http.Request, t *store.Tenant, h authcode.Holder, req 
 		}
 	}
 	return loginResponse{Token: token, TenantID: t.ID(), AccountID: acc.ID, Role: acc.Role,
-		Shard: shardRef{Seq: sh.Seq, Size: sh.Size, SHA256: sh.SHA256}}, nil
+		Shard: shardRef{Seq: sh.Seq, Size: sh.Size, SHA256: sh.SHA256, History: sh.History}}, nil
 }
 
 // deviceHandler is a handler of the device API, called for an

@@ -61,6 +61,7 @@ type feed struct {
 	buf         []model.Change // consecutive seqs from first
 	first       int64          // seq of buf[0]
 	latest      int64          // the seq the tracker and the views are at
+	head        store.Log      // the log's history and horizon at latest
 	tracker     *model.Tracker // link fields at latest; follows the members with a view
 	// waiting are the connections catching up, woken when changes arrive.
 	waiting map[*liveConn]struct{}
@@ -189,10 +190,17 @@ func (f *feed) read(ctx context.Context) error {
 			f.epoch = r.AccessEpoch
 		}
 		cs := r.Changes
+		f.mu.Lock()
+		if r.History != f.head.History && f.head.History != "" {
+			// The log was rewritten (an erasure): what the feed kept is not
+			// the log any more, and may hold erased values.
+			f.buf, f.first = nil, after+1
+		}
+		f.head = store.Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}
 		if len(cs) == 0 {
+			f.mu.Unlock()
 			return nil
 		}
-		f.mu.Lock()
 		f.buf = append(f.buf, cs...)
 		f.dispatching = true
 		f.dispatchLocked(ctx, cs)
@@ -210,21 +218,22 @@ func (f *feed) read(ctx context.Context) error {
 	}
 }
 
-// since returns at most limit changes after cursor from memory, and the
-// seq the feed is at; ok is false when the feed is not loaded yet or the
-// cursor is older than what it keeps (read the store instead).
-func (f *feed) since(cursor int64, limit int) (cs []model.Change, latest int64, ok bool) {
+// since returns at most limit changes after cursor of history from
+// memory, and where the log stood when the feed read them; ok is false
+// when the feed is not loaded yet, is at another history or the cursor is
+// older than what it keeps (read the store instead).
+func (f *feed) since(cursor int64, history string, limit int) (cs []model.Change, log store.Log, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.ready || cursor+1 < f.first {
-		return nil, 0, false
+	if !f.ready || cursor+1 < f.first || f.head.History != history {
+		return nil, store.Log{}, false
 	}
 	i := int(cursor + 1 - f.first)
 	if i > len(f.buf) {
-		return nil, f.latest, true
+		return nil, f.head, true
 	}
 	end := min(len(f.buf), i+limit)
-	return f.buf[i:end], f.latest, true
+	return f.buf[i:end], f.head, true
 }
 
 // wait registers c, catching up, to be woken when changes arrive.
@@ -266,7 +275,7 @@ func (f *feed) join(c *liveConn) bool {
 		}
 		f.byAccount[c.accountID][c] = struct{}{}
 	}
-	c.enqueue(mustJSON(wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: c.cursor}))
+	c.enqueue(mustJSON(wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: c.cursor, History: f.head.History}))
 	return true
 }
 
@@ -319,7 +328,7 @@ func (f *feed) announce(budget int) (more bool) {
 			return true
 		}
 		if frame == nil {
-			frame = mustJSON(wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: f.latest})
+			frame = mustJSON(wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: f.latest, History: f.head.History})
 		}
 		for c := range v.conns {
 			c.enqueue(frame)

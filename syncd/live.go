@@ -39,7 +39,9 @@ func newUpgrader() *websocket.Upgrader {
 	}
 }
 
-// handleDeviceSync serves GET /v1/device/sync?cursor=N. A device revoked
+// handleDeviceSync serves GET /v1/device/sync?cursor=N&history=H. A
+// cursor of another history, or below the log's compacted_to, gets resync
+// (the catch-up decides, see firstChecks). A device revoked
 // as lost is told, on its next connection, to delete its data: it gets the
 // wipe frame and close 4003 instead of a refusal.
 func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
@@ -84,8 +86,8 @@ func (s *Server) handleDeviceSync(w http.ResponseWriter, r *http.Request) {
 		tokenHash: d.TokenHash}, start)
 }
 
-// handlePracticeSync serves GET /v1/practice/sync?cursor=N: a practice PC
-// sees every change of its tenant.
+// handlePracticeSync serves GET /v1/practice/sync?cursor=N&history=H: a
+// practice PC sees every change of its tenant.
 func (s *Server) handlePracticeSync(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
 	s.serveLive(w, r, &liveConn{tenant: t, practice: true, viewer: model.Viewer{Role: model.RoleAdmin}, keyHash: st.KeyHash}, 0)
 }
@@ -106,7 +108,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request, c *liveConn, 
 	if err != nil {
 		return // the upgrader answered the client
 	}
-	c.s, c.ws, c.cursor = s, ws, cursor
+	c.s, c.ws, c.cursor, c.history = s, ws, cursor, r.URL.Query().Get("history")
 	c.startSeq.Store(start)
 	c.wake = make(chan struct{}, 1)
 	c.kick = make(chan struct{}, 1)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/store"
+	"github.com/therasync/therasync/wire"
 )
 
 // maxBatchIDLen caps a batch_id.
@@ -80,9 +81,23 @@ func (s *Server) decodePush(r *http.Request, st store.Settings) (store.Batch, er
 type pullResponse struct {
 	Changes []model.Change `json:"changes"`
 	Seq     int64          `json:"seq"`
+	History string         `json:"history"`
 }
 
-// handlePullChanges serves GET /v1/practice/changes?since=N&limit=M.
+// historyError is the answer to a pull that cannot go on from its cursor
+// (DESIGN §2): 409 history_changed with the log's history id and head
+// seq, or 410 history_compacted with compacted_to.
+type historyError struct {
+	Error       string `json:"error"`
+	Message     string `json:"message"`
+	History     string `json:"history"`
+	Seq         int64  `json:"seq"`
+	CompactedTo int64  `json:"compacted_to"`
+}
+
+// handlePullChanges serves GET /v1/practice/changes?since=N&limit=M&history=H.
+// The changes, the head and the history come from one snapshot; a pull of
+// another history, or from below compacted_to, gets no changes.
 func (s *Server) handlePullChanges(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
 	q := r.URL.Query()
 	since, err := queryInt(q.Get("since"), "since", 0, 0, 1<<62)
@@ -95,13 +110,25 @@ func (s *Server) handlePullChanges(w http.ResponseWriter, r *http.Request, t *st
 		s.fail(w, r, err)
 		return
 	}
-	cs, latest, err := t.Changes(r.Context(), since, int(limit))
+	history := q.Get("history")
+	rd, err := t.Read(r.Context(), since, int(limit))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("pull: %w", err))
 		return
 	}
-	s.metrics.changesPulled.Add(float64(len(cs)))
-	writeJSON(w, http.StatusOK, pullResponse{Changes: cs, Seq: latest})
+	he := historyError{History: rd.History, Seq: rd.Latest, CompactedTo: rd.CompactedTo}
+	switch {
+	case history != "" && history != rd.History:
+		he.Error, he.Message = wire.CodeHistoryChanged, "the change log was rewritten (a restore or an erasure): pull a fresh copy from since=0 of history "+rd.History
+		writeJSON(w, http.StatusConflict, he)
+		return
+	case !rd.Continues(since, history):
+		he.Error, he.Message = wire.CodeHistoryCompacted, fmt.Sprintf("changes up to seq %d may have been compacted away: pull a fresh copy from since=0", rd.CompactedTo)
+		writeJSON(w, http.StatusGone, he)
+		return
+	}
+	s.metrics.changesPulled.Add(float64(len(rd.Changes)))
+	writeJSON(w, http.StatusOK, pullResponse{Changes: rd.Changes, Seq: rd.Latest, History: rd.History})
 }
 
 // queryInt parses a query parameter, def when absent, refusing values

@@ -73,7 +73,7 @@ func buildShard(tb testing.TB, e *env, account string) store.Shard {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sh := store.Shard{AccountID: account, Seq: b.Seq, Path: b.Path, Size: b.Size, SHA256: b.SHA256, Role: b.Role, SchemaVersion: b.SchemaVersion, BuiltAt: b.BuiltAt}
+	sh := store.Shard{AccountID: account, Seq: b.Seq, History: b.History, Path: b.Path, Size: b.Size, SHA256: b.SHA256, Role: b.Role, SchemaVersion: b.SchemaVersion, BuiltAt: b.BuiltAt}
 	if err := e.T.RecordShard(ctx, sh); err != nil {
 		tb.Fatal(err)
 	}

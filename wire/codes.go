@@ -48,4 +48,11 @@ const (
 	CodeInternal = "internal"
 	// CodeUnavailable: the server is shutting down (503).
 	CodeUnavailable = "unavailable"
+	// CodeHistoryChanged: the practice pull's history is not the log's
+	// (a restore or an erasure rewrote it): 409 with the new history id
+	// and head seq; pull again from a fresh copy.
+	CodeHistoryChanged = "history_changed"
+	// CodeHistoryCompacted: the practice pull's since is below the log's
+	// compacted_to (its changes may be gone): 410 with compacted_to.
+	CodeHistoryCompacted = "history_compacted"
 )

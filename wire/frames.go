@@ -31,11 +31,13 @@ type Changes struct {
 	Changes []model.Change `json:"changes"`
 }
 
-// CaughtUp (server → device) says the device has everything up to Seq;
-// live changes follow as they commit.
+// CaughtUp (server → device) says the device has everything up to Seq of
+// the log's history History (DESIGN §2): the device keeps both and sends
+// them when it connects again; live changes follow as they commit.
 type CaughtUp struct {
-	Type string `json:"type"` // TypeCaughtUp
-	Seq  int64  `json:"seq"`
+	Type    string `json:"type"` // TypeCaughtUp
+	Seq     int64  `json:"seq"`
+	History string `json:"history,omitempty"`
 }
 
 // Ack (server → device) says the listed mutations are durable; their

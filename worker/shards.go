@@ -71,7 +71,7 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 	if err != nil {
 		return "failed", err
 	}
-	if err := t.RecordShard(ctx, store.Shard{AccountID: p.Account, Seq: b.Seq, Path: b.Path, Size: b.Size, SHA256: b.SHA256,
+	if err := t.RecordShard(ctx, store.Shard{AccountID: p.Account, Seq: b.Seq, History: b.History, Path: b.Path, Size: b.Size, SHA256: b.SHA256,
 		Role: b.Role, SchemaVersion: b.SchemaVersion, BuiltAt: b.BuiltAt}); err != nil {
 		return "failed", err
 	}
