@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/therasync/therasync/internal/fsutil"
+	"github.com/therasync/therasync/model"
 )
 
 // Size returns the size in bytes of the tenant's database (its pages, the
@@ -131,6 +132,16 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 			return id, fmt.Errorf("restore: %w", err)
 		}
 	}
+	if err := restartHistory(ctx, tmp, s.opts.Now()); err != nil {
+		os.Remove(tmp)
+		return id, fmt.Errorf("restore: %w", err)
+	}
+	// Shards of the replaced database (or of the backup's time) are of
+	// another history: none may be served.
+	if err := os.RemoveAll(s.tenantShardsDir(id)); err != nil {
+		os.Remove(tmp)
+		return id, fmt.Errorf("restore: drop the shards: %w", err)
+	}
 	// The old WAL belongs to the old database: it must not be replayed
 	// onto the restored one.
 	for _, ext := range []string{"-wal", "-shm"} {
@@ -145,6 +156,41 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 		return id, fmt.Errorf("restore: %w", err)
 	}
 	return id, VerifyFile(ctx, dst)
+}
+
+// restartHistory makes the restored copy tmp a new history of the log
+// (DESIGN §2): devices and practice PCs that saw more than the backup get
+// resync or history_changed instead of going on from a cursor the log no
+// longer continues. It forgets the shards the backup recorded and records
+// a build request for every app-enabled account, so fresh shards are built
+// as soon as the worker runs.
+func restartHistory(ctx context.Context, tmp string, now time.Time) error {
+	db, err := openWriteDB(tmp)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := migrate(ctx, db); err != nil {
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("new history: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := newHistory(ctx, tx); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM shards`); err != nil {
+		return fmt.Errorf("new history: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO shard_requests(account_id, requested_at)
+		SELECT id, ? FROM accounts WHERE app_enabled = 1 AND role IN (?, ?, ?)
+		ON CONFLICT(account_id) DO UPDATE SET requested_at = excluded.requested_at`,
+		now.UTC().Format(time.RFC3339Nano), model.RoleAdmin, model.RoleMember, model.RoleSecretary); err != nil {
+		return fmt.Errorf("new history: %w", err)
+	}
+	return tx.Commit()
 }
 
 // keepAccess carries over, into the restored copy tmp, what the replaced

@@ -103,6 +103,12 @@ func (s *Store) tenantPath(id string) string {
 	return filepath.Join(s.dir, "tenants", id, "central.db")
 }
 
+// tenantShardsDir is the directory of every shard file of the tenant
+// (shardbuilder.ShardDir puts each account's under it).
+func (s *Store) tenantShardsDir(id string) string {
+	return filepath.Join(s.dir, "shards", id)
+}
+
 // NewTenant describes a tenant to create.
 type NewTenant struct {
 	Name     string
