@@ -128,139 +128,201 @@ func memberSeesTarget(me string, c Change, before map[string]any, look Rows, den
 // memberWrite is CanWrite for a member me: the rows of the write table,
 // and no field naming a profile, course or session it does not see.
 func memberWrite(me string, c Change, before map[string]any, look Rows, deny func(string, ...any) error) error {
-	// after is the value a field will have once the change is applied;
-	// changed is true when the write sets it to a new value (or creates
-	// the row).
-	after := func(f string) string {
-		if val, ok := c.Fields[f]; ok {
-			s, _ := val.(string)
-			return s
-		}
-		s, _ := before[f].(string)
+	w := memberChange{me: me, c: c, before: before, look: look, deny: deny}
+	switch c.Entity {
+	case Profiles:
+		return w.profile()
+	case ProfileShares:
+		return w.share()
+	case Sessions:
+		return w.session()
+	case Attendances:
+		return w.attendance()
+	case Transactions:
+		return w.transaction()
+	}
+	return deny("a member does not write %s", c.Entity)
+}
+
+// memberChange is a member's change c with its row's fields before it
+// (nil for a new row), what memberWrite's rules for each entity read.
+type memberChange struct {
+	me     string
+	c      Change
+	before map[string]any
+	look   Rows
+	deny   func(string, ...any) error
+}
+
+// after is the value field f will have once the change is applied.
+func (w memberChange) after(f string) string {
+	if val, ok := w.c.Fields[f]; ok {
+		s, _ := val.(string)
 		return s
 	}
-	was := func(f string) string { s, _ := before[f].(string); return s }
-	changed := func(f string) bool { return after(f) != "" && (before == nil || was(f) != after(f)) }
-	// Every refusal of a row that exists reads the same, whether the member
-	// sees the row or not.
-	notYours := func() error { return notWritable(c, deny) }
-	seesProfile := func(f string) error {
-		if !changed(f) {
-			return nil
+	s, _ := w.before[f].(string)
+	return s
+}
+
+// was is the value of field f before the change.
+func (w memberChange) was(f string) string { s, _ := w.before[f].(string); return s }
+
+// changed is true when the write sets field f to a new value (or creates
+// the row).
+func (w memberChange) changed(f string) bool {
+	return w.after(f) != "" && (w.before == nil || w.was(f) != w.after(f))
+}
+
+// notYours refuses a write to a row that exists: every such refusal reads
+// the same, whether the member sees the row or not.
+func (w memberChange) notYours() error { return notWritable(w.c, w.deny) }
+
+// seesProfile refuses a change that sets field f to a profile the member
+// does not see.
+func (w memberChange) seesProfile(f string) error {
+	if !w.changed(f) {
+		return nil
+	}
+	ok, err := SeesProfile(w.me, w.after(f), w.look)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return w.deny("%s does not name a profile this account sees", f)
+	}
+	return nil
+}
+
+// profile is memberWrite for a profile: the member's own, and a new one
+// only under an id no other row names.
+func (w memberChange) profile() error {
+	if w.before != nil && w.was("owner_id") != w.me {
+		return w.notYours()
+	}
+	if w.after("owner_id") != w.me {
+		return w.deny("a member's profile must stay owned by it")
+	}
+	if w.before != nil {
+		return nil
+	}
+	return w.unclaimedProfile()
+}
+
+// unclaimedProfile refuses a new profile whose id rows the member does not
+// see already name: a new profile is the member's own row, and rows that
+// name its id (left by the practice) would come into sight with it.
+func (w memberChange) unclaimedProfile() error {
+	ok, err := SeesProfile(w.me, w.c.ID, w.look)
+	if err != nil || ok {
+		return err
+	}
+	for _, e := range []string{Sessions, ProfileShares, Transactions} {
+		rows, err := w.look.Find(e, map[string]string{"profile_id": w.c.ID})
+		if err != nil {
+			return err
 		}
-		ok, err := SeesProfile(me, after(f), look)
+		if len(rows) > 0 {
+			return notWritable(w.c, w.deny)
+		}
+	}
+	return nil
+}
+
+// share is memberWrite for a profile share: of a profile the member owns,
+// shared by the member itself.
+func (w memberChange) share() error {
+	p, err := w.look.Row(Profiles, w.after("profile_id"))
+	if err != nil {
+		return err
+	}
+	if owner, _ := p["owner_id"].(string); p == nil || owner != w.me {
+		return w.deny("profile_id does not name a profile this account owns")
+	}
+	if by := w.after("shared_by"); by != "" && by != w.me {
+		return w.deny("shared_by must be the member itself")
+	}
+	return nil
+}
+
+// session is memberWrite for a session: the member stays its therapist,
+// and it names only a profile the member sees.
+func (w memberChange) session() error {
+	if w.before != nil && w.was("therapist_id") != w.me {
+		return w.notYours()
+	}
+	if w.after("therapist_id") != w.me {
+		return w.deny("a member's session must keep it as the therapist")
+	}
+	return w.seesProfile("profile_id")
+}
+
+// attendance is memberWrite for an attendance: in a course of the member
+// (before and after), not of a Springer, of a profile the member sees.
+func (w memberChange) attendance() error {
+	for _, course := range []string{w.was("course_id"), w.after("course_id")} {
+		if course == "" && w.before == nil {
+			continue
+		}
+		ok, err := SeesCourse(w.me, course, w.look)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return deny("%s does not name a profile this account sees", f)
+			if w.before != nil {
+				return w.notYours()
+			}
+			return w.deny("course_id does not name a course of this account")
 		}
+	}
+	if w.after("course_id") == "" {
+		return w.deny("an attendance needs a course")
+	}
+	// A Springer is a regular of another course, whose membership (and
+	// units) the member does not see: an account that sees every course
+	// (a secretary's tablet) checks Springer in.
+	if sp, ok := w.c.Fields["springer"]; ok && sp == true || !ok && w.before["springer"] == true {
+		return w.deny("a member checks in only the regulars of its own courses, not a Springer")
+	}
+	return w.seesProfile("profile_id")
+}
+
+// transaction is memberWrite for a transaction: the member's own, naming
+// only a profile and a session it sees.
+func (w memberChange) transaction() error {
+	if w.before != nil && w.was("account_id") != w.me {
+		return w.notYours()
+	}
+	if w.after("account_id") != w.me {
+		return w.deny("a member's transaction must keep account_id = itself")
+	}
+	if err := w.seesProfile("profile_id"); err != nil {
+		return err
+	}
+	if !w.changed("session_id") {
 		return nil
 	}
-	switch c.Entity {
-	case Profiles:
-		if before != nil && was("owner_id") != me {
-			return notYours()
-		}
-		if after("owner_id") != me {
-			return deny("a member's profile must stay owned by it")
-		}
-		if before != nil {
-			return nil
-		}
-		// A new profile is the member's own row; rows that already name
-		// its id (left by the practice) would come into sight with it.
-		ok, err := SeesProfile(me, c.ID, look)
-		if err != nil || ok {
-			return err
-		}
-		for _, e := range []string{Sessions, ProfileShares, Transactions} {
-			rows, err := look.Find(e, map[string]string{"profile_id": c.ID})
-			if err != nil {
-				return err
-			}
-			if len(rows) > 0 {
-				return notWritable(c, deny)
-			}
-		}
-		return nil
-	case ProfileShares:
-		p, err := look.Row(Profiles, after("profile_id"))
-		if err != nil {
-			return err
-		}
-		if owner, _ := p["owner_id"].(string); p == nil || owner != me {
-			return deny("profile_id does not name a profile this account owns")
-		}
-		if by := after("shared_by"); by != "" && by != me {
-			return deny("shared_by must be the member itself")
-		}
-		return nil
-	case Sessions:
-		if before != nil && was("therapist_id") != me {
-			return notYours()
-		}
-		if after("therapist_id") != me {
-			return deny("a member's session must keep it as the therapist")
-		}
-		return seesProfile("profile_id")
-	case Attendances:
-		for _, course := range []string{was("course_id"), after("course_id")} {
-			if course == "" && before == nil {
-				continue
-			}
-			ok, err := SeesCourse(me, course, look)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				if before != nil {
-					return notYours()
-				}
-				return deny("course_id does not name a course of this account")
-			}
-		}
-		if after("course_id") == "" {
-			return deny("an attendance needs a course")
-		}
-		// A Springer is a regular of another course, whose membership (and
-		// units) the member does not see: an account that sees every course
-		// (a secretary's tablet) checks Springer in.
-		if sp, ok := c.Fields["springer"]; ok && sp == true || !ok && before["springer"] == true {
-			return deny("a member checks in only the regulars of its own courses, not a Springer")
-		}
-		return seesProfile("profile_id")
-	case Transactions:
-		if before != nil && was("account_id") != me {
-			return notYours()
-		}
-		if after("account_id") != me {
-			return deny("a member's transaction must keep account_id = itself")
-		}
-		if err := seesProfile("profile_id"); err != nil {
-			return err
-		}
-		if !changed("session_id") {
-			return nil
-		}
-		ses, err := look.Row(Sessions, after("session_id"))
-		if err != nil {
-			return err
-		}
-		if ses != nil {
-			th, _ := ses["therapist_id"].(string)
-			p, _ := ses["profile_id"].(string)
-			ok := th == me
-			if !ok {
-				if ok, err = SeesProfile(me, p, look); err != nil {
-					return err
-				}
-			}
-			if ok {
-				return nil
-			}
-		}
-		return deny("session_id does not name a session this account sees")
+	return w.seesSession(w.after("session_id"))
+}
+
+// seesSession refuses a transaction naming a session the member does not
+// see: one it is not the therapist of, of a profile it does not see.
+func (w memberChange) seesSession(id string) error {
+	ses, err := w.look.Row(Sessions, id)
+	if err != nil {
+		return err
 	}
-	return deny("a member does not write %s", c.Entity)
+	if ses != nil {
+		th, _ := ses["therapist_id"].(string)
+		p, _ := ses["profile_id"].(string)
+		ok := th == w.me
+		if !ok {
+			if ok, err = SeesProfile(w.me, p, w.look); err != nil {
+				return err
+			}
+		}
+		if ok {
+			return nil
+		}
+	}
+	return w.deny("session_id does not name a session this account sees")
 }
