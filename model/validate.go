@@ -125,53 +125,76 @@ func (f Field) decode(raw json.RawMessage) (any, error) {
 	if bytes.Equal(raw, jsonNull) {
 		return nil, nil
 	}
-	want := func() error { return fmt.Errorf("must be %s", f.Kind) }
 	switch f.Kind {
 	case Int:
-		n, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil {
-			return nil, want()
-		}
-		if (f.Min != 0 || f.Max != 0) && (n < f.Min || n > f.Max) {
-			return nil, fmt.Errorf("must be between %d and %d", f.Min, f.Max)
-		}
-		return n, nil
+		return f.decodeInt(raw)
 	case Bool:
-		switch string(raw) {
-		case "true":
-			return true, nil
-		case "false":
-			return false, nil
-		}
-		return nil, want()
+		return f.decodeBool(raw)
 	case StringList:
-		if len(raw) == 0 || raw[0] != '[' {
-			return nil, want()
-		}
-		var l []string
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return nil, want()
-		}
-		if len(l) > MaxListLen {
-			return nil, fmt.Errorf("has more than %d elements", MaxListLen)
-		}
-		for _, s := range l {
-			if err := ValidID(s); err != nil {
-				return nil, fmt.Errorf("element: %v", err)
-			}
-		}
-		if l == nil {
-			l = []string{}
-		}
-		return l, nil
+		return f.decodeList(raw)
 	}
 	// Every other kind is a JSON string.
+	return f.decodeString(raw)
+}
+
+// want is the error of a value that is not of the field's kind.
+func (f Field) want() error { return fmt.Errorf("must be %s", f.Kind) }
+
+// decodeInt decodes an Int, within the field's bounds if it has any.
+func (f Field) decodeInt(raw json.RawMessage) (any, error) {
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return nil, f.want()
+	}
+	if (f.Min != 0 || f.Max != 0) && (n < f.Min || n > f.Max) {
+		return nil, fmt.Errorf("must be between %d and %d", f.Min, f.Max)
+	}
+	return n, nil
+}
+
+// decodeBool decodes a Bool.
+func (f Field) decodeBool(raw json.RawMessage) (any, error) {
+	switch string(raw) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return nil, f.want()
+}
+
+// decodeList decodes a StringList: at most MaxListLen ids, never nil.
+func (f Field) decodeList(raw json.RawMessage) (any, error) {
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, f.want()
+	}
+	var l []string
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return nil, f.want()
+	}
+	if len(l) > MaxListLen {
+		return nil, fmt.Errorf("has more than %d elements", MaxListLen)
+	}
+	for _, s := range l {
+		if err := ValidID(s); err != nil {
+			return nil, fmt.Errorf("element: %v", err)
+		}
+	}
+	if l == nil {
+		l = []string{}
+	}
+	return l, nil
+}
+
+// decodeString decodes the kinds that are JSON strings: at most
+// MaxStringLen bytes, and of the form of a Timestamp, Date, Clock or Enum.
+func (f Field) decodeString(raw json.RawMessage) (any, error) {
 	if len(raw) == 0 || raw[0] != '"' {
-		return nil, want()
+		return nil, f.want()
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, want()
+		return nil, f.want()
 	}
 	if len(s) > MaxStringLen {
 		return nil, fmt.Errorf("is longer than %d bytes", MaxStringLen)
@@ -179,15 +202,15 @@ func (f Field) decode(raw json.RawMessage) (any, error) {
 	switch f.Kind {
 	case Timestamp:
 		if _, err := time.Parse(time.RFC3339, s); err != nil {
-			return nil, want()
+			return nil, f.want()
 		}
 	case Date:
 		if _, err := time.Parse(time.DateOnly, s); err != nil {
-			return nil, want()
+			return nil, f.want()
 		}
 	case Clock:
 		if _, err := time.Parse("15:04", s); err != nil || len(s) != 5 {
-			return nil, want()
+			return nil, f.want()
 		}
 	case Enum:
 		for _, v := range f.Enum {
