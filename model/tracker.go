@@ -243,67 +243,95 @@ func (t *Tracker) sees(k sightKey) bool {
 // reasons of table.go; without only it also keeps the indexes (a change of
 // the row, not Follow).
 func (t *Tracker) count(entity, id string, r LinkRow, d int, only string) {
-	followed := func(m string) *refs {
-		if m == "" || only != "" && m != only {
-			return nil
-		}
-		return t.members[m]
-	}
 	ref := rowRef{entity, id}
 	for _, rs := range reasonsOf[entity] {
-		get := func(f string) string { return linkValue(entity, f, id, r) }
-		target := get(rs.target)
 		if rs.course != "" {
-			course := get(rs.course)
-			if only == "" {
-				t.index(t.byCourse, course, ref, d)
-			}
-			if target == "" || course == "" {
+			t.countViaCourse(rs, ref, r, d, only)
+		} else {
+			t.countOfAccount(rs, ref, r, d, only)
+		}
+	}
+}
+
+// followed returns the counts of member m when count counts it: m is
+// followed, and is only if only is set.
+func (t *Tracker) followed(m, only string) *refs {
+	if m == "" || only != "" && m != only {
+		return nil
+	}
+	return t.members[m]
+}
+
+// countViaCourse is count for a reason rs whose course field names a
+// course: the accounts that course gives a reason to see it see the target.
+func (t *Tracker) countViaCourse(rs reason, ref rowRef, r LinkRow, d int, only string) {
+	target := linkValue(ref.entity, rs.target, ref.id, r)
+	course := linkValue(ref.entity, rs.course, ref.id, r)
+	if only == "" {
+		t.index(t.byCourse, course, ref, d)
+	}
+	if target == "" || course == "" {
+		return
+	}
+	for _, acct := range t.courseAccounts(course) {
+		if m := t.followed(acct, only); m != nil {
+			t.add(acct, m, rs.grants, target, d)
+		}
+	}
+}
+
+// countOfAccount is count for a reason rs whose account field names the
+// account that sees the target (or ShareAll: every member).
+func (t *Tracker) countOfAccount(rs reason, ref rowRef, r LinkRow, d int, only string) {
+	target := linkValue(ref.entity, rs.target, ref.id, r)
+	acct := linkValue(ref.entity, rs.account, ref.id, r)
+	if only == "" && acct != ShareAll {
+		t.index(t.byAccount, acct, ref, d)
+	}
+	if target == "" || acct == "" {
+		return
+	}
+	if rs.all && acct == ShareAll {
+		if only == "" {
+			t.countToAll(rs.grants, target, d)
+		}
+		return
+	}
+	m := t.followed(acct, only)
+	if m == nil {
+		return
+	}
+	t.add(acct, m, rs.grants, target, d)
+	if rs.grants != SetCourses || only != "" {
+		return // Follow counts the rows seeing through the course itself
+	}
+	t.countThroughCourse(acct, m, target, d)
+}
+
+// countToAll adds d to the reasons that give the profile or course target
+// of set to every member.
+func (t *Tracker) countToAll(set Set, target string, d int) {
+	for member := range t.members {
+		t.touch(sightKey{member, set, target})
+	}
+	k := sightID{set, target}
+	if t.all[k] += d; t.all[k] <= 0 {
+		delete(t.all, k)
+	}
+}
+
+// countThroughCourse adds d, for the followed account acct (its counts m)
+// that gains (d 1) or loses (d -1) a reason to see course, to the reasons
+// that the rows naming course in a course field give it.
+func (t *Tracker) countThroughCourse(acct string, m *refs, course string, d int) {
+	for via := range t.byCourse[course] {
+		vr, _ := t.links.Get(via.entity, via.id)
+		for _, vrs := range reasonsOf[via.entity] {
+			if vrs.course == "" {
 				continue
 			}
-			for _, acct := range t.courseAccounts(course) {
-				if m := followed(acct); m != nil {
-					t.add(acct, m, rs.grants, target, d)
-				}
-			}
-			continue
-		}
-		acct := get(rs.account)
-		if only == "" && acct != ShareAll {
-			t.index(t.byAccount, acct, ref, d)
-		}
-		if target == "" || acct == "" {
-			continue
-		}
-		if rs.all && acct == ShareAll {
-			if only == "" {
-				for member := range t.members {
-					t.touch(sightKey{member, rs.grants, target})
-				}
-				k := sightID{rs.grants, target}
-				if t.all[k] += d; t.all[k] <= 0 {
-					delete(t.all, k)
-				}
-			}
-			continue
-		}
-		m := followed(acct)
-		if m == nil {
-			continue
-		}
-		t.add(acct, m, rs.grants, target, d)
-		if rs.grants != SetCourses || only != "" {
-			continue // Follow counts the rows seeing through the course itself
-		}
-		for via := range t.byCourse[target] {
-			vr, _ := t.links.Get(via.entity, via.id)
-			for _, vrs := range reasonsOf[via.entity] {
-				if vrs.course == "" {
-					continue
-				}
-				if vt := linkValue(via.entity, vrs.target, via.id, vr); vt != "" {
-					t.add(acct, m, vrs.grants, vt, d)
-				}
+			if vt := linkValue(via.entity, vrs.target, via.id, vr); vt != "" {
+				t.add(acct, m, vrs.grants, vt, d)
 			}
 		}
 	}
