@@ -27,6 +27,8 @@ type Tracker struct {
 	touched map[sightKey]bool // during Apply: what each touched sight was before
 }
 
+// refs counts, by profile and by course, a followed member's own reasons
+// to see it.
 type refs struct {
 	profiles map[string]int
 	courses  map[string]int
@@ -38,14 +40,12 @@ type sightID struct {
 	id  string
 }
 
+// sightKey is a profile or course as one member sees it.
 type sightKey struct {
 	member string
 	set    Set
 	id     string
 }
-
-// rowRef names a row.
-type rowRef struct{ entity, id string }
 
 // reasonsOf are the reasons of table.go by the entity whose rows give them.
 var reasonsOf = func() map[string][]reason {
@@ -170,40 +170,6 @@ func (t *Tracker) Apply(c Change) (before LinkRow, existed bool, shifts []Shift)
 // these link fields, by the rule of RuleFor.
 func (t *Tracker) SeesRow(member, entity, id string, r LinkRow) bool {
 	return t.SawRow(member, entity, id, r, Shift{})
-}
-
-// Viewers calls fn for the followed members that may see the row of entity
-// with these link fields (a superset: check with SeesRow), each at most
-// once per reason.
-func (t *Tracker) Viewers(entity, id string, r LinkRow, fn func(member string)) {
-	rule := memberRules[entity]
-	every := func() {
-		for m := range t.members {
-			fn(m)
-		}
-	}
-	if rule.All {
-		every()
-		return
-	}
-	for _, c := range rule.Conds {
-		v := linkValue(entity, c.Field, id, r)
-		switch {
-		case v == "":
-		case c.Self:
-			if t.members[v] != nil {
-				fn(v)
-			}
-		case c.In != "":
-			if t.all[sightID{c.In, v}] > 0 {
-				every()
-				return
-			}
-			for m := range t.viewers[sightID{c.In, v}] {
-				fn(m)
-			}
-		}
-	}
 }
 
 // Scope returns the followed member's scope as NewScope would compute it.
@@ -354,25 +320,8 @@ func (t *Tracker) courseAccounts(course string) []string {
 	return out
 }
 
-// index adds (d 1) or removes (d -1) a row from an index by key ("" is
-// not indexed).
-func (t *Tracker) index(ix map[string]map[rowRef]struct{}, key string, ref rowRef, d int) {
-	if key == "" {
-		return
-	}
-	if d > 0 {
-		if ix[key] == nil {
-			ix[key] = map[rowRef]struct{}{}
-		}
-		ix[key][ref] = struct{}{}
-		return
-	}
-	delete(ix[key], ref)
-	if len(ix[key]) == 0 {
-		delete(ix, key)
-	}
-}
-
+// add adds d to the member's reasons (its counts m) to see the profile or
+// course id of set, and keeps viewers current.
 func (t *Tracker) add(member string, m *refs, set Set, id string, d int) {
 	t.touch(sightKey{member, set, id})
 	counts := m.profiles
@@ -395,20 +344,6 @@ func (t *Tracker) touch(k sightKey) {
 	}
 	if _, ok := t.touched[k]; !ok {
 		t.touched[k] = t.sees(k)
-	}
-}
-
-func (t *Tracker) setViewer(k sightID, member string, on bool) {
-	if on {
-		if t.viewers[k] == nil {
-			t.viewers[k] = map[string]bool{}
-		}
-		t.viewers[k][member] = true
-		return
-	}
-	delete(t.viewers[k], member)
-	if len(t.viewers[k]) == 0 {
-		delete(t.viewers, k)
 	}
 }
 
