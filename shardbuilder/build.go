@@ -93,7 +93,40 @@ func WriteFile(ctx context.Context, src Source, accountID, path string, now time
 	return m, nil
 }
 
+// build writes the shard of accountID from src into the new file path, all
+// of it from one snapshot of the source; WriteFile adds size and hash.
 func build(ctx context.Context, src Source, accountID, path string, now time.Time) (Meta, error) {
+	db, conn, err := openShard(ctx, path, src.Path)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer db.Close()
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer tx.Rollback()
+
+	m := Meta{TenantID: src.TenantID, AccountID: accountID, SchemaVersion: SchemaVersion, BuiltAt: now.UTC().Truncate(time.Millisecond)}
+	if err := readAccount(ctx, tx, &m); err != nil {
+		return Meta{}, err
+	}
+	if err := fillShard(ctx, tx, &m); err != nil {
+		return Meta{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Meta{}, err
+	}
+	if _, err := conn.ExecContext(ctx, `DETACH DATABASE c`); err != nil {
+		return Meta{}, fmt.Errorf("detach: %w", err)
+	}
+	return m, nil
+}
+
+// openShard opens the new shard file at path on one connection, with the
+// central database srcPath attached read-only as c.
+func openShard(ctx context.Context, path, srcPath string) (*sql.DB, *sql.Conn, error) {
 	// Build-time pragmas: the file is private until renamed, so it needs no
 	// journal and no syncs; WriteFile fsyncs it once at the end. 16 KiB pages
 	// build a third faster than 4 KiB ones (fewer page writes and frees);
@@ -104,74 +137,79 @@ func build(ctx context.Context, src Source, accountID, path string, now time.Tim
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)"+
 		"&_pragma=page_size(16384)&_pragma=cache_size(-16000)&_pragma=busy_timeout(10000)")
 	if err != nil {
-		return Meta{}, err
+		return nil, nil, err
 	}
-	defer db.Close()
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return Meta{}, err
+		db.Close()
+		return nil, nil, err
 	}
-	defer conn.Close()
+	if err := attachSource(ctx, conn, srcPath); err != nil {
+		conn.Close()
+		db.Close()
+		return nil, nil, err
+	}
+	return db, conn, nil
+}
+
+// attachSource locks the shard of conn for itself and attaches the central
+// database srcPath read-only as c.
+func attachSource(ctx context.Context, conn *sql.Conn, srcPath string) error {
 	// Exclusive locking for the shard alone: set before ATTACH, it would
 	// also lock the attached central database.
 	if _, err := conn.ExecContext(ctx, `PRAGMA main.locking_mode = EXCLUSIVE`); err != nil {
-		return Meta{}, err
+		return err
 	}
-	if _, err := conn.ExecContext(ctx, `ATTACH DATABASE ? AS c`, "file:"+src.Path+"?mode=ro"); err != nil {
-		return Meta{}, fmt.Errorf("attach %s: %w", src.Path, err)
+	if _, err := conn.ExecContext(ctx, `ATTACH DATABASE ? AS c`, "file:"+srcPath+"?mode=ro"); err != nil {
+		return fmt.Errorf("attach %s: %w", srcPath, err)
 	}
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return Meta{}, err
-	}
-	defer tx.Rollback()
+	return nil
+}
 
-	// The first read opens the snapshot of c that every later read sees.
-	m := Meta{TenantID: src.TenantID, AccountID: accountID, SchemaVersion: SchemaVersion, BuiltAt: now.UTC().Truncate(time.Millisecond)}
+// readAccount reads the source's seq and the account's role into m. Its
+// first read opens the snapshot of c that every later read of tx sees.
+func readAccount(ctx context.Context, tx *sql.Tx, m *Meta) error {
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT history FROM c.log_meta) FROM c.changes`).Scan(&m.Seq, &m.History); err != nil {
-		return Meta{}, fmt.Errorf("read seq: %w", err)
+		return fmt.Errorf("read seq: %w", err)
 	}
 	var role sql.NullString
-	err = tx.QueryRowContext(ctx, `SELECT role FROM c.accounts WHERE id = ?`, accountID).Scan(&role)
+	err := tx.QueryRowContext(ctx, `SELECT role FROM c.accounts WHERE id = ?`, m.AccountID).Scan(&role)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Meta{}, ErrNoAccount
+		return ErrNoAccount
 	}
 	if err != nil {
-		return Meta{}, fmt.Errorf("read account: %w", err)
+		return fmt.Errorf("read account: %w", err)
 	}
 	if !model.ValidRole(role.String) {
-		return Meta{}, ErrNoRole
+		return ErrNoRole
 	}
 	m.Role = role.String
-	scope, err := loadScope(ctx, tx, model.Viewer{ID: accountID, Role: m.Role})
+	return nil
+}
+
+// fillShard writes what m's account sees into the shard: its rows (counted
+// in m.Rows), the indexes and sync_meta.
+func fillShard(ctx context.Context, tx *sql.Tx, m *Meta) error {
+	scope, err := loadScope(ctx, tx, model.Viewer{ID: m.AccountID, Role: m.Role})
 	if err != nil {
-		return Meta{}, err
+		return err
 	}
 	if err := writeScopeSets(ctx, tx, scope); err != nil {
-		return Meta{}, err
+		return err
 	}
 	for _, e := range model.Entities() {
 		n, err := copyEntity(ctx, tx, scope, e)
 		if err != nil {
-			return Meta{}, fmt.Errorf("copy %s: %w", e.Name, err)
+			return fmt.Errorf("copy %s: %w", e.Name, err)
 		}
 		m.Rows += n
 	}
 	for _, ix := range indexes {
 		if err := createIndex(ctx, tx, m.Role, ix); err != nil {
-			return Meta{}, err
+			return err
 		}
 	}
-	if err := writeMeta(ctx, tx, m); err != nil {
-		return Meta{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return Meta{}, err
-	}
-	if _, err := conn.ExecContext(ctx, `DETACH DATABASE c`); err != nil {
-		return Meta{}, fmt.Errorf("detach: %w", err)
-	}
-	return m, nil
+	return writeMeta(ctx, tx, *m)
 }
 
 // loadScope reads the link fields of the source and lets the policy decide
@@ -241,6 +279,7 @@ func writeScopeSets(ctx context.Context, tx *sql.Tx, s *model.Scope) error {
 	return nil
 }
 
+// setTable is the temporary table holding a scope set.
 func setTable(s model.Set) string { return "temp.scope_" + string(s) }
 
 // whereSQL renders a policy rule as an SQL condition with its arguments;
@@ -292,6 +331,8 @@ func copyEntity(ctx context.Context, tx *sql.Tx, s *model.Scope, e *model.Entity
 	return res.RowsAffected()
 }
 
+// createIndex creates index ix in the shard, unless the role does not see
+// all its columns.
 func createIndex(ctx context.Context, tx *sql.Tx, role string, ix index) error {
 	have := map[string]bool{}
 	for _, f := range model.Fields(role, ix.table) {
@@ -311,6 +352,7 @@ func createIndex(ctx context.Context, tx *sql.Tx, role string, ix index) error {
 	return nil
 }
 
+// writeMeta writes the shard's sync_meta table from m.
 func writeMeta(ctx context.Context, tx *sql.Tx, m Meta) error {
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE main.sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
 		return fmt.Errorf("sync_meta: %w", err)
@@ -344,8 +386,10 @@ func syncAndHash(path string) (int64, string, error) {
 	return Sum(f)
 }
 
+// quote quotes an SQL identifier.
 func quote(name string) string { return `"` + name + `"` }
 
+// sqlType is the SQLite column type of a field kind.
 func sqlType(k model.Kind) string {
 	switch k {
 	case model.Int, model.Bool:
