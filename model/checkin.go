@@ -118,10 +118,12 @@ type checkIn struct {
 	springer              bool
 }
 
+// invalid is the check-in's ValidationError of field.
 func (ci checkIn) invalid(field, reason string) error {
 	return &ValidationError{Index: ci.index, Entity: Attendances, Field: field, Reason: reason}
 }
 
+// conflict is the check-in's ConflictError, matching err, with its reason.
 func (ci checkIn) conflict(err error, format string, args ...any) error {
 	return &ConflictError{Index: ci.index, Entity: Attendances, Err: err, Reason: fmt.Sprintf(format, args...)}
 }

@@ -172,6 +172,7 @@ var schema = buildSchema([]*Entity{
 	}},
 })
 
+// buildSchema indexes the entities by name, and each one's fields by name.
 func buildSchema(es []*Entity) map[string]*Entity {
 	m := make(map[string]*Entity, len(es))
 	for _, e := range es {

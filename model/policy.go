@@ -76,6 +76,8 @@ func SeesCourse(member, c string, look Rows) (bool, error) {
 	return sees(member, c, SetCourses, look)
 }
 
+// sees reports whether member sees the profile or course target of set:
+// whether a row look finds gives it one of the reasons of table.go.
 func sees(member, target string, set Set, look Rows) (bool, error) {
 	if target == "" {
 		return false, nil
@@ -206,6 +208,8 @@ func (s *Scope) SeesRow(entity, id string, r LinkRow) bool {
 	return s.see(entity, id, func(f string) string { return linkValue(entity, f, id, r) })
 }
 
+// see reports whether the scope sees the row of entity whose fields field
+// returns, by the rule of RuleFor.
 func (s *Scope) see(entity, id string, field func(string) string) bool {
 	r := s.RuleFor(entity)
 	if r.All {
@@ -231,6 +235,7 @@ func (s *Scope) see(entity, id string, field func(string) string) bool {
 	return false
 }
 
+// set returns the scope's ids of set name.
 func (s *Scope) set(name Set) map[string]bool {
 	switch name {
 	case SetProfiles:

@@ -151,6 +151,7 @@ func Verify(path string, size int64, sha string) error {
 	return nil
 }
 
+// randomSuffix returns 16 random hex digits, for a temporary file name.
 func randomSuffix() string {
 	b := make([]byte, 8)
 	rand.Read(b)
