@@ -122,25 +122,9 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 		return id, fmt.Errorf("restore: %w", err)
 	}
 	tmp := dst + ".restore"
-	if err := copyFile(backup, tmp); err != nil {
+	if err := s.prepareRestore(ctx, id, backup, tmp, dst); err != nil {
 		os.Remove(tmp)
 		return id, fmt.Errorf("restore: %w", err)
-	}
-	if _, err := os.Stat(dst); err == nil {
-		if err := keepAccess(ctx, tmp, dst, s.opts.Now()); err != nil {
-			os.Remove(tmp)
-			return id, fmt.Errorf("restore: %w", err)
-		}
-	}
-	if err := restartHistory(ctx, tmp, s.opts.Now()); err != nil {
-		os.Remove(tmp)
-		return id, fmt.Errorf("restore: %w", err)
-	}
-	// Shards of the replaced database (or of the backup's time) are of
-	// another history: none may be served.
-	if err := os.RemoveAll(s.tenantShardsDir(id)); err != nil {
-		os.Remove(tmp)
-		return id, fmt.Errorf("restore: drop the shards: %w", err)
 	}
 	// The old WAL belongs to the old database: it must not be replayed
 	// onto the restored one.
@@ -156,6 +140,28 @@ func (s *Store) Restore(ctx context.Context, backup string, force bool) (string,
 		return id, fmt.Errorf("restore: %w", err)
 	}
 	return id, VerifyFile(ctx, dst)
+}
+
+// prepareRestore copies backup to tmp and makes it the database that will
+// replace dst: the access of dst kept (when there is one), a new history,
+// and the tenant's shard files dropped (they are of another history: none
+// may be served).
+func (s *Store) prepareRestore(ctx context.Context, id, backup, tmp, dst string) error {
+	if err := copyFile(backup, tmp); err != nil {
+		return err
+	}
+	if _, err := os.Stat(dst); err == nil {
+		if err := keepAccess(ctx, tmp, dst, s.opts.Now()); err != nil {
+			return err
+		}
+	}
+	if err := restartHistory(ctx, tmp, s.opts.Now()); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(s.tenantShardsDir(id)); err != nil {
+		return fmt.Errorf("drop the shards: %w", err)
+	}
+	return nil
 }
 
 // restartHistory makes the restored copy tmp a new history of the log
