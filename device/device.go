@@ -66,6 +66,7 @@ type Client struct {
 	mu     sync.Mutex
 	st     State
 	data   *sql.DB // nil until a shard is downloaded
+	ro     *sql.DB // data.db opened read-only, for Query; nil until first used
 	outbox *sql.DB
 }
 
@@ -129,6 +130,21 @@ func openDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// closeDataLocked closes the handles of data.db (the read-write one and
+// Query's read-only one).
+func (c *Client) closeDataLocked() error {
+	var errs []error
+	if c.ro != nil {
+		errs = append(errs, c.ro.Close())
+		c.ro = nil
+	}
+	if c.data != nil {
+		errs = append(errs, c.data.Close())
+		c.data = nil
+	}
+	return errors.Join(errs...)
+}
+
 // path returns the path of the file name in the device directory.
 func (c *Client) path(name string) string { return filepath.Join(c.dir, name) }
 
@@ -152,11 +168,7 @@ func (c *Client) saveLocked() error {
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var errs []error
-	if c.data != nil {
-		errs = append(errs, c.data.Close())
-		c.data = nil
-	}
+	errs := []error{c.closeDataLocked()}
 	if c.outbox != nil {
 		errs = append(errs, c.outbox.Close())
 		c.outbox = nil

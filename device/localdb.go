@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"modernc.org/sqlite"
+
 	"github.com/therasync/therasync/model"
 )
 
@@ -40,20 +42,72 @@ func (c *Client) cursorLocked() (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// Query runs a read-only query on the local database; it works in every
+// Query runs a query on the local database over a read-only connection: a
+// statement that would write fails and changes nothing. It works in every
 // state but wiped and logged out.
 func (c *Client) Query(ctx context.Context, query string, args ...any) ([]map[string]any, error) {
-	c.mu.Lock()
-	db := c.data
-	c.mu.Unlock()
-	if db == nil {
-		return nil, ErrNotLoggedIn
-	}
-	rows, err := db.QueryContext(ctx, query, args...)
+	db, err := c.readOnly()
 	if err != nil {
 		return nil, err
 	}
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	return scanMaps(rows)
+}
+
+// readOnly returns Query's read-only handle of data.db, opening it on
+// first use.
+func (c *Client) readOnly() (*sql.DB, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.data == nil {
+		return nil, ErrNotLoggedIn
+	}
+	if c.ro == nil {
+		db, err := openReadOnly(c.path("data.db"))
+		if err != nil {
+			return nil, err
+		}
+		c.ro = db
+	}
+	return c.ro, nil
+}
+
+// readOnlyDriver is the database/sql driver of Query's connections: SQLite
+// whose connections refuse to attach another database file (ATTACH,
+// VACUUM INTO), the one way a read-only connection could still write a
+// file (a copy of the patients' data that a logout would not delete).
+const readOnlyDriver = "therasync-device-readonly"
+
+func init() {
+	d := &sqlite.Driver{}
+	d.RegisterConnectionHook(func(conn sqlite.ExecQuerierContext, _ string) error {
+		r, ok := conn.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return fmt.Errorf("read-only connection: the sqlite driver has no authorizer")
+		}
+		return r.RegisterAuthorizer(func(action sqlite.AuthorizerActionCode, _, _, _, _ string) sqlite.AuthorizerReturnCode {
+			if action == sqlite.AuthAttach {
+				return sqlite.AuthorizerDeny
+			}
+			return sqlite.AuthorizerOK
+		})
+	})
+	sql.Register(readOnlyDriver, d)
+}
+
+// openReadOnly opens the SQLite database at path read-only twice over: the
+// file is opened read-only (mode=ro), so even a query that turns
+// query_only off cannot write it, and query_only refuses writes before
+// they reach the file.
+func openReadOnly(path string) (*sql.DB, error) {
+	db, err := sql.Open(readOnlyDriver, "file:"+path+"?mode=ro&_pragma=query_only(1)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return nil, fmt.Errorf("open %s read-only: %w", path, err)
+	}
+	return db, nil
 }
 
 // scanMaps reads every row into a column → value map, text as strings, and

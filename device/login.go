@@ -96,10 +96,7 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.data != nil {
-		c.data.Close()
-		c.data = nil
-	}
+	c.closeDataLocked() // the file goes: an error closing it changes nothing
 	if err := removeDB(c.path("data.db")); err != nil {
 		return fmt.Errorf("download shard: %w", err)
 	}

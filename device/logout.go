@@ -34,11 +34,7 @@ func (c *Client) Logout(ctx context.Context) error {
 // wipeLocked deletes every local database file; it reports the files it
 // could not delete, after trying all of them.
 func (c *Client) wipeLocked() error {
-	var errs []error
-	if c.data != nil {
-		errs = append(errs, c.data.Close())
-		c.data = nil
-	}
+	errs := []error{c.closeDataLocked()}
 	if c.outbox != nil {
 		errs = append(errs, c.outbox.Close())
 		c.outbox = nil

@@ -221,6 +221,13 @@ func TestDevEndToEnd(t *testing.T) {
 	if out, err := run(t, "device", "query", "--dir", dev, "SELECT phone FROM profiles WHERE id = 'pat-e2e'"); err != nil || !strings.Contains(out, "0170 555") {
 		t.Errorf("device query = %s, %v", out, err)
 	}
+	// device query is read-only: a statement that writes fails and deletes nothing.
+	if out, err := run(t, "device", "query", "--dir", dev, "DELETE FROM profiles RETURNING id"); err == nil {
+		t.Errorf("device query of a DELETE = %s, nil; want it refused", out)
+	}
+	if out, err := run(t, "device", "query", "--dir", dev, "SELECT phone FROM profiles WHERE id = 'pat-e2e'"); err != nil || !strings.Contains(out, "0170 555") {
+		t.Errorf("device query after a refused DELETE = %s, %v; want the row still there", out, err)
+	}
 	if pulled := c.pull(t, demoSeq); !strings.Contains(fmt.Sprint(pulled.Changes), "0170 555") {
 		t.Errorf("the device's write is not in the practice pull: %v", pulled.Changes)
 	}
