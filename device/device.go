@@ -42,6 +42,9 @@ var (
 	ErrNotLoggedIn = errors.New("device: not logged in")
 	ErrReadOnly    = errors.New("device: access withdrawn by the practice: the data is read-only")
 	ErrWiped       = errors.New("device: the local data was deleted on the practice's request")
+	// ErrLogoutPending says the device logged out (its data is deleted)
+	// but the server could not be told yet; FinishLogout tells it later.
+	ErrLogoutPending = errors.New("device: logged out and the local data deleted, but the server could not be told yet: it is told the next time it is reached")
 )
 
 // State is what device.json holds.
@@ -53,6 +56,16 @@ type State struct {
 	AccountID string `json:"account_id,omitempty"`
 	Role      string `json:"role,omitempty"`
 	State     string `json:"state"`
+	// LogoutPending holds the tokens of logouts the server has yet to
+	// hear of (it was unreachable at Logout), and nothing else of them.
+	LogoutPending []PendingLogout `json:"logout_pending,omitempty"`
+}
+
+// PendingLogout is a logout the server has yet to hear of: the token to
+// end and the server it belongs to.
+type PendingLogout struct {
+	Server string `json:"server"`
+	Token  string `json:"token"`
 }
 
 // Client is one device's local state and its connection to the server.
@@ -90,14 +103,12 @@ func Open(dir, server string) (*Client, error) {
 	if server != "" {
 		c.st.Server = strings.TrimRight(server, "/")
 	}
-	if c.outbox, err = openDB(c.path("outbox.db")); err != nil {
-		return nil, err
-	}
-	if _, err := c.outbox.Exec(`CREATE TABLE IF NOT EXISTS outbox (
-		n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, entity TEXT NOT NULL, op TEXT NOT NULL,
-		row_id TEXT NOT NULL, fields TEXT, rejected INTEGER NOT NULL DEFAULT 0, error TEXT, message TEXT);
-		CREATE TABLE IF NOT EXISTS base (entity TEXT NOT NULL, row_id TEXT NOT NULL, fields TEXT, PRIMARY KEY (entity, row_id));`); err != nil {
-		return nil, fmt.Errorf("open outbox: %w", err)
+	// A device without a token keeps no outbox (a logout deleted it): the
+	// shard download at login makes it.
+	if _, err := os.Stat(c.path("outbox.db")); err == nil || c.st.Token != "" {
+		if err := c.openOutboxLocked(); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := os.Stat(c.path("data.db")); err == nil {
 		if c.data, err = openDB(c.path("data.db")); err != nil {
@@ -105,6 +116,27 @@ func Open(dir, server string) (*Client, error) {
 		}
 	}
 	return c, c.saveLocked()
+}
+
+// openOutboxLocked opens outbox.db, creating it and its tables when new,
+// unless it is open.
+func (c *Client) openOutboxLocked() error {
+	if c.outbox != nil {
+		return nil
+	}
+	db, err := openDB(c.path("outbox.db"))
+	if err != nil {
+		return err
+	}
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS outbox (
+		n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, entity TEXT NOT NULL, op TEXT NOT NULL,
+		row_id TEXT NOT NULL, fields TEXT, rejected INTEGER NOT NULL DEFAULT 0, error TEXT, message TEXT);
+		CREATE TABLE IF NOT EXISTS base (entity TEXT NOT NULL, row_id TEXT NOT NULL, fields TEXT, PRIMARY KEY (entity, row_id));`); err != nil {
+		db.Close()
+		return fmt.Errorf("open outbox: %w", err)
+	}
+	c.outbox = db
+	return nil
 }
 
 // newID returns a fresh random id (of a device, of a mutation): 16 bytes

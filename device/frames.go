@@ -52,6 +52,9 @@ func decodeFrame(b []byte) (any, error) {
 func (c *Client) handleFrame(ctx context.Context, f any) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, wipe := f.(*wire.Wipe); !wipe && (c.data == nil || c.outbox == nil) {
+		return ErrNotLoggedIn // logged out or wiped meanwhile
+	}
 	switch f := f.(type) {
 	case *wire.Changes:
 		if len(f.Changes) == 0 {

@@ -188,7 +188,13 @@ type fakeServer struct {
 	shard   []byte
 	scripts []script
 	refuse  []refusal // answers to the next upgrades instead of a script
-	wg      sync.WaitGroup
+	// logoutDown makes POST /v1/device/logout hang up without an answer,
+	// as a server that cannot be reached; else logoutStatus answers it
+	// (zero: 200).
+	logoutDown   bool
+	logoutStatus int
+	calls        []string // "login", "shard", "sync", "logout <token>", in order
+	wg           sync.WaitGroup
 }
 
 // refusal is an error answer to an upgrade.
@@ -203,6 +209,8 @@ func newFakeServer(tb testing.TB) *fakeServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/device/shard", fs.serveShard)
 	mux.HandleFunc("GET /v1/device/sync", fs.serveSync)
+	mux.HandleFunc("POST /v1/device/login", fs.serveLogin)
+	mux.HandleFunc("POST /v1/device/logout", fs.serveLogout)
 	srv := httptest.NewServer(mux)
 	fs.URL = srv.URL
 	tb.Cleanup(func() {
@@ -234,7 +242,61 @@ func (fs *fakeServer) play(s ...script) {
 	fs.mu.Unlock()
 }
 
+// called records a request and returns what the server does with the next
+// logout.
+func (fs *fakeServer) called(what string) (down bool, status int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.calls = append(fs.calls, what)
+	return fs.logoutDown, fs.logoutStatus
+}
+
+// callLog returns the requests the server saw, in order.
+func (fs *fakeServer) callLog() []string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]string(nil), fs.calls...)
+}
+
+func (fs *fakeServer) serveLogin(w http.ResponseWriter, r *http.Request) {
+	fs.called("login")
+	fs.mu.Lock()
+	sum := sha256.Sum256(fs.shard)
+	fs.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"token": "t1.secret", "tenant_id": "t1", "account_id": "m1", "role": model.RoleMember,
+		"shard": map[string]any{"sha256": hex.EncodeToString(sum[:])}})
+}
+
+func (fs *fakeServer) serveLogout(w http.ResponseWriter, r *http.Request) {
+	down, status := fs.called("logout " + strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	if down {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			fs.tb.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
+		return
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if status == http.StatusOK {
+		w.Write([]byte(`{"ok":true}`))
+		return
+	}
+	code := map[int]string{http.StatusUnauthorized: wire.CodeUnauthorized, http.StatusServiceUnavailable: wire.CodeUnavailable}[status]
+	if code == "" {
+		code = wire.CodeInternal
+	}
+	json.NewEncoder(w).Encode(map[string]string{"error": code, "message": "refused"})
+}
+
 func (fs *fakeServer) serveShard(w http.ResponseWriter, r *http.Request) {
+	fs.called("shard")
 	fs.mu.Lock()
 	b := fs.shard
 	fs.mu.Unlock()
@@ -250,6 +312,7 @@ func (fs *fakeServer) serveShard(w http.ResponseWriter, r *http.Request) {
 func (fs *fakeServer) serveSync(w http.ResponseWriter, r *http.Request) {
 	fs.wg.Add(1)
 	defer fs.wg.Done()
+	fs.called("sync")
 	fs.mu.Lock()
 	var (
 		next script

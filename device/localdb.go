@@ -62,7 +62,7 @@ func (c *Client) Query(ctx context.Context, query string, args ...any) ([]map[st
 func (c *Client) readOnly() (*sql.DB, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.data == nil {
+	if c.data == nil || c.st.State == StateLoggedOut {
 		return nil, ErrNotLoggedIn
 	}
 	if c.ro == nil {

@@ -35,6 +35,7 @@ func (c *Client) Login(ctx context.Context, email, code, name, platform string) 
 		Role      string   `json:"role"`
 		Shard     shardRef `json:"shard"`
 	}
+	c.FinishLogout(ctx) // one the server still cannot hear of stays pending
 	st := c.State()
 	st.Token = ""
 	err := c.do(ctx, st, "POST", "/v1/device/login", map[string]string{"email": email, "code": code, "device_id": st.DeviceID, "device_name": name, "platform": platform}, &res)
@@ -53,6 +54,7 @@ func (c *Client) Login(ctx context.Context, email, code, name, platform string) 
 // UseToken sets a token minted by an operator (therasync token issue)
 // instead of logging in.
 func (c *Client) UseToken(ctx context.Context, token string) error {
+	c.FinishLogout(ctx) // one the server still cannot hear of stays pending
 	c.mu.Lock()
 	c.st.Token, c.st.State = token, StateActive
 	tenant, _, _ := strings.Cut(token, ".")
@@ -105,6 +107,9 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	}
 	var err error
 	if c.data, err = openDB(c.path("data.db")); err != nil {
+		return err
+	}
+	if err := c.openOutboxLocked(); err != nil { // gone after a logout or a wipe
 		return err
 	}
 	// The shard says whose and which role's data it is (a role may change).

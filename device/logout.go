@@ -5,30 +5,76 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
-
-	"github.com/therasync/therasync/wire"
+	"slices"
 )
 
 // This file logs a device out and wipes it: it deletes the local database
-// files.
+// files, and tells the server of a logout when it can.
 
-// Logout invalidates the token on the server and deletes the local data,
-// also when the server cannot be reached (DESIGN §5): then it returns an
-// error saying so, with the data deleted (the token stays valid on the
-// server until the practice revokes the device).
+// Logout logs the device out: first it deletes the local data and the
+// outbox, whatever happens next (DESIGN §5), then it tells the server to
+// end the token. When the server cannot be reached (no answer, a 5xx), the
+// token stays in device.json as a pending logout, with no data and no
+// outbox, and Logout returns an error that is ErrLogoutPending: the next
+// call that reaches the server (FinishLogout, which Login, UseToken, Sync
+// and Logout call first) tells it then.
 func (c *Client) Logout(ctx context.Context) error {
-	var unreached error
-	if st := c.State(); st.Token != "" {
-		if err := c.do(ctx, st, "POST", "/v1/device/logout", nil, nil); err != nil && !IsCode(err, wire.CodeUnauthorized) {
-			unreached = fmt.Errorf("logout: the local data is deleted, but the server was not told (%w): its token stays valid until the practice revokes this device", err)
-		}
-	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	if c.st.Token != "" {
+		c.st.LogoutPending = append(c.st.LogoutPending, PendingLogout{Server: c.st.Server, Token: c.st.Token})
+	}
 	werr := c.wipeLocked() // logged out also when a file stays behind
 	c.st.State = StateLoggedOut
-	return errors.Join(werr, c.saveLocked(), unreached)
+	err := errors.Join(werr, c.saveLocked())
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("logout: %w", errors.Join(err, c.FinishLogout(ctx)))
+	}
+	return c.FinishLogout(ctx)
+}
+
+// FinishLogout tells the server of the logouts it has yet to hear of, each
+// with its old token, and forgets the tokens it answered for (also a 401:
+// the token had ended). While a server stays unreachable it returns an
+// error that is ErrLogoutPending, and the token stays pending.
+func (c *Client) FinishLogout(ctx context.Context) error {
+	var unsent, errs []error
+	for _, p := range c.State().LogoutPending {
+		err := c.do(ctx, State{Server: p.Server, Token: p.Token}, "POST", "/v1/device/logout", nil, nil)
+		if unreached(err) {
+			unsent = append(unsent, err)
+			continue
+		}
+		errs = append(errs, c.forgetLogout(p.Token))
+	}
+	if len(unsent) > 0 {
+		errs = append(errs, fmt.Errorf("%w (%w)", ErrLogoutPending, errors.Join(unsent...)))
+	}
+	return errors.Join(errs...)
+}
+
+// unreached reports whether err says that the server did not hear a
+// request or could not act on it: no answer, a 5xx, too many requests.
+// Any other answer is final.
+func unreached(err error) bool {
+	var e *APIError
+	if !errors.As(err, &e) {
+		return err != nil
+	}
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+}
+
+// forgetLogout drops the pending logout of token.
+func (c *Client) forgetLogout(token string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.LogoutPending = slices.DeleteFunc(c.st.LogoutPending, func(p PendingLogout) bool { return p.Token == token })
+	if err := c.saveLocked(); err != nil {
+		return fmt.Errorf("forget the pending logout: %w", err)
+	}
+	return nil
 }
 
 // wipeLocked deletes every local database file; it reports the files it

@@ -37,8 +37,15 @@ type SyncOptions struct {
 // writes, follows live changes, reconnects with backoff and jitter, handles
 // resync, revocation (read-only, rare retries, resumes when re-enabled) and
 // wipe. It returns when ctx ends (nil), when the device is wiped or logged
-// out, or, with UntilIdle, once idle.
+// out, or, with UntilIdle, once idle. A pending logout is sent first.
 func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
+	c.FinishLogout(ctx) // one the server still cannot hear of stays pending
+	switch c.State().State {
+	case StateLoggedOut:
+		return ErrNotLoggedIn
+	case StateWiped:
+		return ErrWiped
+	}
 	if opts.RevokedRetry <= 0 {
 		opts.RevokedRetry = 5 * time.Minute
 	}
@@ -223,11 +230,12 @@ func (c *Client) tokenEnded(token string) {
 	}
 }
 
-// setState records the device state s, unless the device is wiped.
+// setState records the device state s, unless the device is wiped or
+// logged out (only a login makes it active again).
 func (c *Client) setState(s string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.st.State != s && c.st.State != StateWiped {
+	if c.st.State != s && c.st.State != StateWiped && c.st.State != StateLoggedOut {
 		c.st.State = s
 		c.saveLocked()
 	}

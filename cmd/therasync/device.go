@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -55,7 +56,7 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 	case "write":
 		return m.deviceWrite(ctx, c, *entity, *op, *id, *fields)
 	case "logout":
-		return c.Logout(ctx)
+		return m.deviceLogout(ctx, c)
 	}
 	return usageError("device: unknown command " + cmd)
 }
@@ -78,6 +79,17 @@ func (m *Main) deviceLogin(ctx context.Context, c *device.Client, token, email, 
 		return err
 	}
 	return m.deviceStatus(ctx, c)
+}
+
+// deviceLogout logs c out; a server that could not be told is told by the
+// next device command that reaches it, and is no failure.
+func (m *Main) deviceLogout(ctx context.Context, c *device.Client) error {
+	err := c.Logout(ctx)
+	if errors.Is(err, device.ErrLogoutPending) {
+		fmt.Fprintln(m.Stderr, err) // says what happened and what follows
+		return nil
+	}
+	return err
 }
 
 // deviceQuery prints the rows of the one SQL query in args, run on c's
@@ -119,10 +131,13 @@ func (m *Main) deviceWrite(ctx context.Context, c *device.Client, entity, op, id
 }
 
 // deviceStatus prints c's state, cursor, count of pending writes and
-// rejected writes as JSON.
+// rejected writes, and whether a logout is pending, as JSON.
 func (m *Main) deviceStatus(ctx context.Context, c *device.Client) error {
 	st := c.State()
 	status := map[string]any{"state": st.State, "server": st.Server, "device_id": st.DeviceID, "tenant_id": st.TenantID, "account_id": st.AccountID, "role": st.Role}
+	if len(st.LogoutPending) > 0 {
+		status["logout_pending"] = true // the server is yet to hear of a logout
+	}
 	if cursor, err := c.Cursor(); err == nil {
 		status["cursor"] = cursor
 	}

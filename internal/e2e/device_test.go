@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -244,6 +245,92 @@ func TestDeviceWipe(t *testing.T) {
 	}
 	if _, err := phone.Query(context.Background(), `SELECT 1`); !errors.Is(err, device.ErrNotLoggedIn) {
 		t.Errorf("query after the wipe = %v; want ErrNotLoggedIn", err)
+	}
+}
+
+// TestDeviceLogoutOffline: a logout while the server is down (its listener
+// closed) deletes data.db, the outbox and their -wal and -shm files at
+// once and keeps only the token, as a pending logout; once the server is
+// back, the next call that reaches it (here Sync, after Open) tells the
+// server: the token is refused and the device shows logged out.
+func TestDeviceLogoutOffline(t *testing.T) {
+	sys := newSystem(t)
+	r := sys.restartable()
+	sys.startWorker(time.Hour)
+	readyAccount(sys)
+	phone := newDevice(t, sys, "j@x.de", "m1")
+	if err := syncIdle(t, phone); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := phone.Write(ctx, model.Change{Entity: model.Profiles, Op: model.OpUpsert, ID: "p1", Fields: map[string]any{"phone": "0171 333"}}); err != nil {
+		t.Fatal(err)
+	}
+	queryOne(t, phone, `SELECT phone FROM profiles WHERE id = 'p1'`)
+	dir, st := phone.Dir(), phone.State()
+	for _, f := range []string{"data.db", "data.db-wal", "data.db-shm", "outbox.db", "outbox.db-wal", "outbox.db-shm"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("before the logout: %v", err)
+		}
+	}
+
+	r.down()
+	if err := phone.Logout(ctx); !errors.Is(err, device.ErrLogoutPending) {
+		t.Errorf("Logout with the server down = %v; want ErrLogoutPending", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.db*")); len(left) != 0 {
+		t.Errorf("files left after an offline logout: %v", left)
+	}
+	if got := phone.State(); got.Token != "" || got.State != device.StateLoggedOut || len(got.LogoutPending) != 1 || got.LogoutPending[0].Token != st.Token {
+		t.Errorf("state after an offline logout = %+v; want logged out, the token only as a pending logout", got)
+	}
+	if err := syncIdle(t, phone); !errors.Is(err, device.ErrNotLoggedIn) {
+		t.Errorf("Sync after logout = %v; want ErrNotLoggedIn", err)
+	}
+	if _, err := phone.Write(ctx, model.Change{Entity: model.Profiles, Op: model.OpUpsert, ID: "p1", Fields: map[string]any{"phone": "x"}}); !errors.Is(err, device.ErrNotLoggedIn) {
+		t.Errorf("Write after logout = %v; want ErrNotLoggedIn", err)
+	}
+	if _, err := phone.Query(ctx, `SELECT 1`); !errors.Is(err, device.ErrNotLoggedIn) {
+		t.Errorf("Query after logout = %v; want ErrNotLoggedIn", err)
+	}
+	phone.Close()
+
+	r.up()
+	if resp, b := sys.req("GET", "/v1/device/shard", st.Token, nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the old token before the pending logout is sent: %d %s; want it still valid (the server was down)", resp.StatusCode, b)
+	}
+	again, err := device.Open(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := syncIdle(t, again); !errors.Is(err, device.ErrNotLoggedIn) {
+		t.Errorf("Sync of the logged-out device = %v; want ErrNotLoggedIn", err)
+	}
+	if got := again.State(); len(got.LogoutPending) != 0 {
+		t.Errorf("logout still pending after the server was reached: %+v", got.LogoutPending)
+	}
+	if resp, _ := sys.req("GET", "/v1/device/shard", st.Token, nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the old token after the pending logout = %d; want 401", resp.StatusCode)
+	}
+	ds, err := sys.tenant.Devices(ctx, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range ds {
+		if d.ID == st.DeviceID {
+			found = true
+			if d.State != "logged_out" {
+				t.Errorf("the server's device %s is %s; want logged_out", d.ID, d.State)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the server lists no device %s: %+v", st.DeviceID, ds)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.db*")); len(left) != 0 {
+		t.Errorf("files of the logged-out device after Open and Sync: %v", left)
 	}
 }
 
