@@ -60,9 +60,9 @@ func (c *Client) handleFrame(ctx context.Context, f any) error {
 		if len(f.Changes) == 0 {
 			return nil
 		}
-		return c.applyFrameLocked(ctx, f.Changes, f.Changes[len(f.Changes)-1].Seq)
+		return c.applyFrameLocked(ctx, f.Changes, f.Changes[len(f.Changes)-1].Seq, "")
 	case *wire.CaughtUp:
-		return c.applyFrameLocked(ctx, nil, f.Seq)
+		return c.applyFrameLocked(ctx, nil, f.Seq, f.History)
 	case *wire.Ack:
 		return c.forgetLocked(ctx, f.MutationIDs)
 	case *wire.Reject:
@@ -89,8 +89,9 @@ func (c *Client) handleFrame(ctx context.Context, f any) error {
 
 // applyFrameLocked applies a batch of streamed changes: the server state of
 // rows with pending writes is updated first (outbox.db), then, in one local
-// transaction, the changes, the pending writes on top again, and the cursor.
-func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor int64) error {
+// transaction, the changes, the pending writes on top again, the cursor and
+// the history it belongs to (unless "": the one kept stays).
+func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor int64, history string) error {
 	touched := map[[2]string]bool{}
 	for _, ch := range cs {
 		var fields sql.NullString
@@ -138,8 +139,14 @@ func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor
 			return err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO sync_meta(key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.FormatInt(cursor, 10)); err != nil {
-		return err
+	meta := [][2]string{{"cursor", strconv.FormatInt(cursor, 10)}}
+	if history != "" {
+		meta = append(meta, [2]string{"history", history})
+	}
+	for _, kv := range meta {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sync_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, kv[0], kv[1]); err != nil {
+			return fmt.Errorf("store the %s: %w", kv[0], err)
+		}
 	}
 	return tx.Commit()
 }

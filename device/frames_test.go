@@ -53,14 +53,16 @@ func TestDecodeFrame(t *testing.T) {
 
 // TestStreamedFramesApplyWithTheirCursor: a changes frame is applied with
 // its last seq as the cursor in one local transaction (a frame that fails
-// leaves rows and cursor as they were); caught_up moves the cursor alone.
+// leaves rows and cursor as they were); caught_up moves the cursor, and
+// keeps the history id it carries with it.
 func TestStreamedFramesApplyWithTheirCursor(t *testing.T) {
 	for _, tt := range []struct {
-		name       string
-		frames     []any
-		wantErr    bool
-		wantCursor int64
-		want       map[string]map[string]any // entity/id → columns it has; nil: no row
+		name        string
+		frames      []any
+		wantErr     bool
+		wantCursor  int64
+		wantHistory string
+		want        map[string]map[string]any // entity/id → columns it has; nil: no row
 	}{
 		{
 			name: "changes",
@@ -83,6 +85,21 @@ func TestStreamedFramesApplyWithTheirCursor(t *testing.T) {
 			frames:     []any{&wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 12}},
 			wantCursor: 12,
 			want:       map[string]map[string]any{"profiles/p1": {"last_name": "Alt"}, "sessions/s1": {"status": "planned"}},
+		},
+		{
+			name:        "caught_up with the history",
+			frames:      []any{&wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 12, History: "h2"}},
+			wantCursor:  12,
+			wantHistory: "h2",
+		},
+		{
+			name: "caught_up without a history keeps the one known",
+			frames: []any{
+				&wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 12, History: "h2"},
+				&wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 13},
+			},
+			wantCursor:  13,
+			wantHistory: "h2",
 		},
 		{
 			name:       "an empty changes frame",
@@ -117,6 +134,9 @@ func TestStreamedFramesApplyWithTheirCursor(t *testing.T) {
 			}
 			if got := cursor(t, c); got != tt.wantCursor {
 				t.Errorf("cursor = %d; want %d", got, tt.wantCursor)
+			}
+			if got := history(t, c); got != tt.wantHistory {
+				t.Errorf("history = %q; want %q", got, tt.wantHistory)
 			}
 			checkRows(t, c, tt.want)
 		})

@@ -25,8 +25,9 @@ import (
 type rows map[string][]map[string]any
 
 // writeShard writes a shard file at path as the shard builder does: a
-// table per entity (its model fields as columns) and sync_meta at seq.
-func writeShard(tb testing.TB, path string, seq int64, rs rows) {
+// table per entity (its model fields as columns) and sync_meta at seq,
+// with the further sync_meta entries meta (key, value).
+func writeShard(tb testing.TB, path string, seq int64, rs rows, meta ...[2]string) {
 	tb.Helper()
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
@@ -50,7 +51,7 @@ func writeShard(tb testing.TB, path string, seq int64, rs rows) {
 			tb.Fatalf("%s: %v", s, err)
 		}
 	}
-	for _, kv := range [][2]string{{"tenant_id", "t1"}, {"account_id", "m1"}, {"role", model.RoleMember}, {"seq", strconv.FormatInt(seq, 10)}, {"schema_version", "1"}} {
+	for _, kv := range append([][2]string{{"tenant_id", "t1"}, {"account_id", "m1"}, {"role", model.RoleMember}, {"seq", strconv.FormatInt(seq, 10)}, {"schema_version", "1"}}, meta...) {
 		if _, err := db.Exec(`INSERT INTO sync_meta (key, value) VALUES (?, ?)`, kv[0], kv[1]); err != nil {
 			tb.Fatal(err)
 		}
@@ -84,12 +85,13 @@ func writeShard(tb testing.TB, path string, seq int64, rs rows) {
 	}
 }
 
-// openClient opens a device directory that holds a shard of rs at seq and
-// is logged in to server (token "t1.secret").
-func openClient(tb testing.TB, server string, seq int64, rs rows) *Client {
+// openClient opens a device directory that holds a shard of rs at seq
+// (with the further sync_meta entries meta) and is logged in to server
+// (token "t1.secret").
+func openClient(tb testing.TB, server string, seq int64, rs rows, meta ...[2]string) *Client {
 	tb.Helper()
 	dir := tb.TempDir()
-	writeShard(tb, filepath.Join(dir, "data.db"), seq, rs)
+	writeShard(tb, filepath.Join(dir, "data.db"), seq, rs, meta...)
 	st := State{Server: server, DeviceID: "d1", Token: "t1.secret", TenantID: "t1", AccountID: "m1", Role: model.RoleMember, State: StateActive}
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -117,6 +119,32 @@ func row(tb testing.TB, c *Client, entity, id string) map[string]any {
 		return nil
 	}
 	return rs[0]
+}
+
+// history returns the history id the local database holds ("" when it
+// holds none).
+func history(tb testing.TB, c *Client) string {
+	tb.Helper()
+	rs, err := c.Query(context.Background(), `SELECT value FROM sync_meta WHERE key = 'history'`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(rs) == 0 {
+		return ""
+	}
+	v, _ := rs[0]["value"].(string)
+	return v
+}
+
+// syncCalls returns the queries of the live connections the server saw.
+func (fs *fakeServer) syncCalls() []string {
+	var out []string
+	for _, c := range fs.callLog() {
+		if q, ok := strings.CutPrefix(c, "sync "); ok {
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 // cursor returns the device's cursor.
@@ -193,7 +221,7 @@ type fakeServer struct {
 	// (zero: 200).
 	logoutDown   bool
 	logoutStatus int
-	calls        []string // "login", "shard", "sync", "logout <token>", in order
+	calls        []string // "login", "shard", "sync <query>", "logout <token>", in order
 	wg           sync.WaitGroup
 }
 
@@ -221,11 +249,12 @@ func newFakeServer(tb testing.TB) *fakeServer {
 	return fs
 }
 
-// setShard makes the shard of rs at seq the one the server hands out.
-func (fs *fakeServer) setShard(seq int64, rs rows) {
+// setShard makes the shard of rs at seq (with the further sync_meta
+// entries meta) the one the server hands out.
+func (fs *fakeServer) setShard(seq int64, rs rows, meta ...[2]string) {
 	fs.tb.Helper()
 	path := filepath.Join(fs.tb.TempDir(), "shard.db")
-	writeShard(fs.tb, path, seq, rs)
+	writeShard(fs.tb, path, seq, rs, meta...)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		fs.tb.Fatal(err)
@@ -312,7 +341,7 @@ func (fs *fakeServer) serveShard(w http.ResponseWriter, r *http.Request) {
 func (fs *fakeServer) serveSync(w http.ResponseWriter, r *http.Request) {
 	fs.wg.Add(1)
 	defer fs.wg.Done()
-	fs.called("sync")
+	fs.called("sync " + r.URL.RawQuery)
 	fs.mu.Lock()
 	var (
 		next script

@@ -42,6 +42,28 @@ func (c *Client) cursorLocked() (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
+// History returns the tenant's history id (DESIGN §2) that the local
+// database's data and cursor belong to: the shard's sync_meta.history,
+// then the one of the last caught_up that carried one; "" when unknown.
+func (c *Client) History() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.historyLocked()
+}
+
+// historyLocked is History with c.mu held.
+func (c *Client) historyLocked() (string, error) {
+	if c.data == nil {
+		return "", ErrNotLoggedIn
+	}
+	var h string
+	err := c.data.QueryRow(`SELECT value FROM sync_meta WHERE key = 'history'`).Scan(&h)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("read the history: %w", err)
+	}
+	return h, nil
+}
+
 // Query runs a query on the local database over a read-only connection: a
 // statement that would write fails and changes nothing. It works in every
 // state but wiped and logged out.

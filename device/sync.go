@@ -7,6 +7,7 @@ import (
 	"fmt"
 	mathrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -138,19 +139,30 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 	}
 }
 
-// dial connects to the sync endpoint from the local cursor; it returns the
-// state it connected with. A refused connection is an *APIError, recorded
-// by onRefused.
+// dial connects to the sync endpoint from the local cursor and the history
+// it belongs to (none when unknown: the server then takes the cursor as
+// is); it returns the state it connected with. A refused connection is an
+// *APIError, recorded by onRefused.
 func (c *Client) dial(ctx context.Context) (*websocket.Conn, State, error) {
-	cursor, err := c.Cursor()
+	c.mu.Lock()
+	cursor, err := c.cursorLocked()
+	var history string
+	if err == nil {
+		history, err = c.historyLocked()
+	}
+	st := c.st
+	c.mu.Unlock()
 	if err != nil {
 		return nil, State{}, err
 	}
-	st := c.State()
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+st.Token)
-	url := "ws" + strings.TrimPrefix(st.Server, "http") + "/v1/device/sync?cursor=" + strconv.FormatInt(cursor, 10)
-	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
+	q := url.Values{"cursor": {strconv.FormatInt(cursor, 10)}}
+	if history != "" {
+		q.Set("history", history)
+	}
+	u := "ws" + strings.TrimPrefix(st.Server, "http") + "/v1/device/sync?" + q.Encode()
+	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u, h)
 	if err != nil {
 		if resp != nil {
 			aerr := apiError(resp)

@@ -191,3 +191,114 @@ func TestSyncEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncSendsTheHistory: the device connects with the history id of its
+// data (DESIGN §2): the shard's sync_meta.history, then the one of the
+// last caught_up that carried one, kept with the cursor; with none known
+// it sends none.
+func TestSyncSendsTheHistory(t *testing.T) {
+	caughtUp := func(seq int64, history string) script {
+		return func(ws *websocket.Conn, cursor int64) {
+			send(t, ws, wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: seq, History: history})
+		}
+	}
+	goingAway := func(s script) script {
+		return func(ws *websocket.Conn, cursor int64) {
+			s(ws, cursor)
+			closeWith(ws, wire.CloseGoingAway)
+		}
+	}
+	for _, tt := range []struct {
+		name        string
+		meta        [][2]string // of the device's shard
+		scripts     []script
+		wantQueries []string
+		wantHistory string
+	}{
+		{name: "none known", scripts: []script{caughtUp(5, "")}, wantQueries: []string{"cursor=5"}},
+		{name: "the shard's", meta: [][2]string{{"history", "h1"}}, scripts: []script{caughtUp(5, "h1")},
+			wantQueries: []string{"cursor=5&history=h1"}, wantHistory: "h1"},
+		{name: "caught_up's, on the next connection", meta: [][2]string{{"history", "h1"}},
+			scripts:     []script{goingAway(caughtUp(8, "h2")), caughtUp(8, "h2")},
+			wantQueries: []string{"cursor=5&history=h1", "cursor=8&history=h2"}, wantHistory: "h2"},
+		{name: "learnt from caught_up", scripts: []script{goingAway(caughtUp(6, "h1")), caughtUp(6, "h1")},
+			wantQueries: []string{"cursor=5", "cursor=6&history=h1"}, wantHistory: "h1"},
+		{name: "kept through a caught_up without", meta: [][2]string{{"history", "h1"}},
+			scripts:     []script{goingAway(caughtUp(7, "")), caughtUp(7, "")},
+			wantQueries: []string{"cursor=5&history=h1", "cursor=7&history=h1"}, wantHistory: "h1"},
+		{name: "escaped", meta: [][2]string{{"history", "a&b=c"}}, scripts: []script{caughtUp(5, "")},
+			wantQueries: []string{"cursor=5&history=a%26b%3Dc"}, wantHistory: "a&b=c"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFakeServer(t)
+			c := openClient(t, fs.URL, 5, startRows(), tt.meta...)
+			for _, s := range tt.scripts {
+				fs.play(s)
+				if err := syncIdle(t, c); err != nil {
+					t.Fatalf("Sync = %v", err)
+				}
+			}
+			if got := fs.syncCalls(); !equalJSON(t, got, tt.wantQueries) {
+				t.Errorf("connected with %q; want %q", got, tt.wantQueries)
+			}
+			if got := history(t, c); got != tt.wantHistory {
+				t.Errorf("history kept = %q; want %q", got, tt.wantHistory)
+			}
+		})
+	}
+}
+
+// TestSyncResyncOnANewHistory: a server whose history changed (a restore
+// from a backup, an erasure) answers the old history with resync; the
+// device downloads the fresh shard, of the new history and maybe at a
+// lower seq, applies its unacknowledged writes on top of it, reconnects
+// with the new shard's cursor and history, and sends them again. A write
+// the new history refuses is reported as rejected and its row goes back
+// to the new shard's state.
+func TestSyncResyncOnANewHistory(t *testing.T) {
+	fs := newFakeServer(t)
+	c := openClient(t, fs.URL, 5, startRows(), [2]string{"history", "h1"})
+	w1 := write(t, c, model.Profiles, model.OpUpsert, "p1", map[string]any{"phone": "030"})
+	w2 := write(t, c, model.Sessions, model.OpUpsert, "s1", map[string]any{"status": "done"})
+	fs.setShard(3, rows{model.Profiles: {{"id": "p1", "owner_id": "m1", "first_name": "Anna", "last_name": "Alt"}}}, [2]string{"history", "h2"})
+	fs.play(
+		func(ws *websocket.Conn, cursor int64) {
+			readPush(t, ws) // not acknowledged
+			send(t, ws, wire.Resync{Type: wire.TypeResync, Reason: "another history"})
+			closeWith(ws, wire.CloseNormalClosure)
+		},
+		func(ws *websocket.Conn, cursor int64) {
+			p, _ := readPush(t, ws)
+			if len(p.Mutations) != 2 || p.Mutations[0].ID != w1 || p.Mutations[1].ID != w2 {
+				t.Errorf("push after the resync = %+v; want %s and %s again", p, w1, w2)
+			}
+			got, err := c.Query(context.Background(), `SELECT id, phone, last_name FROM profiles`)
+			if want := `[{"id":"p1","last_name":"Alt","phone":"030"}]`; err != nil || !equalJSON(t, got, json.RawMessage(want)) {
+				t.Errorf("profiles after the resync = %v, %v; want %s", got, err, want)
+			}
+			got, err = c.Query(context.Background(), `SELECT id, status, price_cents FROM sessions`)
+			if want := `[{"id":"s1","price_cents":null,"status":"done"}]`; err != nil || !equalJSON(t, got, json.RawMessage(want)) {
+				t.Errorf("sessions after the resync = %v, %v; want only the pending write %s", got, err, want)
+			}
+			send(t, ws,
+				wire.Ack{Type: wire.TypeAck, MutationIDs: []string{w1}, Seq: 4},
+				wire.Reject{Type: wire.TypeReject, MutationID: w2, Error: wire.CodeNotFound, Message: "no such session"},
+				wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 4, History: "h2"},
+			)
+		},
+	)
+	if err := syncIdle(t, c); err != nil {
+		t.Fatalf("Sync = %v", err)
+	}
+	if got, want := fs.syncCalls(), []string{"cursor=5&history=h1", "cursor=3&history=h2"}; !equalJSON(t, got, want) {
+		t.Errorf("connected with %q; want %q", got, want)
+	}
+	checkRows(t, c, map[string]map[string]any{"profiles/p1": {"phone": "030"}, "sessions/s1": nil})
+	ps := outbox(t, c)
+	if len(ps) != 1 || ps[0].ID != w2 || !ps[0].Rejected || ps[0].Error != wire.CodeNotFound {
+		t.Errorf("outbox = %+v; want only %s, rejected as not_found", ps, w2)
+	}
+	if got, h := cursor(t, c), history(t, c); got != 4 || h != "h2" {
+		t.Errorf("cursor %d, history %q; want 4 of h2", got, h)
+	}
+}

@@ -130,8 +130,8 @@ func (m *Main) deviceWrite(ctx context.Context, c *device.Client, entity, op, id
 	return nil
 }
 
-// deviceStatus prints c's state, cursor, count of pending writes and
-// rejected writes, and whether a logout is pending, as JSON.
+// deviceStatus prints c's state, cursor and its history, count of pending
+// writes and rejected writes, and whether a logout is pending, as JSON.
 func (m *Main) deviceStatus(ctx context.Context, c *device.Client) error {
 	st := c.State()
 	status := map[string]any{"state": st.State, "server": st.Server, "device_id": st.DeviceID, "tenant_id": st.TenantID, "account_id": st.AccountID, "role": st.Role}
@@ -140,6 +140,9 @@ func (m *Main) deviceStatus(ctx context.Context, c *device.Client) error {
 	}
 	if cursor, err := c.Cursor(); err == nil {
 		status["cursor"] = cursor
+	}
+	if h, err := c.History(); err == nil && h != "" {
+		status["history"] = h
 	}
 	ps, err := c.Outbox(ctx)
 	if err != nil {
