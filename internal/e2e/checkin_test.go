@@ -9,10 +9,15 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -380,4 +385,137 @@ func inked(img image.Image) int {
 		}
 	}
 	return n
+}
+
+// historySpy stands between the check-in page and syncd: it records the
+// history of each day the page reads (GET /v1/device/checkin; a made-up
+// one when syncd's answer has none) and the query of each live connection
+// the page opens.
+type historySpy struct {
+	mu          sync.Mutex
+	histories   []string
+	syncQueries []url.Values
+}
+
+func (s *historySpy) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/device/sync":
+			s.mu.Lock()
+			s.syncQueries = append(s.syncQueries, r.URL.Query())
+			s.mu.Unlock()
+		case "/v1/device/checkin":
+			r.Header.Del("Accept-Encoding")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			var v map[string]any
+			if rec.Code == http.StatusOK && json.Unmarshal(body, &v) == nil {
+				if _, ok := v["history"].(string); !ok {
+					v["history"] = "h-e2e"
+				}
+				s.mu.Lock()
+				s.histories = append(s.histories, v["history"].(string))
+				s.mu.Unlock()
+				body, _ = json.Marshal(v)
+			}
+			for k, vs := range rec.Header() {
+				if k != "Content-Length" {
+					w.Header()[k] = vs
+				}
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(body)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// sentHistory reports whether a live connection carried the history of a
+// day the page read.
+func (s *historySpy) sentHistory() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.syncQueries {
+		if q.Get("cursor") != "" && slices.Contains(s.histories, q.Get("history")) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCheckinLogoutOffline: the page connects from the day's seq and its
+// history; logging out while the server is down deletes everything the
+// page kept in localStorage and the service worker's cache at once,
+// keeping only the token as a pending logout; when the page is loaded
+// again with the server back, it tells the server, which refuses the token
+// from then on and shows the device logged out.
+func TestCheckinLogoutOffline(t *testing.T) {
+	sys := newSystem(t)
+	sys.startWorker(time.Hour)
+	spy := &historySpy{}
+	srv := sys.restartable(spy.wrap)
+	now := time.Now().In(mustLoad(t, "Europe/Berlin"))
+	sys.push(
+		up("accounts", "s1", map[string]any{"name": "Sabine", "email": "empfang@praxis.de", "role": "secretary", "app_enabled": true}),
+		up("profiles", "p1", map[string]any{"owner_id": "s1", "first_name": "Anna", "last_name": "Aktiv"}),
+		up("courses", "c1", map[string]any{"practice_id": "pr1", "therapist_id": "m1", "title": "Rehasport", "weekday": (int(now.Weekday())+6)%7 + 1,
+			"start_time": "08:00", "duration_min": 60, "capacity": 10}),
+		up("course_members", "cm1", map[string]any{"course_id": "c1", "profile_id": "p1", "units_total": 10, "units_used": 0}),
+	)
+	sys.waitShard("s1", sys.seq(), 10*time.Second)
+	code := sys.sendCode("s1")
+
+	ctx := newBrowser(t)
+	run(t, ctx, "log in",
+		chromedp.Navigate(sys.url+"/checkin/"),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.SendKeys(chromedp.ID("email"), "empfang@praxis.de"),
+		chromedp.SendKeys(chromedp.ID("code"), code),
+		chromedp.Click(chromedp.ID("login-button")),
+		chromedp.WaitVisible(chromedp.CSS(`.course[data-course="c1"] .person[data-profile="p1"]`)),
+		waitFor(`document.body.dataset.state === 'online'`),
+		waitFor(`navigator.serviceWorker.controller !== null`),
+		waitFor(`(caches.keys().then((k) => { window.cachesKept = k.length; }), window.cachesKept > 0)`),
+	)
+	if !spy.sentHistory() {
+		t.Errorf("the page connected with %v; want the history of the day it read (%v)", spy.syncQueries, spy.histories)
+	}
+	token := eval[string](t, ctx, `JSON.parse(localStorage.getItem('therasync.checkin.auth')).token`)
+	deviceID := eval[string](t, ctx, `JSON.parse(localStorage.getItem('therasync.checkin.device_id'))`)
+
+	srv.down()
+	run(t, ctx, "offline", waitFor(`document.body.dataset.state === 'offline'`))
+	run(t, ctx, "log out while offline",
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		waitFor(`(caches.keys().then((k) => { window.cachesKept = k.length; }), window.cachesKept === 0)`),
+	)
+	if kept := eval[string](t, ctx, `JSON.stringify(Object.keys(localStorage))`); kept != `["therasync.checkin.logout_pending"]` {
+		t.Errorf("localStorage after an offline logout holds %s; want only the pending logout", kept)
+	}
+	if pending := eval[[]string](t, ctx, `JSON.parse(localStorage.getItem('therasync.checkin.logout_pending'))`); !slices.Equal(pending, []string{token}) {
+		t.Errorf("pending logout = %q; want the token", pending)
+	}
+
+	srv.up()
+	if resp, b := sys.req("GET", "/v1/device/checkin", token, nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the token before the page told the server: %d %s; want it still valid (the server was down)", resp.StatusCode, b)
+	}
+	run(t, ctx, "the page loads again and tells the server",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		waitFor(`localStorage.length === 0`),
+	)
+	if resp, b := sys.req("GET", "/v1/device/checkin", token, nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the token after the pending logout = %d %s; want 401", resp.StatusCode, b)
+	}
+	ds, err := sys.tenant.Devices(context.Background(), "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].ID != deviceID || ds[0].State != "logged_out" {
+		t.Errorf("the account's devices = %+v; want %s logged out", ds, deviceID)
+	}
 }

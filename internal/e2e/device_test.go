@@ -21,17 +21,22 @@ import (
 type restartable struct {
 	sys  *system
 	addr string
+	wrap func(http.Handler) http.Handler // nil: syncd as it is
 	srv  *syncd.Server
 	http *http.Server
 }
 
-func (sys *system) restartable() *restartable {
+// restartable starts syncd on a loopback address, behind wrap if given.
+func (sys *system) restartable(wrap ...func(http.Handler) http.Handler) *restartable {
 	sys.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		sys.t.Fatal(err)
 	}
 	r := &restartable{sys: sys, addr: ln.Addr().String()}
+	if len(wrap) > 0 {
+		r.wrap = wrap[0]
+	}
 	r.serve(ln)
 	sys.url = "http://" + r.addr
 	sys.t.Cleanup(r.down)
@@ -43,7 +48,11 @@ func (r *restartable) serve(ln net.Listener) {
 	if err := r.srv.Start(); err != nil {
 		r.sys.t.Fatal(err)
 	}
-	r.http = &http.Server{Handler: r.srv}
+	var h http.Handler = r.srv
+	if r.wrap != nil {
+		h = r.wrap(h)
+	}
+	r.http = &http.Server{Handler: h}
 	go r.http.Serve(ln)
 }
 

@@ -3,6 +3,9 @@
 // check-in as an attendances mutation over the live WebSocket. Check-ins
 // made while the server is away wait in localStorage (they survive a
 // reload) and are sent, with the same mutation ids, when it is back.
+// Logging out deletes what the page kept at once, also while the server is
+// away: the token alone stays, under "logout_pending", until the server
+// is told.
 'use strict';
 
 const KEY = 'therasync.checkin.';
@@ -17,6 +20,15 @@ const store = {
   },
   set(name, value) { localStorage.setItem(KEY + name, JSON.stringify(value)); },
   drop(name) { localStorage.removeItem(KEY + name); },
+  // names returns the names of everything the page keeps.
+  names() {
+    const out = [];
+    for (let i = 0; i < localStorage.length; i++) {
+      const k = localStorage.key(i);
+      if (k.startsWith(KEY)) out.push(k.slice(KEY.length));
+    }
+    return out;
+  },
 };
 
 // The entities whose changes alter what the page shows.
@@ -33,7 +45,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   auth: store.get('auth', null), // {token, device_id, account_id, role, tenant_id}
-  view: store.get('view', null), // the last GET /v1/device/checkin answer
+  view: store.get('view', null), // the last GET /v1/device/checkin answer; its seq and history are the live cursor
   queue: store.get('queue', []), // check-ins not yet acknowledged, oldest first
   refused: store.get('refused', []), // messages about refused check-ins, until dismissed
   revoked: store.get('revoked', false),
@@ -43,6 +55,7 @@ const state = {
   timer: null,
   refreshing: null,
   refreshAgain: false,
+  finishing: null, // the running finishLogout
 };
 
 // ---- rendering ----------------------------------------------------------
@@ -422,7 +435,10 @@ function connect() {
   clearTimeout(state.timer);
   if (!state.auth || !state.view || state.ws) return;
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(`${proto}//${location.host}/v1/device/sync?cursor=${state.view.seq}`, ['therasync', `bearer.${state.auth.token}`]);
+  // The cursor and the history it belongs to (DESIGN §2), none when unknown.
+  const q = new URLSearchParams({ cursor: String(state.view.seq) });
+  if (state.view.history) q.set('history', state.view.history);
+  const ws = new WebSocket(`${proto}//${location.host}/v1/device/sync?${q}`, ['therasync', `bearer.${state.auth.token}`]);
   state.ws = ws;
   ws.onopen = () => {
     state.online = true;
@@ -438,6 +454,17 @@ function connect() {
       case 'changes':
         if (f.changes.some((c) => SHOWN.has(c.entity))) refresh();
         break;
+      case 'caught_up':
+        // Kept with the day's seq when the day did not say; another history
+        // than the day's means the day is of a past one: read it again.
+        if (!f.history || !state.view) break;
+        if (!state.view.history) {
+          state.view.history = f.history;
+          store.set('view', state.view);
+        } else if (f.history !== state.view.history) {
+          refresh();
+        }
+        break;
       case 'ack':
         settle(f.mutation_ids, null);
         break;
@@ -445,7 +472,7 @@ function connect() {
         settle([f.mutation_id], f);
         break;
       case 'resync':
-        refresh();
+        refresh(); // the day, with its seq and history; the server closes, the page reconnects from them
         break;
       case 'wipe':
         forget('Dieses Gerät wurde von der Praxis gesperrt; seine Daten wurden gelöscht.');
@@ -479,7 +506,9 @@ function schedule() {
   state.timer = setTimeout(() => refresh().then(connect), base / 2 + Math.random() * base / 2);
 }
 
-// forget logs the tablet out locally and deletes what it kept.
+// forget logs the tablet out locally and deletes everything it kept, in
+// localStorage and the service worker's cache, but the tokens of logouts
+// the server has yet to hear of.
 function forget(message) {
   const ws = state.ws;
   state.ws = null;
@@ -487,10 +516,40 @@ function forget(message) {
   clearTimeout(state.timer);
   // The device id goes too: the server keeps a wiped or revoked id revoked
   // for good, so the next login is a new device.
-  for (const k of ['auth', 'view', 'queue', 'refused', 'revoked', 'device_id']) store.drop(k);
+  for (const k of store.names()) if (k !== 'logout_pending') store.drop(k);
+  if (window.caches) {
+    caches.keys().then((keys) => Promise.all(keys.filter((k) => k.startsWith('therasync-')).map((k) => caches.delete(k)))).catch(() => {});
+  }
   Object.assign(state, { auth: null, view: null, queue: [], refused: [], revoked: false, online: false });
   render();
   if (message) $('login-error').textContent = message;
+}
+
+// finishLogout tells the server of the logouts it could not be told of,
+// each with its old token; a token the server answered for (also 401: it
+// had ended) is forgotten, one it cannot hear of yet (offline, 5xx) stays.
+function finishLogout() {
+  if (state.finishing) return state.finishing;
+  const pending = store.get('logout_pending', []);
+  if (pending.length === 0) return Promise.resolve();
+  state.finishing = (async () => {
+    const told = [];
+    for (const token of pending) {
+      try {
+        const resp = await fetch('/v1/device/logout', { method: 'POST', headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+        if (resp.status < 500 && resp.status !== 429) told.push(token);
+      } catch {
+        // offline: told later
+      }
+    }
+    // A logout made meanwhile may have added a token.
+    const left = store.get('logout_pending', []).filter((t) => !told.includes(t));
+    if (left.length > 0) store.set('logout_pending', left);
+    else store.drop('logout_pending');
+    state.finishing = null;
+    if (left.some((t) => !pending.includes(t))) finishLogout();
+  })();
+  return state.finishing;
 }
 
 async function login(e) {
@@ -498,6 +557,7 @@ async function login(e) {
   const err = $('login-error');
   err.textContent = '';
   $('login-button').disabled = true;
+  finishLogout(); // a past logout the server has yet to hear of
   const deviceId = store.get('device_id', null) || crypto.randomUUID();
   store.set('device_id', deviceId);
   try {
@@ -529,10 +589,15 @@ async function login(e) {
   }
 }
 
-async function logout() {
+// logout deletes what the page kept first, whether or not the server can
+// be reached, and keeps the token only to tell the server (now, or when it
+// is back).
+function logout() {
   if (state.queue.length > 0 && !confirm(`${state.queue.length} Check-ins wurden noch nicht gesendet und gehen verloren. Trotzdem abmelden?`)) return;
-  try { await api('/v1/device/logout', { method: 'POST' }); } catch { /* offline: forget anyway */ }
+  const token = state.auth && state.auth.token;
   forget('');
+  if (token) store.set('logout_pending', [...store.get('logout_pending', []), token]);
+  return finishLogout();
 }
 
 function start() {
@@ -548,10 +613,18 @@ function start() {
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('sw.js', { scope: './' }).catch(() => {});
   }
-  window.addEventListener('online', () => { if (!state.ws) schedule(); });
-  // The day moves on: courses start and end, midnight brings a new day.
-  setInterval(() => { if (state.auth) refresh(); }, 60000);
+  window.addEventListener('online', () => {
+    finishLogout();
+    if (!state.ws) schedule();
+  });
+  // The day moves on: courses start and end, midnight brings a new day. A
+  // pending logout is tried again as often.
+  setInterval(() => {
+    if (state.auth) refresh();
+    finishLogout();
+  }, 60000);
   render();
+  finishLogout();
   if (state.auth) refresh().then(() => { if (state.revoked) schedule(); else connect(); });
 }
 
