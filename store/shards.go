@@ -25,6 +25,11 @@ type Shard struct {
 	History string `json:"history"`
 }
 
+// servable is the SQL condition on a shards row that a device can go on
+// from its seq: of the log's current history (DESIGN §2), and not below
+// the log's compacted_to (changes after it may be gone).
+const servable = `history = (SELECT history FROM log_meta) AND seq >= (SELECT compacted_to FROM log_meta)`
+
 // KeepShards is how many shards per account are kept, files and records.
 const KeepShards = 2
 
@@ -48,15 +53,16 @@ func (t *Tenant) RecordShard(ctx context.Context, s Shard) error {
 	return nil
 }
 
-// LatestShard returns the newest shard of the account built from the log's
-// current history, or ErrNotFound.
+// LatestShard returns the newest shard of the account that a device can
+// go on from (servable): built from the log's current history, at or past
+// its compacted_to; or ErrNotFound.
 func (t *Tenant) LatestShard(ctx context.Context, accountID string) (Shard, error) {
 	var (
 		s     Shard
 		built string
 	)
 	err := t.rdb.QueryRowContext(ctx, `SELECT account_id, seq, path, size, sha256, role, schema_version, built_at, history
-		FROM shards WHERE account_id = ? AND history = (SELECT history FROM log_meta) ORDER BY seq DESC LIMIT 1`, accountID).
+		FROM shards WHERE account_id = ? AND `+servable+` ORDER BY seq DESC LIMIT 1`, accountID).
 		Scan(&s.AccountID, &s.Seq, &s.Path, &s.Size, &s.SHA256, &s.Role, &s.SchemaVersion, &built, &s.History)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Shard{}, ErrNotFound
@@ -95,7 +101,7 @@ func (t *Tenant) RequestBuilds(ctx context.Context, accountIDs ...string) ([]str
 func (t *Tenant) RequestOutdatedBuilds(ctx context.Context, schemaVersion int) ([]string, error) {
 	rows, err := t.rdb.QueryContext(ctx, `
 		SELECT a.id FROM accounts a
-		LEFT JOIN (SELECT account_id, max(seq) AS seq FROM shards WHERE history = (SELECT history FROM log_meta) GROUP BY account_id) s ON s.account_id = a.id
+		LEFT JOIN (SELECT account_id, max(seq) AS seq FROM shards WHERE `+servable+` GROUP BY account_id) s ON s.account_id = a.id
 		LEFT JOIN shards l ON l.account_id = a.id AND l.seq = s.seq
 		WHERE a.app_enabled = 1 AND a.role IN (?, ?, ?)
 		  AND (s.seq IS NULL OR s.seq < (SELECT coalesce(max(seq), 0) FROM changes) OR l.schema_version != ?)
@@ -117,7 +123,7 @@ func (t *Tenant) DueBuilds(ctx context.Context) ([]string, error) {
 		SELECT account_id FROM shard_requests
 		UNION
 		SELECT a.id FROM accounts a WHERE a.app_enabled = 1 AND a.role IN (?, ?, ?)
-		  AND NOT EXISTS (SELECT 1 FROM shards s WHERE s.account_id = a.id AND s.history = (SELECT history FROM log_meta))
+		  AND NOT EXISTS (SELECT 1 FROM shards WHERE account_id = a.id AND `+servable+`)
 		ORDER BY 1`, model.RoleAdmin, model.RoleMember, model.RoleSecretary)
 	if err != nil {
 		return nil, fmt.Errorf("due builds: %w", err)
