@@ -204,10 +204,13 @@ func Entities() []*Entity {
 // Op is the operation of a change.
 type Op string
 
-// The change operations.
+// The change operations. OpErase is a practice's only: it erases a
+// profile and every row naming it (DESIGN §2, see Erase); the log records
+// it as deletes.
 const (
 	OpUpsert Op = "upsert"
 	OpDelete Op = "delete"
+	OpErase  Op = "erase"
 )
 
 // Change is one change to one row, as pushed by a practice PC and as read back

@@ -51,6 +51,14 @@ func (rc RawChange) Validate(index int) (Change, error) {
 			return bad(e.Name, "", "a delete carries no fields")
 		}
 		return c, nil
+	case OpErase:
+		if e.Name != Profiles {
+			return bad(e.Name, "", "erase is only for profiles (delete other rows)")
+		}
+		if len(rc.Fields) > 0 {
+			return bad(e.Name, "", "an erase carries no fields")
+		}
+		return c, nil
 	case OpUpsert:
 	case "":
 		return bad(e.Name, "", "op is missing (want upsert or delete)")

@@ -35,6 +35,7 @@ func TestValidateAccepts(t *testing.T) {
 		{`{"entity":"transactions","op":"upsert","id":"t1","fields":{"amount_cents":-500,"kind":"expense"}}`,
 			map[string]any{"amount_cents": int64(-500), "kind": "expense"}},
 		{`{"entity":"profiles","op":"delete","id":"p1"}`, nil},
+		{`{"entity":"profiles","op":"erase","id":"p1"}`, nil},
 	}
 	for _, tt := range tests {
 		c, err := raw(t, tt.js).Validate(0)
@@ -74,6 +75,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"bad clock", `{"entity":"courses","op":"upsert","id":"x","fields":{"start_time":"9:00"}}`, `changes[3] courses.start_time: must be a time of day (HH:MM)`},
 		{"number for string", `{"entity":"profiles","op":"upsert","id":"x","fields":{"phone":123}}`, `changes[3] profiles.phone: must be a string`},
 		{"delete with fields", `{"entity":"profiles","op":"delete","id":"x","fields":{"phone":"1"}}`, `changes[3] profiles: a delete carries no fields`},
+		{"erase with fields", `{"entity":"profiles","op":"erase","id":"x","fields":{"phone":"1"}}`, `changes[3] profiles: an erase carries no fields`},
+		{"erase of a session", `{"entity":"sessions","op":"erase","id":"x"}`, `changes[3] sessions: erase is only for profiles (delete other rows)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -30,6 +30,9 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) e
 	if !ValidRole(v.Role) {
 		return deny("the account has no role")
 	}
+	if c.Op == OpErase {
+		return deny("only the practice erases a profile (POST /v1/practice/changes)")
+	}
 	if v.Role == RoleMember {
 		return memberCanWrite(v.ID, c, before, look, deny)
 	}

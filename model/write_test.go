@@ -116,6 +116,9 @@ func TestCanWrite(t *testing.T) {
 		{"admin creates an account under a practice-style id", admin, up("accounts", "m9", map[string]any{"role": "member"}), false},
 		{"admin creates an account under a UUID", admin, up("accounts", newID, map[string]any{"role": "member"}), true},
 		{"no role writes nothing", model.Viewer{ID: "x"}, up("profiles", newID, map[string]any{"owner_id": "x"}), false},
+		{"admin erases a profile", admin, model.Change{Entity: model.Profiles, Op: model.OpErase, ID: "p-m2"}, false},
+		{"secretary erases a profile", secretary, model.Change{Entity: model.Profiles, Op: model.OpErase, ID: "p-m2"}, false},
+		{"member erases its own profile", member, model.Change{Entity: model.Profiles, Op: model.OpErase, ID: "p-m1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
