@@ -61,8 +61,10 @@ type Shift struct {
 	Member string
 	// Profiles and Courses became visible.
 	Profiles, Courses []string
-	// Shrank is true when a profile or course stopped being visible.
-	Shrank bool
+	// Shrank is true when a profile or course stopped being visible: those
+	// of LostProfiles and LostCourses.
+	Shrank                    bool
+	LostProfiles, LostCourses []string
 }
 
 // NewTracker returns a Tracker over l, which it owns and keeps current.
@@ -151,8 +153,12 @@ func (t *Tracker) Apply(c Change) (before LinkRow, existed bool, shifts []Shift)
 			byMember[k.member] = s
 		}
 		switch {
+		case !now && k.set == SetProfiles:
+			s.Shrank = true
+			s.LostProfiles = append(s.LostProfiles, k.id)
 		case !now:
 			s.Shrank = true
+			s.LostCourses = append(s.LostCourses, k.id)
 		case k.set == SetProfiles:
 			s.Profiles = append(s.Profiles, k.id)
 		default:
@@ -164,6 +170,30 @@ func (t *Tracker) Apply(c Change) (before LinkRow, existed bool, shifts []Shift)
 		shifts = append(shifts, *s)
 	}
 	return before, existed, shifts
+}
+
+// Hanging returns the rows that members see because of the profile (set
+// SetProfiles) or course (SetCourses) id, by the field their rule tests
+// (Dependents; the profile or course itself included when its rule tests
+// the set), as the tracker's link fields hold them. It reads every row of
+// those entities: it is for rare moments (a profile gone from sight whose
+// rows may be gone too), not for every change.
+func (t *Tracker) Hanging(set Set, id string) []RowRef {
+	var out []RowRef
+	for _, d := range Dependents(set) {
+		if d.Field == "id" {
+			if _, ok := t.links.Get(d.Entity, id); ok {
+				out = append(out, RowRef{d.Entity, id})
+			}
+			continue
+		}
+		for rid, r := range t.links.rows[d.Entity] {
+			if linkValue(d.Entity, d.Field, rid, r) == id {
+				out = append(out, RowRef{d.Entity, rid})
+			}
+		}
+	}
+	return out
 }
 
 // SeesRow reports whether the followed member sees the row of entity with

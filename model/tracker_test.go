@@ -120,11 +120,27 @@ func TestTrackerAgreesWithNewScope(t *testing.T) {
 						}
 					}
 					gp, gc := grown(old[m].Profiles, want.Profiles), grown(old[m].Courses, want.Courses)
-					shrank := len(grown(want.Profiles, old[m].Profiles)) > 0 || len(grown(want.Courses, old[m].Courses)) > 0
+					lp, lc := grown(want.Profiles, old[m].Profiles), grown(want.Courses, old[m].Courses)
+					shrank := len(lp) > 0 || len(lc) > 0
 					sort.Strings(shift.Profiles)
 					sort.Strings(shift.Courses)
-					if !slices.Equal(shift.Profiles, gp) || !slices.Equal(shift.Courses, gc) || shift.Shrank != shrank {
-						t.Fatalf("step %d after %+v: shift of %s = %+v; want gained %v %v, shrank %v", step, c, m, shift, gp, gc, shrank)
+					sort.Strings(shift.LostProfiles)
+					sort.Strings(shift.LostCourses)
+					if !slices.Equal(shift.Profiles, gp) || !slices.Equal(shift.Courses, gc) || shift.Shrank != shrank ||
+						!slices.Equal(shift.LostProfiles, lp) || !slices.Equal(shift.LostCourses, lc) {
+						t.Fatalf("step %d after %+v: shift of %s = %+v; want gained %v %v, lost %v %v", step, c, m, shift, gp, gc, lp, lc)
+					}
+					// What hangs on a lost profile: the rows the member saw
+					// through it.
+					for _, p := range lp {
+						var hanging []string
+						for _, r := range tr.Hanging(model.SetProfiles, p) {
+							hanging = append(hanging, r.Entity+"/"+r.ID)
+						}
+						sort.Strings(hanging)
+						if want := hangingOn(plain, p); !slices.Equal(hanging, want) {
+							t.Fatalf("step %d: Hanging(%s) = %v; want %v", step, p, hanging, want)
+						}
 					}
 					// Every other row: SawRow tells what the member saw before.
 					if shrank {
@@ -147,6 +163,29 @@ func TestTrackerAgreesWithNewScope(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hangingOn returns the rows of l whose member rule tests profile p by
+// the fields DESIGN §4 names (the profile itself, and the shares,
+// sessions and transactions naming it), as entity/id, sorted.
+func hangingOn(l *model.Links, p string) []string {
+	var out []string
+	if _, ok := l.Get(model.Profiles, p); ok {
+		out = append(out, model.Profiles+"/"+p)
+	}
+	for _, e := range []string{model.ProfileShares, model.Sessions, model.Transactions} {
+		for i := range 8 {
+			for _, id := range []string{fmt.Sprint("sh", i), fmt.Sprint("s", i), fmt.Sprint("t", i)} {
+				r, ok := l.Get(e, id)
+				a, b := model.LinkFields(e)
+				if ok && (a == "profile_id" && r.A == p || b == "profile_id" && r.B == p) {
+					out = append(out, e+"/"+id)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func sameSet(a, b map[string]bool) bool {
