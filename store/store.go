@@ -268,9 +268,12 @@ func randomToken(n int) (string, error) {
 }
 
 // openWriteDB opens the single-connection handle that writes a tenant's
-// database: WAL, synchronous=FULL, immediate transactions.
+// database: WAL, synchronous=FULL, immediate transactions, and
+// secure_delete, so that what a delete or an update removes is zeroed in
+// its page (table and index b-trees alike) and freed pages are zeroed too:
+// an erased value leaves no byte behind (DESIGN §2).
 func openWriteDB(path string) (*sql.DB, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=secure_delete(ON)" +
 		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-16000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
