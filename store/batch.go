@@ -85,6 +85,11 @@ type Result struct {
 	// Refused holds, for a device's push, the error of each refused change
 	// by its index (a *model.ValidationError or *model.ForbiddenError).
 	Refused map[int]error
+	// History is the log's new history id when the batch erased a profile
+	// (and so rewrote past changes), empty otherwise: every shard of the
+	// tenant is forgotten and its file is to be removed (the erasure's
+	// BuildRequests rebuild them).
+	History string
 }
 
 // AccessChange is an account whose app access started (Enabled) or ended.
@@ -144,9 +149,16 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 	}
 	w.builds = w.builds[:0]
 	w.access = w.access[:0]
+	w.erased = false
 	logged, refused, err := w.applyChanges(ctx, tx, r, seq, now)
 	if err != nil {
 		return Result{}, err
+	}
+	var history string
+	if w.erased {
+		if history, err = w.afterErasure(ctx, tx, now); err != nil {
+			return Result{}, err
+		}
 	}
 	if err := w.auditAccess(ctx, tx, b, now); err != nil {
 		return Result{}, err
@@ -157,7 +169,7 @@ func (w *writer) applyBatch(ctx context.Context, tx *sql.Tx, r *writeReq, seq *i
 			return Result{}, fmt.Errorf("record batch: %w", err)
 		}
 	}
-	res := Result{Seq: *seq, Changes: logged, Refused: refused}
+	res := Result{Seq: *seq, Changes: logged, Refused: refused, History: history}
 	if len(w.builds) > 0 {
 		res.BuildRequests = append([]string(nil), w.builds...)
 	}
@@ -207,6 +219,14 @@ func (w *writer) applyChanges(ctx context.Context, tx *sql.Tx, r *writeReq, seq 
 			logged = append(logged, lcs...)
 			continue
 		}
+		if c.Op == model.OpErase {
+			lcs, err := w.erase(ctx, tx, i, c.ID, b, seq, now)
+			if err != nil {
+				return nil, nil, err
+			}
+			logged = append(logged, lcs...)
+			continue
+		}
 		lc, err := w.applyAndLog(ctx, tx, i, c, r.enc[i], b.Origin, seq, now)
 		if err != nil {
 			return nil, nil, err
@@ -240,6 +260,15 @@ func (w *writer) applyAndLog(ctx context.Context, tx *sql.Tx, i int, c model.Cha
 	if err != nil || lc == nil {
 		return nil, err
 	}
+	if err := w.logChange(ctx, tx, lc, enc, origin, seq, now); err != nil {
+		return nil, err
+	}
+	return lc, nil
+}
+
+// logChange appends applied change lc (encoded as enc) to the change log
+// with the next seq, which it sets in lc.
+func (w *writer) logChange(ctx context.Context, tx *sql.Tx, lc *model.Change, enc encoded, origin string, seq *int64, now time.Time) error {
 	*seq++
 	lc.Seq = *seq
 	var fields any
@@ -248,9 +277,9 @@ func (w *writer) applyAndLog(ctx context.Context, tx *sql.Tx, i int, c model.Cha
 	}
 	if _, err := w.exec(ctx, tx, "log", `INSERT INTO changes(seq, entity, op, row_id, fields, origin, created_at) VALUES (?,?,?,?,?,?,?)`,
 		lc.Seq, lc.Entity, string(lc.Op), lc.ID, fields, origin, now.UTC().Format(time.RFC3339Nano)); err != nil {
-		return nil, fmt.Errorf("log change: %w", err)
+		return fmt.Errorf("log change: %w", err)
 	}
-	return lc, nil
+	return nil
 }
 
 // applyChange applies one change and returns it as it is to be logged, or

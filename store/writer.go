@@ -96,6 +96,11 @@ type writer struct {
 	// The batch being applied:
 	builds []string       // its build requests
 	access []AccessChange // the app access it started or ended
+	erased bool           // it erased a profile
+	// erasedGroup is set when the group being committed erased; walDirty
+	// from then until the WAL was checkpointed and truncated
+	// (truncateWAL): until then it may hold pages with what was erased.
+	erasedGroup, walDirty bool
 	// Prepared statements:
 	stmts   map[string]*sql.Stmt // prepared on the connection
 	pending map[string]string    // name → query, to prepare after this group
@@ -115,6 +120,9 @@ func newWriter(t *Tenant, db *sql.DB) *writer {
 		stmts:   make(map[string]*sql.Stmt),
 		pending: make(map[string]string),
 		local:   make(map[string]*sql.Stmt),
+		// A process may have ended between an erasure's commit and the
+		// WAL's truncation: truncate it once now.
+		walDirty: true,
 	}
 	go w.loop()
 	return w
@@ -131,10 +139,23 @@ func (w *writer) close() error {
 
 func (w *writer) loop() {
 	defer close(w.done)
+	// retry, while the WAL may hold erased pages (walDirty), is when
+	// truncateWAL tries again if no commit comes first.
+	var (
+		retry   = time.After(0)
+		backoff = walRetry
+	)
 	for {
 		var first *writeReq
 		select {
 		case first = <-w.reqs:
+		case <-retry:
+			retry = nil
+			if !w.truncateWAL(context.Background(), 1) {
+				backoff = min(2*backoff, walRetryMax)
+				retry = time.After(backoff)
+			}
+			continue
 		case <-w.stop:
 			for {
 				select {
@@ -158,6 +179,12 @@ func (w *writer) loop() {
 			}
 		}
 		w.commit(group)
+		switch {
+		case !w.walDirty:
+			retry, backoff = nil, walRetry
+		case retry == nil:
+			retry = time.After(backoff)
+		}
 	}
 }
 
@@ -167,6 +194,13 @@ func (w *writer) loop() {
 func (w *writer) commit(group []*writeReq) {
 	results := make([]writeRes, len(group))
 	err := w.commitTx(group, results)
+	if w.erasedGroup {
+		// Before the answer: an erasure is answered once no WAL frame
+		// holds what it erased, unless readers keep it busy (then the
+		// loop tries again).
+		w.erasedGroup = false
+		w.truncateWAL(context.Background(), walAttempts)
+	}
 	w.cachePending(context.Background())
 	for i, r := range group {
 		if err != nil && results[i].err == nil {
