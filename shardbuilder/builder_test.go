@@ -160,3 +160,68 @@ func TestBuildRefusals(t *testing.T) {
 		t.Errorf("failed builds left files: %v", ents)
 	}
 }
+
+// TestRemoveStale: after an erasure, every shard file of the tenant built
+// from another history goes, in every account's directory and layout,
+// with any temporary file; shards of the current history and other
+// tenants' files stay.
+func TestRemoveStale(t *testing.T) {
+	ctx := context.Background()
+	s, tn := newTenant(t)
+	push(t, tn,
+		upsert(model.Accounts, "m1", map[string]any{"name": "M", "role": "member", "app_enabled": true}),
+		upsert(model.Accounts, "m2", map[string]any{"name": "N", "role": "member", "app_enabled": true}),
+		upsert(model.Profiles, "p1", map[string]any{"owner_id": "m1", "first_name": "Anna"}))
+	b := shardbuilder.New(s.Dir(), nil)
+	src := shardbuilder.Source{TenantID: tn.ID(), Path: tn.Path()}
+	var old []string
+	for _, acc := range []string{"m1", "m2"} {
+		built, err := b.Build(ctx, src, acc, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, built.Path)
+	}
+	legacy := filepath.Join(s.Dir(), "shards", tn.ID(), "m1", "3.db") // the earlier layout
+	tmp := filepath.Join(s.Dir(), "shards", tn.ID(), "a-m2", "build-1.tmp")
+	other := filepath.Join(s.Dir(), "shards", "tother", "a-m1", "1.db")
+	for _, f := range []string{legacy, tmp, other} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("Anna"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tn.Apply(ctx, store.Batch{ID: "erase", Origin: store.OriginPractice, Changes: []model.Change{{Entity: model.Profiles, Op: model.OpErase, ID: "p1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	log, err := tn.Log(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, err := b.Build(ctx, src, "m1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := shardbuilder.RemoveStale(s.Dir(), tn.ID(), log.History)
+	if err != nil || n != 4 {
+		t.Errorf("RemoveStale = %d, %v; want the 2 old shards, the legacy one and the temporary file", n, err)
+	}
+	for _, f := range append([]string{legacy, tmp}, old...) {
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(s.Dir(), f)
+		}
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", f, err)
+		}
+	}
+	for _, f := range []string{filepath.Join(s.Dir(), current.Path), other} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s was removed: %v", f, err)
+		}
+	}
+	if _, err := shardbuilder.RemoveStale(s.Dir(), tn.ID(), ""); err == nil {
+		t.Error("RemoveStale without a history = nil; want an error, not every file gone")
+	}
+}
