@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -64,7 +65,7 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 		s.log.Warn("rebuilding a current shard whose file does not match its record", "tenant", t.ID(), "account", p.Account, "seq", cur.Seq, "err", err)
 	}
 	begin := time.Now()
-	b, err := s.builder.Build(ctx, shardbuilder.Source{TenantID: t.ID(), Path: t.Path()}, p.Account, store.KeepShards)
+	b, err := s.buildCurrent(ctx, t, p.Account)
 	if errors.Is(err, shardbuilder.ErrNoRole) || errors.Is(err, shardbuilder.ErrNoAccount) {
 		return "skipped", t.BuildDone(ctx, p.Account, started)
 	}
@@ -82,6 +83,35 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 	s.metrics.rows.Add(float64(b.Rows))
 	s.log.Info("shard built", "tenant", t.ID(), "account", p.Account, "seq", b.Seq, "rows", b.Rows, "bytes", b.Size, "dur_ms", time.Since(begin).Milliseconds())
 	return "built", nil
+}
+
+// buildAttempts is how often buildCurrent builds while erasures rewrite
+// the log under it.
+const buildAttempts = 3
+
+// buildCurrent builds the account's shard and checks that the log's
+// history is still the one it was built from: a shard built from a
+// snapshot taken before an erasure may hold what the erasure removed, and
+// its file may have landed after syncd removed the tenant's stale shard
+// files. Such a file is removed and the shard built again.
+func (s *Server) buildCurrent(ctx context.Context, t *store.Tenant, account string) (shardbuilder.Built, error) {
+	for range buildAttempts {
+		b, err := s.builder.Build(ctx, shardbuilder.Source{TenantID: t.ID(), Path: t.Path()}, account, store.KeepShards)
+		if err != nil {
+			return b, err
+		}
+		log, err := t.Log(ctx)
+		if err != nil {
+			return b, err
+		}
+		if log.History == b.History {
+			return b, nil
+		}
+		if err := os.Remove(filepath.Join(s.cfg.Store.Dir(), b.Path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return b, fmt.Errorf("remove a shard of an old history: %w", err)
+		}
+	}
+	return shardbuilder.Built{}, fmt.Errorf("shard build of %s: the log's history changed during %d builds", account, buildAttempts)
 }
 
 // handleTick runs the periodic jobs for every tenant: once a week (from
