@@ -125,6 +125,9 @@ func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change, ex *e
 		if v == nil {
 			continue
 		}
+		if shift.Shrank && f.fadeLocked(v, shift) {
+			shift.Shrank = false
+		}
 		out, err := memberOut(ctx, unlocked{f}, tr, m, ch, existed, saw[m], shift)
 		if rs, ok := err.(*errResync); ok {
 			for c := range v.conns {
@@ -142,6 +145,69 @@ func (f *feed) dispatchMembersLocked(ctx context.Context, ch model.Change, ex *e
 		}
 		f.emitLocked(v, out...)
 	}
+	if ch.Op == model.OpDelete {
+		f.fadedLocked(ch, saw)
+	}
+}
+
+// fadeLocked, during an erasure's read (erasing), takes a member view's
+// loss of sight of profiles (shift) as the start of their deletes: the
+// rows it saw through them and sees no more are noted (fading) to have
+// their deletes sent to it. It reports false when the loss cannot wait
+// for its deletes: outside an erasure, or a course lost.
+func (f *feed) fadeLocked(v *view, shift model.Shift) bool {
+	if !f.erasing || len(shift.LostCourses) > 0 {
+		return false
+	}
+	tr := f.tracker
+	for _, p := range shift.LostProfiles {
+		for _, r := range tr.Hanging(model.SetProfiles, p) {
+			link, _ := tr.Links().Get(r.Entity, r.ID)
+			if tr.SeesRow(v.key.account, r.Entity, r.ID, link) {
+				continue // still in sight by another reason
+			}
+			if f.fading[r] == nil {
+				f.fading[r] = map[*view]struct{}{}
+			}
+			f.fading[r][v] = struct{}{}
+		}
+	}
+	return true
+}
+
+// fadedLocked sends the delete ch of a fading row to the views that saw it
+// through a profile they lost in this read, unless they got it anyway
+// (saw, by member).
+func (f *feed) fadedLocked(ch model.Change, saw map[string]bool) {
+	r := model.RowRef{Entity: ch.Entity, ID: ch.ID}
+	for v := range f.fading[r] {
+		if f.views[v.key] == v && !saw[v.key.account] {
+			f.emitLocked(v, ch)
+		}
+	}
+	delete(f.fading, r)
+}
+
+// finishErasureLocked ends an erasure's read: joins may go on, and a
+// member view for which a row it saw through a lost profile is left (not
+// deleted, and out of its sight) gets resync, as for any loss of sight.
+func (f *feed) finishErasureLocked() {
+	if !f.erasing {
+		return
+	}
+	f.erasing, f.dispatching = false, false
+	for r, vs := range f.fading {
+		link, exists := f.tracker.Links().Get(r.Entity, r.ID)
+		for v := range vs {
+			if !exists || f.views[v.key] != v || f.tracker.SeesRow(v.key.account, r.Entity, r.ID, link) {
+				continue
+			}
+			for c := range v.conns {
+				f.resyncLocked(c, "visibility shrank")
+			}
+		}
+	}
+	clear(f.fading)
 }
 
 // resyncLocked ends c's stream with resync (see liveConn.resync) and takes

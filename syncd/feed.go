@@ -68,6 +68,13 @@ type feed struct {
 	views   map[viewKey]*view
 	shared  []*view // the views of the practice, admins and secretaries
 	dirty   []*view // views with output in the batch being dispatched
+	// erasing is set while a read that found the log's history changed (an
+	// erasure) dispatches: joins wait until the read is done, and a member
+	// view that loses sight of a profile gets the deletes of the rows it
+	// saw through it (fading) instead of a resync, which only a row left
+	// at the read's end brings (finishErasureLocked).
+	erasing bool
+	fading  map[model.RowRef]map[*view]struct{}
 	// byAccount are the live (joined) device connections by account.
 	byAccount map[string]map[*liveConn]struct{}
 	// all are every connection of the tenant in this process, whose
@@ -95,7 +102,7 @@ func newFeed(t *store.Tenant, log *slog.Logger, m *metrics, recheck time.Duratio
 	f := &feed{tenant: t, log: log, metrics: m, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		recheck: make(chan struct{}, 1), recheckEvery: recheck, epoch: -1,
 		waiting: map[*liveConn]struct{}{}, views: map[viewKey]*view{}, byAccount: map[string]map[*liveConn]struct{}{},
-		all: map[*liveConn]struct{}{}}
+		all: map[*liveConn]struct{}{}, fading: map[model.RowRef]map[*view]struct{}{}}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); f.run() }()
@@ -158,6 +165,11 @@ func (f *feed) wakeWaiting() {
 // read loads the tracker on first use, then reads the changes committed
 // since latest and dispatches them to the views.
 func (f *feed) read(ctx context.Context) error {
+	defer func() {
+		f.mu.Lock()
+		f.finishErasureLocked()
+		f.mu.Unlock()
+	}()
 	f.mu.Lock()
 	ready, after := f.ready, f.latest
 	f.mu.Unlock()
@@ -193,8 +205,14 @@ func (f *feed) read(ctx context.Context) error {
 		f.mu.Lock()
 		if r.History != f.head.History && f.head.History != "" {
 			// The log was rewritten (an erasure): what the feed kept is not
-			// the log any more, and may hold erased values.
+			// the log any more, and may hold erased values. Its deletes
+			// follow in this read, maybe in several batches: no connection
+			// joins at the new history before they are all dispatched.
 			f.buf, f.first = nil, after+1
+			f.erasing = true
+			for _, v := range f.views {
+				v.announced = -1 // every view learns the new history
+			}
 		}
 		f.head = store.Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}
 		if len(cs) == 0 {
@@ -204,7 +222,7 @@ func (f *feed) read(ctx context.Context) error {
 		f.buf = append(f.buf, cs...)
 		f.dispatching = true
 		f.dispatchLocked(ctx, cs)
-		f.dispatching = false
+		f.dispatching = f.erasing
 		after = cs[len(cs)-1].Seq
 		f.latest = after
 		if over := len(f.buf) - feedSize; over > 0 {
