@@ -100,7 +100,7 @@ func (e Events) Applied(ctx context.Context, tenant string, res store.Result) er
 	for _, rev := range revocations(tenant, res) {
 		errs = append(errs, e.Revoked(ctx, rev))
 	}
-	if len(res.Changes) > 0 {
+	if len(res.Changes) > 0 || res.History != "" {
 		errs = append(errs, e.Committed(ctx, tenant, res.Seq))
 	}
 	return errors.Join(errs...)

@@ -74,7 +74,8 @@ func revocations(tenant string, res store.Result) []Revocation {
 }
 
 // applied does what a committed batch calls for, whoever wrote it (a
-// practice push or a device's): shard builds, closing the sockets of
+// practice push or a device's): after an erasure the removal of every
+// shard file of an older history, shard builds, closing the sockets of
 // accounts whose access it ended (here at once, elsewhere through Redis)
 // and waking the live streams. The audit lines of access changes were
 // written in the batch's transaction.
@@ -82,11 +83,14 @@ func (s *Server) applied(ctx context.Context, t *store.Tenant, res store.Result)
 	if res.Repeated {
 		return
 	}
+	if res.History != "" {
+		s.removeStaleShards(t, res.History)
+	}
 	s.enqueueBuilds(ctx, t.ID(), res.BuildRequests)
 	for _, rev := range revocations(t.ID(), res) {
 		s.revoke(rev)
 	}
-	if len(res.Changes) > 0 {
+	if len(res.Changes) > 0 || res.History != "" {
 		s.hub.committed(t.ID())
 	}
 	if err := s.events.Applied(ctx, t.ID(), res); err != nil {
