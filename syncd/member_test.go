@@ -125,12 +125,14 @@ func normalize(r rows) rows {
 }
 
 // converge reads the stream to caught_up at the tenant's seq and checks the
-// device state equals a fresh shard, row by row and field by field.
-func converge(tb testing.TB, e *liveEnv, ws *websocket.Conn, state rows, account string) {
+// device state equals a fresh shard, row by row and field by field; it
+// returns that caught_up.
+func converge(tb testing.TB, e *liveEnv, ws *websocket.Conn, state rows, account string) frame {
 	tb.Helper()
 	want, seq := shardRows(tb, e, account)
+	var f frame
 	for {
-		f := next(tb, ws, 3*time.Second)
+		f = next(tb, ws, 3*time.Second)
 		if f.Type == "resync" {
 			tb.Fatalf("unexpected resync: %s", f.Reason)
 		}
@@ -146,6 +148,7 @@ func converge(tb testing.TB, e *liveEnv, ws *websocket.Conn, state rows, account
 			}
 		}
 	}
+	return f
 }
 
 // TestMemberStream: a member's device that applies its stream holds exactly

@@ -125,6 +125,7 @@ type frame struct {
 	Error       string           `json:"error"`
 	Message     string           `json:"message"`
 	Reason      string           `json:"reason"`
+	History     string           `json:"history"`
 }
 
 // next reads the next frame, failing after d.
