@@ -139,6 +139,12 @@ func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor
 			return err
 		}
 	}
+	var was string
+	if history != "" {
+		if err := tx.QueryRowContext(ctx, `SELECT value FROM sync_meta WHERE key = 'history'`).Scan(&was); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read the history: %w", err)
+		}
+	}
 	meta := [][2]string{{"cursor", strconv.FormatInt(cursor, 10)}}
 	if history != "" {
 		meta = append(meta, [2]string{"history", history})
@@ -148,5 +154,23 @@ func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor
 			return fmt.Errorf("store the %s: %w", kv[0], err)
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if history != "" && history != was {
+		// An erasure (or a restore) rewrote the log: the rows it deleted
+		// were zeroed in the file (secure_delete), and leave the WAL now.
+		return truncateWAL(ctx, c.data, c.outbox)
+	}
+	return nil
+}
+
+// truncateWAL checkpoints the databases' WALs and truncates them.
+func truncateWAL(ctx context.Context, dbs ...*sql.DB) error {
+	for _, db := range dbs {
+		if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			return fmt.Errorf("truncate the WAL: %w", err)
+		}
+	}
+	return nil
 }
