@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -172,4 +173,69 @@ func sortedKeys(rows map[string]map[string]any) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ErasedRows is what RefuseErased reads: the current rows, and whether a
+// row was erased (the store keeps the ids of erased rows, never their
+// values).
+type ErasedRows interface {
+	Rows
+	Erased(entity, id string) (bool, error)
+}
+
+// namesOf are, by entity, its fields that name a row, with the entity
+// they name (Naming turned around), in Entities' order.
+var namesOf = func() map[string][][2]string {
+	m := map[string][][2]string{}
+	for _, t := range Entities() {
+		for _, d := range Naming(t.Name) {
+			m[d.Entity] = append(m[d.Entity], [2]string{d.Field, t.Name})
+		}
+	}
+	return m
+}()
+
+// RefuseErased refuses a device's change c that would bring an erased row
+// back, index being its position in its batch: the creation of an erased
+// row (before is the row's current fields, nil when there is none), or a
+// row that names, in a field c sets, an erased row that nobody created
+// again — an offline device's write, queued before the erasure, of the
+// patient or of a row of it. The practice PC, the master of its data, may
+// create them again. It returns nil, a *ForbiddenError or look's error.
+func RefuseErased(index int, c Change, before map[string]any, look ErasedRows) error {
+	if c.Op != OpUpsert {
+		return nil
+	}
+	deny := func(reason string) error { return &ForbiddenError{Index: index, Entity: c.Entity, Reason: reason} }
+	if before == nil {
+		gone, err := look.Erased(c.Entity, c.ID)
+		if err != nil {
+			return err
+		}
+		if gone {
+			return deny(fmt.Sprintf("%s was erased (GDPR Art. 17); only the practice creates it again", c.ID))
+		}
+	}
+	for _, n := range namesOf[c.Entity] {
+		f, target := n[0], n[1]
+		id, _ := c.Fields[f].(string)
+		if id == "" {
+			continue
+		}
+		gone, err := look.Erased(target, id)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			continue
+		}
+		row, err := look.Row(target, id)
+		if err != nil {
+			return err
+		}
+		if row == nil {
+			return deny(fmt.Sprintf("%s names %s, which was erased (GDPR Art. 17)", f, id))
+		}
+	}
+	return nil
 }

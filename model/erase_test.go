@@ -124,3 +124,52 @@ func TestErase(t *testing.T) {
 		t.Errorf("Erase with a failing lookup = %v; want its error", err)
 	}
 }
+
+// erasedRows is a tenant with erased rows.
+type erasedRows struct {
+	mapRows
+	erased map[model.RowRef]bool
+}
+
+func (e erasedRows) Erased(entity, id string) (bool, error) {
+	return e.erased[model.RowRef{Entity: entity, ID: id}], nil
+}
+
+// TestRefuseErased: a device's write does not bring an erased row back,
+// by its id or by naming it; a row the practice created again is written
+// as any other.
+func TestRefuseErased(t *testing.T) {
+	look := erasedRows{
+		mapRows: mapRows{model.Profiles: {"p-back": {"owner_id": "m1"}}, model.Sessions: {"s-ok": {"profile_id": "p-ok"}}},
+		erased: map[model.RowRef]bool{
+			{Entity: model.Profiles, ID: "p-gone"}: true, {Entity: model.Profiles, ID: "p-back"}: true,
+			{Entity: model.Sessions, ID: "s-gone"}: true,
+		},
+	}
+	up := func(entity, id string, f map[string]any) model.Change {
+		return model.Change{Entity: entity, Op: model.OpUpsert, ID: id, Fields: f}
+	}
+	for _, tt := range []struct {
+		name string
+		c    model.Change
+		ok   bool
+	}{
+		{"the erased profile written again", up(model.Profiles, "p-gone", map[string]any{"phone": "1"}), false},
+		{"a new session of the erased profile", up(model.Sessions, newID, map[string]any{"profile_id": "p-gone", "protocol": "x"}), false},
+		{"an existing session moved onto the erased profile", up(model.Sessions, "s-ok", map[string]any{"profile_id": "p-gone"}), false},
+		{"a payment of an erased session", up(model.Transactions, newID, map[string]any{"session_id": "s-gone", "amount_cents": int64(1)}), false},
+		{"a check-in of the erased profile", up(model.Attendances, newID, map[string]any{"profile_id": "p-gone", "course_id": "c1"}), false},
+		{"a profile the practice created again", up(model.Profiles, "p-back", map[string]any{"phone": "1"}), true},
+		{"a session of a profile created again", up(model.Sessions, newID, map[string]any{"profile_id": "p-back"}), true},
+		{"a session of another profile", up(model.Sessions, "s-ok", map[string]any{"protocol": "x"}), true},
+		{"a delete", model.Change{Entity: model.Profiles, Op: model.OpDelete, ID: "p-gone"}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before, _ := look.Row(tt.c.Entity, tt.c.ID)
+			err := model.RefuseErased(0, tt.c, before, look)
+			if tt.ok && err != nil || !tt.ok && !errors.Is(err, model.ErrForbidden) {
+				t.Errorf("RefuseErased(%+v) = %v; want allowed %v", tt.c, err, tt.ok)
+			}
+		})
+	}
+}
