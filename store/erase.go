@@ -15,8 +15,9 @@ import (
 // This file is a profile's erasure (DESIGN §2, GDPR Art. 17) in a
 // practice batch's transaction: model.Erase says which rows go, this file
 // deletes them with a logged delete each, rewrites their past changes
-// into field-less deletes, starts a new history and has every shard
-// rebuilt; after the commit the writer truncates the WAL (truncateWAL).
+// into field-less deletes, keeps their ids as erased (no device brings
+// them back: model.RefuseErased), starts a new history and has every
+// shard rebuilt; after the commit the writer truncates the WAL (truncateWAL).
 // The tenant's database runs with secure_delete, so that freed cells and
 // pages are zeroed, not left behind.
 
@@ -44,6 +45,18 @@ func (w *writer) erase(ctx context.Context, tx *sql.Tx, index int, id string, b 
 	}
 	if len(er.Delete) == 0 && scrubbed == 0 {
 		return nil, nil // nothing names it, now or in the log: a repeat
+	}
+	keep := map[model.RowRef]bool{}
+	for _, r := range er.Keep {
+		keep[r] = true
+	}
+	for _, r := range er.Scrub {
+		if keep[r] {
+			continue
+		}
+		if _, err := w.exec(ctx, tx, "tombstone", `INSERT INTO erased(entity, row_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, r.Entity, r.ID); err != nil {
+			return nil, fmt.Errorf("erase profile %s: record %s/%s as erased: %w", id, r.Entity, r.ID, err)
+		}
 	}
 	var logged []model.Change
 	for _, r := range er.Delete {
@@ -112,6 +125,15 @@ func (w *writer) afterErasure(ctx context.Context, tx *sql.Tx, now time.Time) (s
 	}
 	w.erasedGroup, w.walDirty = true, true
 	return h, nil
+}
+
+// Erased reports whether the row was erased (model.ErasedRows).
+func (r txRows) Erased(entity, id string) (bool, error) {
+	var n int
+	if err := r.w.scan(r.ctx, r.tx, "erased", `SELECT count(*) FROM erased WHERE entity = ? AND row_id = ?`, []any{entity, id}, &n); err != nil {
+		return false, fmt.Errorf("erased %s/%s: %w", entity, id, err)
+	}
+	return n > 0, nil
 }
 
 // Logged returns the ids of the rows of entity of which a change in the

@@ -296,3 +296,32 @@ func TestErasureWALWaitsForReaders(t *testing.T) {
 		}
 	}
 }
+
+// TestErasedRowsStayErased: a device's write queued before an erasure
+// (an admin's tablet, offline) brings neither the erased profile back nor
+// a row naming it; once the practice creates the profile again, devices
+// write it as before.
+func TestErasedRowsStayErased(t *testing.T) {
+	ctx := context.Background()
+	_, tn, _ := newTenant(t, nil)
+	mustApply(t, tn, "seed", `[{"entity":"accounts","op":"upsert","id":"a1","fields":{"role":"admin","app_enabled":true}}]`)
+	admin := model.Viewer{ID: "a1", Role: model.RoleAdmin}
+	p, ses := uid("patient"), uid("session")
+	devicePush(t, tn, admin, "tablet", []string{"m1"}, `[{"entity":"profiles","op":"upsert","id":"`+p+`","fields":{"owner_id":"a1","first_name":"Zyxwvuts"}}]`)
+	mustApply(t, tn, "erase", `[{"entity":"profiles","op":"erase","id":"`+p+`"}]`)
+	res := devicePush(t, tn, admin, "tablet", []string{"m2", "m3"}, `[
+		{"entity":"profiles","op":"upsert","id":"`+p+`","fields":{"phone":"0170 1"}},
+		{"entity":"sessions","op":"upsert","id":"`+ses+`","fields":{"profile_id":"`+p+`","therapist_id":"a1","protocol":"offline notes"}}
+	]`)
+	if !errors.Is(res.Refused[0], model.ErrForbidden) || !errors.Is(res.Refused[1], model.ErrForbidden) || len(res.Changes) != 0 {
+		t.Fatalf("queued writes of the erased patient = refused %v, logged %v; want both forbidden", res.Refused, res.Changes)
+	}
+	if _, err := tn.Row(ctx, model.Profiles, p); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the erased profile came back: %v", err)
+	}
+	mustApply(t, tn, "again", `[{"entity":"profiles","op":"upsert","id":"`+p+`","fields":{"owner_id":"a1","first_name":"Neu"}}]`)
+	res = devicePush(t, tn, admin, "tablet", []string{"m4"}, `[{"entity":"sessions","op":"upsert","id":"`+ses+`","fields":{"profile_id":"`+p+`","therapist_id":"a1"}}]`)
+	if len(res.Refused) != 0 || len(res.Changes) != 1 {
+		t.Errorf("a session of the profile the practice created again = refused %v; want it written", res.Refused)
+	}
+}

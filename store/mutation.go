@@ -78,6 +78,9 @@ func (w *writer) mutate(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq
 	if err := model.CanWrite(*b.Writer, i, c, before, rows); err != nil {
 		return nil, err
 	}
+	if err := model.RefuseErased(i, c, before, rows); err != nil {
+		return nil, err
+	}
 	checkIn := model.IsCheckIn(c)
 	if checkIn {
 		if c, err = model.StampCheckIn(i, c, before, b.DeviceID, now); err != nil {
