@@ -131,7 +131,11 @@ func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
 // of a newer access epoch; or from the store, then checking the access
 // here. It reports false when the connection was stopped.
 func (c *liveConn) nextBatch(ctx context.Context) ([]model.Change, bool, error) {
-	if cs, log, ok := c.feed.since(c.cursor, c.history, catchUpBatch); ok {
+	cs, log, ok, err := c.fromMemory(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if ok {
 		return cs, c.continues(log), nil
 	}
 	r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
@@ -148,6 +152,27 @@ func (c *liveConn) nextBatch(ctx context.Context) ([]model.Change, bool, error) 
 		c.epoch = r.AccessEpoch
 	}
 	return r.Changes, true, nil
+}
+
+// fromMemory returns the changes after the cursor from the feed's memory,
+// and where the log stands; ok is false when the memory cannot serve them:
+// the feed is behind the cursor's history, or the store's log is of
+// another history than what the feed read (an erasure committed that the
+// feed has not read yet: its memory still holds the erased values), then
+// read the store.
+func (c *liveConn) fromMemory(ctx context.Context) ([]model.Change, store.Log, bool, error) {
+	cs, head, ok := c.feed.since(c.cursor, c.history, catchUpBatch)
+	if !ok {
+		return nil, store.Log{}, false, nil
+	}
+	log, err := c.tenant.Log(ctx)
+	if err != nil {
+		return nil, store.Log{}, false, err
+	}
+	if log.History != head.History {
+		return nil, store.Log{}, false, nil
+	}
+	return cs, log, true, nil
 }
 
 // continues resyncs the connection when the log it catches up from is no
