@@ -191,23 +191,30 @@ func (t *Tenant) ExistedBefore(ctx context.Context, entity, id string, seq int64
 }
 
 // RoleAt returns the account's role as of seq: the role its newest change
-// at or before seq set, "" when none did.
+// at or before seq set, "" when none did since the account was last
+// deleted (or ever).
 func (t *Tenant) RoleAt(ctx context.Context, accountID string, seq int64) (string, error) {
-	rows, err := t.rdb.QueryContext(ctx, `SELECT fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ? AND fields IS NOT NULL
+	rows, err := t.rdb.QueryContext(ctx, `SELECT op, fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ?
 		ORDER BY seq DESC`, model.Accounts, accountID, seq)
 	if err != nil {
 		return "", fmt.Errorf("role of %s at %d: %w", accountID, seq, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return "", err
+		var (
+			op string
+			b  []byte
+		)
+		if err := rows.Scan(&op, &b); err != nil {
+			return "", fmt.Errorf("role of %s at %d: %w", accountID, seq, err)
+		}
+		if op != string(model.OpUpsert) {
+			return "", nil // deleted: a role from before is not its role
 		}
 		var f struct {
 			Role *string `json:"role"`
 		}
-		if json.Unmarshal(b, &f) == nil && f.Role != nil {
+		if b != nil && json.Unmarshal(b, &f) == nil && f.Role != nil {
 			return *f.Role, nil
 		}
 	}
