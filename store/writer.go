@@ -20,6 +20,15 @@ func (t *Tenant) write(ctx context.Context, fn func(ctx context.Context, tx *sql
 	return err
 }
 
+// exclusive runs fn on the writer's connection outside any transaction,
+// between two group commits: for what cannot run in one (VACUUM, a
+// checkpoint). Writes wait meanwhile. fn runs on the writer goroutine and
+// must only use db.
+func (t *Tenant) exclusive(ctx context.Context, fn func(ctx context.Context, db *sql.DB) error) error {
+	_, err := t.enqueue(ctx, &writeReq{ctx: ctx, conn: fn, done: make(chan writeRes, 1)})
+	return err
+}
+
 // execWrite runs one statement through the writer (see write).
 func (t *Tenant) execWrite(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	var res sql.Result
@@ -61,7 +70,10 @@ type writeReq struct {
 	// read (by the writer goroutine).
 	ctx context.Context
 	// fn, when set, is run instead of applying batch.
-	fn     func(ctx context.Context, tx *sql.Tx) error
+	fn func(ctx context.Context, tx *sql.Tx) error
+	// conn, when set, is run alone on the connection, outside a
+	// transaction (exclusive).
+	conn   func(ctx context.Context, db *sql.DB) error
 	batch  Batch
 	enc    []encoded // one per change of batch
 	digest [32]byte
@@ -166,12 +178,21 @@ func (w *writer) loop() {
 				}
 			}
 		}
+		if first.conn != nil {
+			w.runAlone(first)
+			continue
+		}
 		group := []*writeReq{first}
 		n := len(first.batch.Changes)
+		var alone *writeReq // an exclusive request, run after the group
 	collect:
 		for n < w.t.opts.MaxGroupChanges {
 			select {
 			case r := <-w.reqs:
+				if r.conn != nil {
+					alone = r
+					break collect
+				}
 				group = append(group, r)
 				n += len(r.batch.Changes)
 			default:
@@ -185,7 +206,20 @@ func (w *writer) loop() {
 		case retry == nil:
 			retry = time.After(backoff)
 		}
+		if alone != nil {
+			w.runAlone(alone)
+		}
 	}
+}
+
+// runAlone runs an exclusive request on the connection, outside a
+// transaction, and replies to it.
+func (w *writer) runAlone(r *writeReq) {
+	if err := r.ctx.Err(); err != nil {
+		r.done <- writeRes{err: err}
+		return
+	}
+	r.done <- writeRes{err: r.conn(context.Background(), w.db)}
 }
 
 // commit applies a group of batches in one transaction, each under its own
