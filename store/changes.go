@@ -130,6 +130,20 @@ func (l Log) Continues(cursor int64, history string) bool {
 	return (history == "" || history == l.History) && (cursor == 0 || cursor >= l.CompactedTo)
 }
 
+// notCompacted returns ErrCompacted when seq is below the log's
+// compacted_to as q reads it (a question about the log as of seq must ask
+// it in the same snapshot).
+func notCompacted(ctx context.Context, q rowQueryer, seq int64) error {
+	var to int64
+	if err := q.QueryRowContext(ctx, `SELECT compacted_to FROM log_meta`).Scan(&to); err != nil {
+		return fmt.Errorf("read compacted_to: %w", err)
+	}
+	if seq < to {
+		return fmt.Errorf("seq %d is below compacted_to %d: %w", seq, to, ErrCompacted)
+	}
+	return nil
+}
+
 // execer is a writing transaction or connection.
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -192,9 +206,21 @@ func (t *Tenant) ExistedBefore(ctx context.Context, entity, id string, seq int64
 
 // RoleAt returns the account's role as of seq: the role its newest change
 // at or before seq set, "" when none did since the account was last
-// deleted (or ever).
+// deleted (or ever). A seq below the log's compacted_to gives
+// ErrCompacted.
 func (t *Tenant) RoleAt(ctx context.Context, accountID string, seq int64) (string, error) {
-	rows, err := t.rdb.QueryContext(ctx, `SELECT op, fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ?
+	if seq <= 0 {
+		return "", nil
+	}
+	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return "", fmt.Errorf("role of %s at %d: %w", accountID, seq, err)
+	}
+	defer tx.Rollback()
+	if err := notCompacted(ctx, tx, seq); err != nil {
+		return "", fmt.Errorf("role of %s at %d: %w", accountID, seq, err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT op, fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ?
 		ORDER BY seq DESC`, model.Accounts, accountID, seq)
 	if err != nil {
 		return "", fmt.Errorf("role of %s at %d: %w", accountID, seq, err)

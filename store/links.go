@@ -25,7 +25,8 @@ func (t *Tenant) Links(ctx context.Context) (*model.Links, int64, error) {
 // LinksAt returns the link fields of every row as of seq: the current ones,
 // with the rows changed after seq rebuilt from their own changes up to seq.
 // It costs a read of the link columns plus the history of the rows changed
-// since seq, not a replay of the whole log.
+// since seq, not a replay of the whole log. A seq below the log's
+// compacted_to gives ErrCompacted.
 func (t *Tenant) LinksAt(ctx context.Context, seq int64) (*model.Links, error) {
 	if seq <= 0 {
 		return model.NewLinks(), nil // before the first change, no row existed
@@ -35,6 +36,9 @@ func (t *Tenant) LinksAt(ctx context.Context, seq int64) (*model.Links, error) {
 		return nil, fmt.Errorf("read links at %d: %w", seq, err)
 	}
 	defer tx.Rollback()
+	if err := notCompacted(ctx, tx, seq); err != nil {
+		return nil, fmt.Errorf("read links at %d: %w", seq, err)
+	}
 	l, head, err := readLinks(ctx, tx)
 	if err != nil || head <= seq {
 		return l, err

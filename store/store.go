@@ -53,6 +53,9 @@ type Options struct {
 	// MaxGroupChanges caps the changes committed in one group commit;
 	// zero means 20,000.
 	MaxGroupChanges int
+	// CompactBatch is about how many changes of the log one write
+	// transaction of a compaction folds; zero means 4096.
+	CompactBatch int
 }
 
 // Store opens and holds the tenants of one data directory. Tenants are
@@ -75,6 +78,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.MaxGroupChanges <= 0 {
 		opts.MaxGroupChanges = 20000
+	}
+	if opts.CompactBatch <= 0 {
+		opts.CompactBatch = 4096
 	}
 	if err := fsutil.MkdirAll(filepath.Join(dir, "tenants"), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -271,9 +277,11 @@ func randomToken(n int) (string, error) {
 // database: WAL, synchronous=FULL, immediate transactions, and
 // secure_delete, so that what a delete or an update removes is zeroed in
 // its page (table and index b-trees alike) and freed pages are zeroed too:
-// an erased value leaves no byte behind (DESIGN §2).
+// an erased value leaves no byte behind (DESIGN §2). A new file gets
+// auto_vacuum=INCREMENTAL (so that compaction can give space back in
+// steps); on an existing file that pragma changes nothing until a VACUUM.
 func openWriteDB(path string) (*sql.DB, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=secure_delete(ON)" +
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=auto_vacuum(INCREMENTAL)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=secure_delete(ON)" +
 		"&_pragma=foreign_keys(OFF)&_pragma=cache_size(-16000)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {

@@ -1,0 +1,491 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/therasync/therasync/model"
+)
+
+// This file compacts a tenant's change log (DESIGN §2): changes older than
+// the retention are folded into the newest change of each row, the
+// records of old batch ids and mutation ids are dropped, and the space is
+// given back to the file system.
+//
+// The horizon H is the highest seq whose change is older than the
+// retention, never the head's (the head's change stays, so that the next
+// seq is never one handed out before). For every row with changes at or
+// before H:
+//
+//   - if its newest change at or before H is a delete, all its changes up
+//     to H go: the row did not exist at H;
+//   - else that newest change stays at its seq, its fields replaced by the
+//     row's whole state at H (the merge of its upserts since its last
+//     delete at or before H), and its older changes go.
+//
+// Why readers stay right: every question the log answers about a seq s ≥ H
+// (LinksAt, RoleAt, ExistedBefore(s+1), the log's changes after s) looks
+// at each row's changes after s, which are untouched, and at its newest
+// change at or before s, which is either untouched (after H) or stands for
+// the row's state at H (or, gone, for its absence at H) — exactly what the
+// dropped prefix left the row at. A pull from since=0 replays, for every
+// row that exists, its state at H and then its changes after H: the
+// current rows. A cursor c < H cannot be continued (its deletes may be
+// gone): compacted_to is raised to H before the first change is dropped,
+// in the first batch's transaction, so every reader that reads the log and
+// compacted_to in one snapshot sees either the log before the run, or a
+// compacted_to that refuses its cursor. LinksAt and RoleAt refuse a seq
+// below compacted_to (ErrCompacted) for the same reason.
+//
+// It runs while syncd serves: in batches of whole rows (every change of a
+// row up to H in one transaction, so that no snapshot shows a row's
+// history half folded) of about Options.CompactBatch changes, each one write
+// through the tenant's writer, whose other writes go on in between. The
+// rows to fold are found on the read pool, outside the writer.
+
+// ErrCompacted is returned for a question about a seq below the log's
+// compacted_to: changes it needs may have been dropped.
+var ErrCompacted = errors.New("changes compacted away")
+
+const (
+	// compactScan bounds how many rows one read looks at for rows to fold
+	// (Options.CompactBatch bounds the changes to fold: a row with more
+	// changes up to the horizon is folded whole).
+	compactScan = 16384
+	// recordBatch is how many records of old batch or mutation ids one
+	// write deletes.
+	recordBatch = 4096
+	// vacuumStep is how many free pages one write gives back to the file
+	// system (8 MiB of 4 KiB pages).
+	vacuumStep = 2048
+)
+
+// CompactResult is what one compaction did.
+type CompactResult struct {
+	// Horizon is this run's H: every change up to it older than the
+	// retention (0: nothing was old enough). CompactedTo is the log's
+	// compacted_to after the run.
+	Horizon     int64
+	CompactedTo int64
+	// Dropped counts the changes deleted, Rewritten those whose fields
+	// were replaced by their row's whole state.
+	Dropped   int64
+	Rewritten int64
+	// BatchesDropped and MutationsDropped count the records of batch ids
+	// and device mutation ids older than the retention that were deleted.
+	BatchesDropped   int64
+	MutationsDropped int64
+	// BytesBefore and BytesAfter are the database's size (its pages)
+	// before the run and after the space was given back.
+	BytesBefore int64
+	BytesAfter  int64
+	// Vacuum is how the space was given back: "incremental" (the file's
+	// auto_vacuum is INCREMENTAL), "full" (a VACUUM that also made it
+	// INCREMENTAL) or "" (nothing to give back).
+	Vacuum string
+}
+
+// Compact compacts the tenant's change log: every change older than
+// retention is folded into its row's newest change up to the horizon (see
+// the file's comment), the log's compacted_to is raised to the horizon,
+// records of batch and mutation ids older than retention are deleted, and
+// the freed space is given back. A retention of 0 folds everything but
+// the head's change. It runs in short batches while the tenant serves;
+// when it fails or ctx ends halfway, what it did stays valid and a later
+// run goes on.
+func (t *Tenant) Compact(ctx context.Context, retention time.Duration) (CompactResult, error) {
+	var res CompactResult
+	if retention < 0 {
+		return res, fmt.Errorf("compact tenant %s: negative retention %s", t.id, retention)
+	}
+	var err error
+	if res.BytesBefore, err = t.Size(ctx); err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	cutoff := t.opts.Now().Add(-retention).UTC()
+	if res.Horizon, err = t.horizon(ctx, cutoff); err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	if res.Horizon > 0 {
+		if err := t.foldLog(ctx, res.Horizon, &res); err != nil {
+			return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+		}
+	}
+	old := cutoff.Format(time.RFC3339)
+	if res.BatchesDropped, err = t.dropOldRecords(ctx, "batches", old); err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	if res.MutationsDropped, err = t.dropOldRecords(ctx, "mutations", old); err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	if res.Vacuum, err = t.reclaim(ctx); err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	l, err := t.Log(ctx)
+	if err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	res.CompactedTo = l.CompactedTo
+	if res.BytesAfter, err = t.Size(ctx); err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
+	return res, nil
+}
+
+// horizon returns the highest seq below the head whose change was made
+// before cutoff (0 for none). created_at is compared by its whole seconds
+// (the nanoseconds of RFC 3339 are of varying length): a change of the
+// cutoff's second counts as younger.
+func (t *Tenant) horizon(ctx context.Context, cutoff time.Time) (int64, error) {
+	var h int64
+	err := t.rdb.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM changes
+		WHERE seq < (SELECT max(seq) FROM changes) AND substr(created_at, 1, 19) < ?`,
+		cutoff.Format("2006-01-02T15:04:05")).Scan(&h)
+	if err != nil {
+		return 0, fmt.Errorf("horizon: %w", err)
+	}
+	return h, nil
+}
+
+// rowKey names one row of the tenant.
+type rowKey struct{ entity, id string }
+
+// foldLog raises compacted_to to h and folds, batch by batch, every row's
+// changes up to h.
+func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error {
+	raised := false
+	var after rowKey
+	for {
+		keys, last, more, err := t.rowsToFold(ctx, after, h)
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 || !raised {
+			var dropped, rewritten int64
+			err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				dropped, rewritten = 0, 0
+				if !raised {
+					// Before any change goes, in the same transaction: no
+					// snapshot shows a folded row with a cursor below h
+					// still accepted.
+					if _, err := tx.ExecContext(ctx, `UPDATE log_meta SET compacted_to = max(compacted_to, ?)`, h); err != nil {
+						return fmt.Errorf("raise compacted_to: %w", err)
+					}
+				}
+				var err error
+				dropped, rewritten, err = foldRows(ctx, tx, keys, h)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			raised = true
+			res.Dropped += dropped
+			res.Rewritten += rewritten
+		}
+		if !more {
+			return nil
+		}
+		after = last
+	}
+}
+
+// rowsToFold looks at the rows after key after (in (entity, id) order)
+// with changes up to h, and returns those that have something to fold —
+// more than one change up to h, or a delete as their only one — about
+// Options.CompactBatch changes' worth; last is the last row looked at and more
+// whether rows are left to look at.
+func (t *Tenant) rowsToFold(ctx context.Context, after rowKey, h int64) (keys []rowKey, last rowKey, more bool, err error) {
+	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT entity, row_id, count(*), max(seq) FROM changes INDEXED BY changes_row
+		WHERE (entity, row_id) > (?, ?) AND seq <= ? GROUP BY entity, row_id ORDER BY entity, row_id`, after.entity, after.id, h)
+	if err != nil {
+		return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+	}
+	type single struct {
+		key rowKey
+		seq int64
+	}
+	var (
+		singles []single // rows with one change up to h: folded only if it is a delete
+		work    int      // changes of the rows in keys
+		seen    int
+	)
+	for rows.Next() {
+		var (
+			k         rowKey
+			n, newest int64
+		)
+		if err := rows.Scan(&k.entity, &k.id, &n, &newest); err != nil {
+			rows.Close()
+			return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+		}
+		last, seen = k, seen+1
+		if n > 1 {
+			keys = append(keys, k)
+			work += int(n)
+		} else {
+			singles = append(singles, single{k, newest})
+			work++ // its lookup below
+		}
+		if work >= t.opts.CompactBatch || seen >= compactScan {
+			more = true
+			break
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+	}
+	if len(singles) > 0 {
+		op, err := tx.PrepareContext(ctx, `SELECT op FROM changes WHERE seq = ?`)
+		if err != nil {
+			return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+		}
+		defer op.Close()
+		for _, s := range singles {
+			var o string
+			if err := op.QueryRowContext(ctx, s.seq).Scan(&o); err != nil {
+				return nil, last, false, fmt.Errorf("rows to fold: change %d: %w", s.seq, err)
+			}
+			if o != string(model.OpUpsert) {
+				keys = append(keys, s.key)
+			}
+		}
+	}
+	return keys, last, more, nil
+}
+
+// foldRows folds the changes up to h of every row of keys, within tx (see
+// the file's comment); it returns how many changes it dropped and
+// rewrote. Each row's changes are read again here, in the writing
+// transaction.
+func foldRows(ctx context.Context, tx *sql.Tx, keys []rowKey, h int64) (dropped, rewritten int64, err error) {
+	if len(keys) == 0 {
+		return 0, 0, nil
+	}
+	read, err := tx.PrepareContext(ctx, `SELECT seq, op, fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ? ORDER BY seq`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("fold: %w", err)
+	}
+	defer read.Close()
+	drop, err := tx.PrepareContext(ctx, `DELETE FROM changes WHERE entity = ? AND row_id = ? AND seq <= ?`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("fold: %w", err)
+	}
+	defer drop.Close()
+	rewrite, err := tx.PrepareContext(ctx, `UPDATE changes SET fields = ? WHERE seq = ?`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("fold: %w", err)
+	}
+	defer rewrite.Close()
+	for _, k := range keys {
+		log, err := readRowLog(ctx, read, k, h)
+		if err != nil {
+			return 0, 0, err
+		}
+		f, err := fold(log)
+		if err != nil {
+			return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+		}
+		if len(log) == 0 {
+			continue // not this row's any more (none of its changes is left)
+		}
+		below := h // drop everything up to below
+		if f.keep > 0 {
+			below = f.keep - 1
+		}
+		r, err := drop.ExecContext(ctx, k.entity, k.id, below)
+		if err != nil {
+			return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+		}
+		n, _ := r.RowsAffected()
+		dropped += n
+		if f.fields != nil {
+			if _, err := rewrite.ExecContext(ctx, f.fields, f.keep); err != nil {
+				return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+			}
+			rewritten++
+		}
+	}
+	return dropped, rewritten, nil
+}
+
+// loggedChange is one change of a row's log: its seq, op and fields as
+// logged (nil for none).
+type loggedChange struct {
+	seq    int64
+	op     string
+	fields []byte
+}
+
+// readRowLog reads the changes of row k up to h in seq order, with read
+// (seq, op and fields by entity, row id and seq).
+func readRowLog(ctx context.Context, read *sql.Stmt, k rowKey, h int64) ([]loggedChange, error) {
+	rows, err := read.QueryContext(ctx, k.entity, k.id, h)
+	if err != nil {
+		return nil, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+	}
+	defer rows.Close()
+	var log []loggedChange
+	for rows.Next() {
+		var c loggedChange
+		if err := rows.Scan(&c.seq, &c.op, &c.fields); err != nil {
+			return nil, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+		}
+		log = append(log, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+	}
+	return log, nil
+}
+
+// folded is what becomes of a row's changes up to the horizon: the seq of
+// the change that stays (0: none stays) and, when its fields change, the
+// row's whole state to put in them.
+type folded struct {
+	keep   int64
+	fields []byte
+}
+
+// fold decides what becomes of a row's changes up to the horizon, log in
+// seq order: nothing stays when the newest is not an upsert (a delete);
+// else the newest stays, with the merge of the upserts since the last
+// delete when there are several.
+func fold(log []loggedChange) (folded, error) {
+	if len(log) == 0 {
+		return folded{}, nil
+	}
+	newest := log[len(log)-1]
+	if newest.op != string(model.OpUpsert) {
+		return folded{}, nil
+	}
+	first := len(log) - 1
+	for first > 0 && log[first-1].op == string(model.OpUpsert) {
+		first--
+	}
+	f := folded{keep: newest.seq}
+	if first == len(log)-1 {
+		return f, nil // one upsert since the row was (re)made: it is whole
+	}
+	state := map[string]json.RawMessage{}
+	for _, c := range log[first:] {
+		if c.fields == nil {
+			continue
+		}
+		var given map[string]json.RawMessage
+		if err := json.Unmarshal(c.fields, &given); err != nil {
+			return folded{}, fmt.Errorf("change %d: %w", c.seq, err)
+		}
+		for name, v := range given {
+			state[name] = v
+		}
+	}
+	b, err := json.Marshal(state)
+	if err != nil {
+		return folded{}, err
+	}
+	f.fields = b
+	return f, nil
+}
+
+// dropOldRecords deletes, in batches, the rows of table (batches or
+// mutations) created before old (RFC 3339, whole seconds, UTC: the form
+// they are written in), and returns how many it deleted.
+func (t *Tenant) dropOldRecords(ctx context.Context, table, old string) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			r, err := tx.ExecContext(ctx, `DELETE FROM `+quote(table)+` WHERE rowid IN (SELECT rowid FROM `+quote(table)+` WHERE created_at < ? LIMIT ?)`,
+				old, recordBatch)
+			if err != nil {
+				return err
+			}
+			n, _ = r.RowsAffected()
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("drop old %s: %w", table, err)
+		}
+		total += n
+		if n < recordBatch {
+			return total, nil
+		}
+	}
+}
+
+// autoVacuumIncremental is PRAGMA auto_vacuum's value for INCREMENTAL.
+const autoVacuumIncremental = 2
+
+// reclaim gives the database's free pages back to the file system and
+// says how: in steps of vacuumStep pages, each one write, when the file's
+// auto_vacuum is INCREMENTAL (every tenant created since compaction
+// exists); else with one VACUUM, which also makes it INCREMENTAL (once
+// per older tenant: writes wait for it). Then it checkpoints the WAL and
+// truncates it.
+func (t *Tenant) reclaim(ctx context.Context) (string, error) {
+	var mode, free int64
+	if err := t.rdb.QueryRowContext(ctx, `SELECT auto_vacuum, freelist_count FROM pragma_auto_vacuum(), pragma_freelist_count()`).Scan(&mode, &free); err != nil {
+		return "", fmt.Errorf("reclaim: %w", err)
+	}
+	if free == 0 {
+		return "", nil
+	}
+	how := "incremental"
+	if mode == autoVacuumIncremental {
+		for free > 0 {
+			err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				rows, err := tx.QueryContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, vacuumStep))
+				if err != nil {
+					return err
+				}
+				for rows.Next() {
+				}
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return tx.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free)
+			})
+			if err != nil {
+				return "", fmt.Errorf("reclaim: incremental vacuum: %w", err)
+			}
+		}
+	} else {
+		how = "full"
+		err := t.exclusive(ctx, func(ctx context.Context, db *sql.DB) error {
+			if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+				return err
+			}
+			_, err := db.ExecContext(ctx, `VACUUM`)
+			return err
+		})
+		if err != nil {
+			return "", fmt.Errorf("reclaim: vacuum: %w", err)
+		}
+	}
+	err := t.exclusive(ctx, func(ctx context.Context, db *sql.DB) error {
+		rows, err := db.QueryContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+		}
+		rows.Close()
+		return rows.Err()
+	})
+	if err != nil {
+		return "", fmt.Errorf("reclaim: checkpoint: %w", err)
+	}
+	return how, nil
+}
