@@ -115,6 +115,10 @@ func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
 		// The device's data is what its role saw at the cursor: another
 		// role needs another shard.
 		role, err := c.tenant.RoleAt(ctx, c.accountID, c.cursor)
+		if errors.Is(err, store.ErrCompacted) { // compacted since the log was read
+			c.resync(fmt.Sprintf("changes after cursor %d were compacted away", c.cursor))
+			return false, nil
+		}
 		if err != nil {
 			return false, err
 		}
@@ -197,7 +201,12 @@ func (c *liveConn) continues(log store.Log) bool {
 func (c *liveConn) seeBatch(ctx context.Context, cs []model.Change) ([]model.Change, bool, error) {
 	if c.viewer.Role == model.RoleMember && !c.practice && c.tracker == nil {
 		var err error
-		if c.tracker, err = loadTracker(ctx, c.tenant, c.accountID, c.cursor); err != nil {
+		c.tracker, err = loadTracker(ctx, c.tenant, c.accountID, c.cursor)
+		if errors.Is(err, store.ErrCompacted) { // compacted since cs were read
+			c.resync(fmt.Sprintf("changes after cursor %d were compacted away", c.cursor))
+			return nil, false, nil
+		}
+		if err != nil {
 			return nil, false, err
 		}
 	}
