@@ -2,6 +2,7 @@ package syncd
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -170,13 +171,24 @@ func (f *feed) read(ctx context.Context) error {
 		f.finishErasureLocked()
 		f.mu.Unlock()
 	}()
+	for {
+		restart, err := f.readOnce(ctx)
+		if err != nil || !restart {
+			return err
+		}
+	}
+}
+
+// readOnce is read until a compaction passed the feed's position: then
+// the feed has started again (restart) and is to be loaded anew.
+func (f *feed) readOnce(ctx context.Context) (restart bool, err error) {
 	f.mu.Lock()
 	ready, after := f.ready, f.latest
 	f.mu.Unlock()
 	if !ready {
 		links, seq, err := f.tenant.Links(ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
 		f.mu.Lock()
 		f.tracker, f.first, f.latest, f.ready = model.NewTracker(links), seq+1, seq, true
@@ -186,7 +198,16 @@ func (f *feed) read(ctx context.Context) error {
 	for {
 		r, err := f.tenant.Read(ctx, after, catchUpBatch)
 		if err != nil {
-			return err
+			return false, err
+		}
+		if r.CompactedTo > after {
+			// Compaction folded changes after the feed's position (only
+			// with a retention shorter than the feed's lag): a delete it
+			// has not dispatched may be gone.
+			f.mu.Lock()
+			f.restartLocked(fmt.Sprintf("changes after cursor %d were compacted away (compacted to %d)", after, r.CompactedTo))
+			f.mu.Unlock()
+			return true, nil
 		}
 		if r.AccessEpoch != f.epoch {
 			// An access ended outside the change log before these changes
@@ -196,7 +217,7 @@ func (f *feed) read(ctx context.Context) error {
 			conns := f.conns()
 			a, err := f.tenant.Access(ctx)
 			if err != nil {
-				return err
+				return false, err
 			}
 			checkAccess(a, conns)
 			f.epoch = r.AccessEpoch
@@ -217,7 +238,7 @@ func (f *feed) read(ctx context.Context) error {
 		f.head = store.Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}
 		if len(cs) == 0 {
 			f.mu.Unlock()
-			return nil
+			return false, nil
 		}
 		f.buf = append(f.buf, cs...)
 		f.dispatching = true
@@ -231,9 +252,23 @@ func (f *feed) read(ctx context.Context) error {
 		}
 		f.mu.Unlock()
 		if len(cs) < catchUpBatch {
-			return nil
+			return false, nil
 		}
 	}
+}
+
+// restartLocked ends every live connection with resync (they are at the
+// feed's position, which the log no longer continues) and forgets what the
+// feed kept: its next read loads it anew from the current rows.
+// Connections catching up find out on their own (their reads carry
+// compacted_to).
+func (f *feed) restartLocked(reason string) {
+	for _, v := range f.views {
+		for c := range v.conns {
+			f.resyncLocked(c, reason)
+		}
+	}
+	f.ready, f.buf, f.tracker = false, nil, nil
 }
 
 // since returns at most limit changes after cursor of history from

@@ -57,7 +57,13 @@ func newLiveEnv(tb testing.TB, rs *redistest.Server, data string, cfg syncd.Conf
 // newTenantEnv makes a live env with a fresh tenant and a seeded group.
 func newTenantEnv(tb testing.TB, cfg syncd.Config) *liveEnv {
 	tb.Helper()
-	e := newLiveEnv(tb, redistest.Start(tb), tb.TempDir(), cfg)
+	return newTenantEnvAt(tb, tb.TempDir(), cfg)
+}
+
+// newTenantEnvAt is newTenantEnv over the data directory data.
+func newTenantEnvAt(tb testing.TB, data string, cfg syncd.Config) *liveEnv {
+	tb.Helper()
+	e := newLiveEnv(tb, redistest.Start(tb), data, cfg)
 	st, key, err := e.Store.CreateTenant(context.Background(), store.NewTenant{Name: "P", Licenses: []string{"sync", "app"}})
 	if err != nil {
 		tb.Fatal(err)
