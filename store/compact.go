@@ -489,3 +489,17 @@ func (t *Tenant) reclaim(ctx context.Context) (string, error) {
 	}
 	return how, nil
 }
+
+// ClaimCompaction claims the tenant's periodic compaction unless one was
+// claimed less than every ago, and reports whether this call claimed it;
+// of any number of processes, one does.
+func (t *Tenant) ClaimCompaction(ctx context.Context, every time.Duration) (bool, error) {
+	now := t.opts.Now().UTC()
+	res, err := t.execWrite(ctx, `UPDATE log_meta SET compaction_claimed_at = ? WHERE compaction_claimed_at <= ?`,
+		now.Format(time.RFC3339), now.Add(-every).Format(time.RFC3339))
+	if err != nil {
+		return false, fmt.Errorf("claim compaction of tenant %s: %w", t.id, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}

@@ -755,3 +755,25 @@ func TestCompactWhileServing(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestClaimCompaction: of the claims of a tenant's periodic compaction,
+// one per interval succeeds.
+func TestClaimCompaction(t *testing.T) {
+	clk := newClock()
+	_, tn, _ := newTenant(t, clk.Now)
+	for _, tt := range []struct {
+		after time.Duration // since the step before
+		want  bool
+	}{
+		{0, true},
+		{0, false},
+		{59 * time.Minute, false},
+		{time.Minute, true},
+		{30 * time.Minute, false},
+	} {
+		clk.advance(tt.after)
+		if got, err := tn.ClaimCompaction(context.Background(), time.Hour); err != nil || got != tt.want {
+			t.Errorf("ClaimCompaction at %s = %v, %v; want %v", clk.Now().Format(time.TimeOnly), got, err, tt.want)
+		}
+	}
+}
