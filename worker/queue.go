@@ -16,8 +16,8 @@ import (
 const (
 	// TypeShardBuild builds one account's shard; payload BuildPayload.
 	TypeShardBuild = "shard:build"
-	// TypeTick runs the periodic jobs: the reconcile of due builds and the
-	// weekly rebuild of outdated shards.
+	// TypeTick runs the periodic jobs: the reconcile of due builds, the
+	// weekly rebuild of outdated shards and the compactions that are due.
 	TypeTick = "maintenance:tick"
 )
 

@@ -116,8 +116,9 @@ func (s *Server) buildCurrent(ctx context.Context, t *store.Tenant, account stri
 
 // handleTick runs the periodic jobs for every tenant: once a week (from
 // Saturday 02:00, tenant time) it requests a build of every missing or
-// outdated shard, and every tick it enqueues every build the store says is
-// due, so that builds lost from Redis are enqueued again.
+// outdated shard, every tick it enqueues every build the store says is
+// due, so that builds lost from Redis are enqueued again, and at most once
+// per CompactEvery it enqueues the tenant's compaction.
 func (s *Server) handleTick(ctx context.Context, _ *asynq.Task) error {
 	ids, err := s.cfg.Store.TenantIDs()
 	if err != nil {
@@ -166,7 +167,7 @@ func (s *Server) tickTenant(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	return nil
+	return s.compactDue(ctx, t)
 }
 
 // WeekStart returns the start of the rebuild week that now falls in: the

@@ -1,6 +1,7 @@
 // Package worker runs Therasync's background jobs on Asynq: shard builds,
 // and the periodic jobs that keep every app-enabled account's shard built
-// (a reconcile of due builds and the weekly rebuild of outdated shards).
+// (a reconcile of due builds and the weekly rebuild of outdated shards)
+// and compact the change logs.
 package worker
 
 import (
@@ -58,6 +59,12 @@ type Config struct {
 	// MailFrom is the sender of mails; empty means
 	// "Therasync <noreply@therasync.invalid>".
 	MailFrom string
+	// ChangeRetention is how long the change log keeps changes before the
+	// periodic compaction folds them (DESIGN §2); zero keeps every change.
+	ChangeRetention time.Duration
+	// CompactEvery is how often a tenant is compacted at most; zero means
+	// an hour.
+	CompactEvery time.Duration
 }
 
 // Server is the worker process's Asynq server and scheduler.
@@ -119,6 +126,9 @@ func withDefaults(cfg Config) Config {
 	if cfg.MailFrom == "" {
 		cfg.MailFrom = "Therasync <noreply@therasync.invalid>"
 	}
+	if cfg.CompactEvery <= 0 {
+		cfg.CompactEvery = time.Hour
+	}
 	return cfg
 }
 
@@ -155,6 +165,7 @@ func (s *Server) addStoreJobs(cfg Config) error {
 	s.mux.HandleFunc(TypeShardBuild, s.handleBuild)
 	s.mux.HandleFunc(TypeTick, s.handleTick)
 	s.mux.HandleFunc(TypeMail, s.handleMail)
+	s.mux.HandleFunc(TypeCompact, s.handleCompact)
 	s.scheduler, err = newScheduler(cfg)
 	return err
 }
@@ -234,9 +245,11 @@ func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "compon
 
 // metrics are the worker's Prometheus metrics.
 type metrics struct {
-	builds   *prometheus.CounterVec
-	duration prometheus.Histogram
-	rows     prometheus.Counter
+	builds           *prometheus.CounterVec
+	duration         prometheus.Histogram
+	rows             prometheus.Counter
+	compactions      *prometheus.CounterVec
+	compactedChanges prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -254,9 +267,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "therasync_shard_rows_written_total",
 			Help: "Entity rows written into shard files.",
 		}),
+		compactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "therasync_compactions_total",
+			Help: "Compactions of a tenant's change log by result: done, failed.",
+		}, []string{"result"}),
+		compactedChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "therasync_compacted_changes_total",
+			Help: "Changes dropped from change logs by compaction.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.builds, m.duration, m.rows)
+		reg.MustRegister(m.builds, m.duration, m.rows, m.compactions, m.compactedChanges)
 	}
 	return m
 }
