@@ -39,6 +39,7 @@ type Config struct {
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT / -shutdown-timeout: the one deadline of a shutdown
 	Concurrency     int           // WORKER_CONCURRENCY / -concurrency: tasks run at once by a worker
 	TickInterval    time.Duration // TICK_INTERVAL / -tick: how often the worker runs its periodic jobs
+	ChangeRetention time.Duration // CHANGE_RETENTION / -change-retention: how long changes stay before compaction; 0 keeps all
 	Secret          string        // SECRET: hex, at least 32 bytes; keys code HMACs and seals secrets (required)
 	CodeDigits      int           // CODE_DIGITS / -code-digits: digits of an access code, 6 to 10
 	SMTPURL         string        // SMTP_URL: smtp://user:pass@host:port; empty writes mails to DATA/outbox
@@ -72,6 +73,7 @@ func DefaultConfig(getenv func(string) string) Config {
 		ShutdownTimeout: 15 * time.Second,
 		Concurrency:     4,
 		TickInterval:    30 * time.Second,
+		ChangeRetention: DefaultChangeRetention,
 		CodeDigits:      6,
 		MailFrom:        "Therasync <noreply@therasync.invalid>",
 
@@ -119,6 +121,13 @@ func DefaultConfig(getenv func(string) string) Config {
 	envDuration("SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
 	envInt("WORKER_CONCURRENCY", &c.Concurrency)
 	envDuration("TICK_INTERVAL", &c.TickInterval)
+	env("CHANGE_RETENTION", func(v string) {
+		d, err := ParseRetention(v)
+		if err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("CHANGE_RETENTION: %w", err))
+		}
+		c.ChangeRetention = d
+	})
 	env("SECRET", func(v string) { c.Secret = v })
 	envInt("CODE_DIGITS", &c.CodeDigits)
 	env("SMTP_URL", func(v string) { c.SMTPURL = v })
@@ -133,7 +142,8 @@ func DefaultConfig(getenv func(string) string) Config {
 // RegisterFlags registers the flags of the fields the process uses: any of
 // "addr", "data", "redis", "log-level", "max-body", "read-timeout",
 // "body-read-timeout", "shutdown-timeout", "concurrency", "tick",
-// "code-digits", "live-limits" (the four limits of live connections).
+// "change-retention", "code-digits", "live-limits" (the four limits of
+// live connections).
 func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 	for _, n := range names {
 		switch n {
@@ -159,6 +169,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 			fs.IntVar(&c.CodeDigits, n, c.CodeDigits, "digits of an access code, 6 to 10 (env CODE_DIGITS)")
 		case "tick":
 			fs.DurationVar(&c.TickInterval, n, c.TickInterval, "how often the worker runs its periodic jobs (env TICK_INTERVAL)")
+		case "change-retention":
+			fs.Var(retentionFlag{&c.ChangeRetention}, n, "how long the change log keeps changes before compaction folds them, e.g. 90d or 720h; 0 keeps all (env CHANGE_RETENTION)")
 		case "live-limits":
 			fs.IntVar(&c.MaxSocketsPerDevice, "max-sockets-per-device", c.MaxSocketsPerDevice, "live connections of one device; a new one replaces the oldest (env MAX_SOCKETS_PER_DEVICE)")
 			fs.IntVar(&c.MaxSocketsPerAccount, "max-sockets-per-account", c.MaxSocketsPerAccount, "live connections of one account's devices; more are refused (env MAX_SOCKETS_PER_ACCOUNT)")
@@ -206,6 +218,9 @@ func (c Config) Validate() error {
 	if c.TickInterval < time.Second {
 		errs = append(errs, fmt.Errorf("TICK_INTERVAL must be at least 1s, got %s", c.TickInterval))
 	}
+	if c.ChangeRetention != 0 && c.ChangeRetention < MinChangeRetention {
+		errs = append(errs, fmt.Errorf("CHANGE_RETENTION must be 0 (keep all) or at least %s, got %s", MinChangeRetention, c.ChangeRetention))
+	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY must be between 1 and 256, got %d", c.Concurrency))
 	}
@@ -222,6 +237,58 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ACCESS_RECHECK must be between 100ms and 1m, got %s", c.AccessRecheck))
 	}
 	return errors.Join(errs...)
+}
+
+// The change log's retention (DESIGN §2): the default, and the shortest a
+// worker accepts (a device offline for longer than the retention must
+// download its shard again; shorter ones are for `therasync compact`).
+const (
+	DefaultChangeRetention = 90 * 24 * time.Hour
+	MinChangeRetention     = time.Hour
+)
+
+// ParseRetention parses a retention: a whole number of days ("90d") or a
+// Go duration ("720h", "0"). Negative ones are refused.
+func ParseRetention(s string) (time.Duration, error) {
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return 0, fmt.Errorf("want days such as 90d or a duration such as 720h, got %q", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("want days such as 90d or a duration such as 720h, got %q", s)
+		}
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("want a retention of 0 or more, got %q", s)
+	}
+	return d, nil
+}
+
+// retentionFlag is a flag of a retention (ParseRetention).
+type retentionFlag struct{ p *time.Duration }
+
+func (f retentionFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	if *f.p%(24*time.Hour) == 0 && *f.p != 0 {
+		return fmt.Sprintf("%dd", *f.p/(24*time.Hour))
+	}
+	return f.p.String()
+}
+
+func (f retentionFlag) Set(s string) error {
+	d, err := ParseRetention(s)
+	if err != nil {
+		return err
+	}
+	*f.p = d
+	return nil
 }
 
 // ParseLevel parses a log level name.
@@ -339,7 +406,8 @@ func StartWorker(c Config, log *slog.Logger, st *store.Store) (*Worker, error) {
 		}
 	}
 	w, err := worker.New(worker.Config{Redis: opt, Store: st, Concurrency: c.Concurrency, TickInterval: c.TickInterval,
-		ShutdownTimeout: c.ShutdownTimeout, Logger: log, Secret: c.SecretBytes(), SMTPURL: c.SMTPURL, MailFrom: c.MailFrom})
+		ShutdownTimeout: c.ShutdownTimeout, Logger: log, Secret: c.SecretBytes(), SMTPURL: c.SMTPURL, MailFrom: c.MailFrom,
+		ChangeRetention: c.ChangeRetention})
 	if err == nil {
 		err = w.Start()
 	}
@@ -349,7 +417,7 @@ func StartWorker(c Config, log *slog.Logger, st *store.Store) (*Worker, error) {
 		}
 		return nil, err
 	}
-	log.Info("worker started", "concurrency", c.Concurrency, "data", c.DataDir)
+	log.Info("worker started", "concurrency", c.Concurrency, "data", c.DataDir, "change_retention", c.ChangeRetention.String())
 	wk := &Worker{Server: w}
 	if own {
 		wk.store = st

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestConfigFromEnvironment: a value that does not parse is reported by
@@ -27,7 +28,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Errorf("MAX_SOCKETS_PER_ACCOUNT=500: %d, %v", c.MaxSocketsPerAccount, c.Validate())
 	}
 	for _, bad := range [][2]string{{"MAX_SOCKETS_PER_ACCOUNT", "many"}, {"MAX_SOCKETS_PER_DEVICE", "0"}, {"ACCESS_RECHECK", "2"},
-		{"ACCESS_RECHECK", "10ms"}, {"UPGRADES_PER_MINUTE", "-1"}, {"TICK_INTERVAL", "soon"}, {"MAX_BODY_BYTES", "16M"}, {"CODE_DIGITS", "six"}} {
+		{"ACCESS_RECHECK", "10ms"}, {"UPGRADES_PER_MINUTE", "-1"}, {"TICK_INTERVAL", "soon"}, {"MAX_BODY_BYTES", "16M"}, {"CODE_DIGITS", "six"},
+		{"CHANGE_RETENTION", "90 days"}, {"CHANGE_RETENTION", "-1d"}, {"CHANGE_RETENTION", "10m"}} {
 		err := DefaultConfig(base(bad[0], bad[1])).Validate()
 		if err == nil || !strings.Contains(err.Error(), bad[0]) {
 			t.Errorf("%s=%s: Validate = %v; want an error naming it", bad[0], bad[1], err)
@@ -49,7 +51,7 @@ func TestProcessFlags(t *testing.T) {
 		want string
 	}{
 		{SyncdProcess(), "access-recheck addr body-read-timeout code-digits data log-level max-body max-sockets-per-account max-sockets-per-device read-timeout redis shutdown-timeout upgrades-per-minute"},
-		{WorkerProcess(), "concurrency data log-level redis shutdown-timeout tick"},
+		{WorkerProcess(), "change-retention concurrency data log-level redis shutdown-timeout tick"},
 	} {
 		t.Run(tt.p.Name, func(t *testing.T) {
 			fs := flag.NewFlagSet(tt.p.Name, flag.ContinueOnError)
@@ -65,5 +67,42 @@ func TestProcessFlags(t *testing.T) {
 				t.Errorf("Exec(-no-such-flag) = %d, stderr %q; want 2 and the binary's name", code, stderr.String())
 			}
 		})
+	}
+}
+
+// TestChangeRetention: CHANGE_RETENTION takes days or a duration, 0 keeps
+// every change, and the default is 90 days.
+func TestChangeRetention(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want time.Duration
+	}{
+		{"", 90 * 24 * time.Hour},
+		{"30d", 30 * 24 * time.Hour},
+		{"720h", 720 * time.Hour},
+		{"0", 0},
+		{"0d", 0},
+	} {
+		c := DefaultConfig(func(name string) string {
+			switch name {
+			case "SECRET":
+				return strings.Repeat("ab", 32)
+			case "CHANGE_RETENTION":
+				return tt.env
+			}
+			return ""
+		})
+		if c.ChangeRetention != tt.want || c.Validate() != nil {
+			t.Errorf("CHANGE_RETENTION=%q: %s, %v; want %s", tt.env, c.ChangeRetention, c.Validate(), tt.want)
+		}
+	}
+	c := DefaultConfig(func(string) string { return "" })
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	c.RegisterFlags(fs, "change-retention")
+	if err := fs.Parse([]string{"-change-retention", "7d"}); err != nil || c.ChangeRetention != 7*24*time.Hour {
+		t.Errorf("-change-retention 7d: %s, %v; want 168h", c.ChangeRetention, err)
+	}
+	if got := fs.Lookup("change-retention").Value.String(); got != "7d" {
+		t.Errorf("flag value = %q; want 7d", got)
 	}
 }

@@ -46,7 +46,7 @@ func SyncdProcess() Process {
 func WorkerProcess() Process {
 	return Process{
 		Name:  "worker",
-		Flags: []string{"data", "redis", "log-level", "shutdown-timeout", "concurrency", "tick"},
+		Flags: []string{"data", "redis", "log-level", "shutdown-timeout", "concurrency", "tick", "change-retention"},
 		Start: func(_ context.Context, c Config, log *slog.Logger) (func(context.Context) error, error) {
 			w, err := StartWorker(c, log, nil)
 			if err != nil {
