@@ -10,6 +10,7 @@
 //	therasync device revoke --data DIR --tenant T --device D [--wipe]
 //	therasync backup --data DIR --out DIR
 //	therasync restore --from DIR --data DIR [--tenant ID] [--force]
+//	therasync compact --data DIR [--tenant T] [--retention 90d]
 //	therasync device login|sync|status|query|write|logout --dir DIR [--server URL]
 //	therasync token issue --data DIR --tenant T --account A [--count N]
 package main
@@ -48,6 +49,11 @@ const usage = `usage:
       consistent online copy of every tenant's database (syncd may run), verified
   therasync restore --from DIR --data DIR [--tenant ID] [--force]
       puts tenant databases back from a backup (stop syncd and worker first)
+  therasync compact --data DIR [--tenant T] [--retention 90d]
+      compacts change logs now, online (syncd may run): changes older than the
+      retention (default CHANGE_RETENTION or 90d) fold into each row's newest
+      change; prints per tenant the horizon, the changes dropped and the
+      database's size before and after
   therasync device login --dir DIR --server URL --email E --code C
   therasync device sync|status|logout --dir DIR    (sync --follow keeps following)
   therasync device query --dir DIR 'SELECT …'
@@ -122,6 +128,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runBackup(ctx, args[1:])
 	case "restore":
 		return m.runRestore(ctx, args[1:])
+	case "compact":
+		return m.runCompact(ctx, args[1:])
 	case "device":
 		if len(args) > 1 && (args[1] == "list" || args[1] == "revoke") {
 			return m.runDeviceOperator(ctx, args[1], args[2:])
