@@ -55,10 +55,11 @@ func localRows(tb testing.TB, path string) map[string]map[string]map[string]any 
 
 // TestConvergence runs random workloads — practice pushes with shares (to
 // members and to *), reassignments of sessions and courses, a role change,
-// device writes from devices of all three roles, disconnects and server
-// restarts — after which every device's local database holds exactly the
-// rows and fields of a fresh shard built at the same seq. Failures name
-// their seed; add it to seeds to replay it.
+// device writes from devices of all three roles, disconnects, server
+// restarts and two compactions of the log (everything but the head's
+// change: offline devices resync) — after which every device's local
+// database holds exactly the rows and fields of a fresh shard built at the
+// same seq. Failures name their seed; add it to seeds to replay it.
 func TestConvergence(t *testing.T) {
 	seeds := []uint64{1, 2, 3, 4, 5, 6}
 	if testing.Short() {
@@ -92,19 +93,7 @@ func convergence(t *testing.T, seed uint64) {
 	}
 	devices := map[string]*device.Client{}
 	for _, a := range accounts {
-		tok, _, err := sys.tenant.LoginDevice(context.Background(), a, "dev-"+a, a, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := device.Open(t.TempDir(), sys.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if err := c.UseToken(context.Background(), tok); err != nil {
-			t.Fatalf("seed %d: %s UseToken = %v", seed, a, err)
-		}
-		devices[a] = c
+		devices[a] = sys.deviceOf(t, a)
 	}
 	pick := func(l []string) string { return l[r.IntN(len(l))] }
 	members := []string{"m1", "m2"}
@@ -161,6 +150,9 @@ func convergence(t *testing.T, seed uint64) {
 			sys.push(up("accounts", "m2", map[string]any{"role": "secretary"}))
 			roles["m2"] = "secretary"
 			members = []string{"m1"}
+		}
+		if step == 13 || step == 29 { // the log compacted (the worker's job, with a retention of 0s)
+			sys.compactAll(t)
 		}
 	}
 	for round := 0; round < 2; round++ { // a second round delivers what the first one's pushes caused
