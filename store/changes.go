@@ -41,16 +41,23 @@ type Read struct {
 	// license withdrawn, the practice key replaced): a reader that sees it
 	// moved checks its connections' access before sending Changes.
 	AccessEpoch int64
-	// History is the log's history id and CompactedTo the highest seq
-	// whose change compaction may have dropped (see Log).
+	// History is the log's history id, CompactedTo the highest seq whose
+	// change compaction may have dropped and FoldedTo the horizon up to
+	// which compaction finished (see Log).
 	History     string
 	CompactedTo int64
+	FoldedTo    int64
+}
+
+// Log returns where the log stood in the read's snapshot.
+func (r Read) Log() Log {
+	return Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo, FoldedTo: r.FoldedTo}
 }
 
 // Continues reports whether a client at cursor of history may go on (see
 // Log.Continues), as of the read's snapshot.
 func (r Read) Continues(cursor int64, history string) bool {
-	return Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}.Continues(cursor, history)
+	return r.Log().Continues(cursor, history)
 }
 
 // Read returns at most limit changes after seq since, in seq order, with
@@ -62,8 +69,9 @@ func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error)
 		return r, fmt.Errorf("read changes: %w", err)
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT n FROM access_epoch), (SELECT history FROM log_meta), (SELECT compacted_to FROM log_meta) FROM changes`).
-		Scan(&r.Latest, &r.AccessEpoch, &r.History, &r.CompactedTo); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT n FROM access_epoch), history, compacted_to, folded_to
+		FROM changes, log_meta`).
+		Scan(&r.Latest, &r.AccessEpoch, &r.History, &r.CompactedTo, &r.FoldedTo); err != nil {
 		return r, fmt.Errorf("read changes: %w", err)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT seq, entity, op, row_id, fields FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`, since, limit)
@@ -94,13 +102,16 @@ func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error)
 }
 
 // Log is where the tenant's change log stands: its head seq, its history
-// id (DESIGN §2: a cursor of another history is never continued) and the
+// id (DESIGN §2: a cursor of another history is never continued), the
 // highest seq whose change compaction may have dropped (a cursor below it
-// cannot be continued either).
+// cannot be continued either) and the horizon up to which compaction
+// finished folding (equal to CompactedTo unless a compaction is under way
+// or stopped halfway).
 type Log struct {
 	Seq         int64
 	History     string
 	CompactedTo int64
+	FoldedTo    int64
 }
 
 // Log reads the tenant's head seq, history id and compaction horizon in
@@ -112,8 +123,8 @@ func (t *Tenant) Log(ctx context.Context) (Log, error) {
 // readLog reads the log's head, history and horizon with q.
 func readLog(ctx context.Context, q rowQueryer) (Log, error) {
 	var l Log
-	err := q.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(seq), 0) FROM changes), history, compacted_to FROM log_meta`).
-		Scan(&l.Seq, &l.History, &l.CompactedTo)
+	err := q.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(seq), 0) FROM changes), history, compacted_to, folded_to FROM log_meta`).
+		Scan(&l.Seq, &l.History, &l.CompactedTo, &l.FoldedTo)
 	if err != nil {
 		return Log{}, fmt.Errorf("read the log's history: %w", err)
 	}
@@ -127,8 +138,24 @@ func readLog(ctx context.Context, q rowQueryer) (Log, error) {
 // row that exists keeps its state as of compacted_to). A cursor ahead of
 // the head is not decided here.
 func (l Log) Continues(cursor int64, history string) bool {
-	return (history == "" || history == l.History) && (cursor == 0 || cursor >= l.CompactedTo)
+	return l.ContinuesFrom(cursor, history, 0)
 }
+
+// ContinuesFrom is Continues for a client that began reading from seq 0
+// and is paging through the log: below compacted_to it may go on while
+// compactedTo — the FoldedTo of the snapshot it began with (Resume) — is
+// still the log's compacted_to: the log up to there was folded whole
+// before it began, and no compaction has changed it since. 0 is no
+// such client.
+func (l Log) ContinuesFrom(cursor int64, history string, compactedTo int64) bool {
+	return (history == "" || history == l.History) &&
+		(cursor == 0 || cursor >= l.CompactedTo || (compactedTo > 0 && compactedTo == l.CompactedTo))
+}
+
+// Resume is what a client that begins reading from seq 0 in this snapshot
+// passes to ContinuesFrom on its later pages: the horizon up to which the
+// log it reads is folded whole.
+func (l Log) Resume() int64 { return l.FoldedTo }
 
 // notCompacted returns ErrCompacted when seq is below the log's
 // compacted_to as q reads it (a question about the log as of seq must ask

@@ -39,7 +39,11 @@ import (
 // in the first batch's transaction, so every reader that reads the log and
 // compacted_to in one snapshot sees either the log before the run, or a
 // compacted_to that refuses its cursor. LinksAt and RoleAt refuse a seq
-// below compacted_to (ErrCompacted) for the same reason.
+// below compacted_to (ErrCompacted) for the same reason. folded_to = H is
+// recorded with the last batch: a client paging from 0 may go on below
+// compacted_to only if it began when the log was folded whole and no
+// compaction began since (Log.ContinuesFrom) — its first pages and its
+// later ones then read the same folded prefix.
 //
 // It runs while syncd serves: in batches of whole rows (every change of a
 // row up to H in one transaction, so that no snapshot shows a row's
@@ -107,11 +111,17 @@ func (t *Tenant) Compact(ctx context.Context, retention time.Duration) (CompactR
 		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
 	}
 	cutoff := t.opts.Now().Add(-retention).UTC()
+	before, err := t.Log(ctx)
+	if err != nil {
+		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
+	}
 	if res.Horizon, err = t.horizon(ctx, cutoff); err != nil {
 		return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
 	}
-	if res.Horizon > 0 {
-		if err := t.foldLog(ctx, res.Horizon, &res); err != nil {
+	// Up to compacted_to at least: a run that stopped halfway (folded_to
+	// below it) is finished.
+	if h := max(res.Horizon, before.CompactedTo); h > before.FoldedTo {
+		if err := t.foldLog(ctx, h, &res); err != nil {
 			return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
 		}
 	}
@@ -154,8 +164,8 @@ func (t *Tenant) horizon(ctx context.Context, cutoff time.Time) (int64, error) {
 // rowKey names one row of the tenant.
 type rowKey struct{ entity, id string }
 
-// foldLog raises compacted_to to h and folds, batch by batch, every row's
-// changes up to h.
+// foldLog raises compacted_to to h, folds, batch by batch, every row's
+// changes up to h, and then records folded_to = h.
 func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error {
 	raised := false
 	var after rowKey
@@ -164,7 +174,7 @@ func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error
 		if err != nil {
 			return err
 		}
-		if len(keys) > 0 || !raised {
+		if len(keys) > 0 || !raised || !more {
 			var dropped, rewritten int64
 			err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				dropped, rewritten = 0, 0
@@ -177,8 +187,17 @@ func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error
 					}
 				}
 				var err error
-				dropped, rewritten, err = foldRows(ctx, tx, keys, h)
-				return err
+				if dropped, rewritten, err = foldRows(ctx, tx, keys, h); err != nil {
+					return err
+				}
+				if !more {
+					// With the last rows: the log is folded whole up to h
+					// (unless another run raised compacted_to past it).
+					if _, err := tx.ExecContext(ctx, `UPDATE log_meta SET folded_to = ? WHERE compacted_to = ?`, h, h); err != nil {
+						return fmt.Errorf("record folded_to: %w", err)
+					}
+				}
+				return nil
 			})
 			if err != nil {
 				return err

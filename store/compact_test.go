@@ -647,7 +647,8 @@ func autoVacuum(tb testing.TB, path string) int {
 // TestCompactWhileServing: a compaction in many small batches while
 // another writer goes on and readers read the log from 0: every snapshot
 // shows each row's history whole (before its fold or after it), never
-// half of it.
+// half of it; a reader paging from 0 that goes on only while
+// Log.ContinuesFrom lets it ends each pass with the rows there are.
 func TestCompactWhileServing(t *testing.T) {
 	clk := newClock()
 	tn := newCompactTenant(t, clk, 5)
@@ -663,13 +664,15 @@ func TestCompactWhileServing(t *testing.T) {
 		}
 		return fmt.Sprintf(`{"entity":"profiles","op":"upsert","id":%q,"fields":{%q:"%d"}}`, id, field, n[id])
 	}
+	// Session d<r> is made in round r and deleted in round r+1: a reader
+	// that lost a delete holds more than one.
 	for round := range 12 {
-		batch := ""
+		batch := fmt.Sprintf(`{"entity":"sessions","op":"upsert","id":"d%d","fields":{"status":"planned"}}`, round)
+		if round > 0 {
+			batch += fmt.Sprintf(`,{"entity":"sessions","op":"delete","id":"d%d"}`, round-1)
+		}
 		for i := range 10 {
-			if i > 0 {
-				batch += ","
-			}
-			batch += next(fmt.Sprint("p", i))
+			batch += "," + next(fmt.Sprint("p", i))
 		}
 		mustApply(t, tn, fmt.Sprint("old", round), "["+batch+"]")
 	}
@@ -677,7 +680,11 @@ func TestCompactWhileServing(t *testing.T) {
 	check := func(cs []model.Change) error {
 		rows := map[string]map[string]any{}
 		for _, c := range cs {
-			if c.Entity != model.Profiles {
+			if c.Entity == model.Practices {
+				continue
+			}
+			if c.Op == model.OpDelete {
+				delete(rows, c.ID)
 				continue
 			}
 			if rows[c.ID] == nil {
@@ -688,6 +695,12 @@ func TestCompactWhileServing(t *testing.T) {
 			}
 		}
 		for id, row := range rows {
+			if id[0] == 'd' {
+				if id != "d11" {
+					return fmt.Errorf("session %s replays as there, but it was deleted", id)
+				}
+				continue
+			}
 			var phone, email int
 			fmt.Sscan(fmt.Sprint(row["phone"]), &phone)
 			fmt.Sscan(fmt.Sprint(row["email"]), &email)
@@ -700,7 +713,47 @@ func TestCompactWhileServing(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
-	wg.Add(2)
+	var passes, restarts int
+	wg.Add(3)
+	go func() { // a reader paging from 0, as a practice PC pulls
+		defer wg.Done()
+		var (
+			cursor, token int64
+			read          []model.Change
+		)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, err := tn.Read(ctx, cursor, 7)
+			if err != nil {
+				errs <- err
+				return
+			}
+			switch {
+			case cursor == 0:
+				token, read = r.Log().Resume(), nil
+			case !r.Log().ContinuesFrom(cursor, "", token):
+				cursor = 0 // compacted past it: from 0 again
+				restarts++
+				continue
+			}
+			read = append(read, r.Changes...)
+			if len(r.Changes) > 0 {
+				cursor = r.Changes[len(r.Changes)-1].Seq
+			}
+			if len(r.Changes) < 7 { // at the head: a whole pass
+				if err := check(read); err != nil {
+					errs <- fmt.Errorf("paging from 0: %w", err)
+					return
+				}
+				cursor = 0
+				passes++
+			}
+		}
+	}()
 	go func() { // a reader from 0
 		defer wg.Done()
 		for {
@@ -734,7 +787,7 @@ func TestCompactWhileServing(t *testing.T) {
 			}
 		}
 	}()
-	for seq := int64(0); seq <= 120; seq, _ = tn.Seq(ctx) {
+	for seq := int64(0); seq <= 143; seq, _ = tn.Seq(ctx) {
 		time.Sleep(time.Millisecond) // the young writer has begun
 	}
 	res, err := tn.Compact(ctx, 24*time.Hour)
@@ -744,9 +797,13 @@ func TestCompactWhileServing(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	if err != nil || res.Horizon != 120 || res.Dropped != 110 || res.Rewritten != 10 {
-		t.Errorf("Compact = %+v, %v; want horizon 120, 110 dropped, 10 rewritten", res, err)
+	if err != nil || res.Horizon != 143 || res.Dropped != 110+22 || res.Rewritten != 10 {
+		t.Errorf("Compact = %+v, %v; want horizon 143, 132 dropped, 10 rewritten", res, err)
 	}
+	if l, err := tn.Log(ctx); err != nil || l.FoldedTo != 143 || l.CompactedTo != 143 {
+		t.Errorf("Log = %+v, %v; want compacted and folded to 143", l, err)
+	}
+	t.Logf("the paging reader made %d passes, %d restarts", passes, restarts)
 	cs, _, err := tn.Changes(ctx, 0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -775,5 +832,34 @@ func TestClaimCompaction(t *testing.T) {
 		if got, err := tn.ClaimCompaction(context.Background(), time.Hour); err != nil || got != tt.want {
 			t.Errorf("ClaimCompaction at %s = %v, %v; want %v", clk.Now().Format(time.TimeOnly), got, err, tt.want)
 		}
+	}
+}
+
+// TestContinuesFrom: a client paging from 0 goes on below compacted_to
+// only with the Resume of a snapshot whose log was folded whole up to
+// compacted_to, while compacted_to stays there.
+func TestContinuesFrom(t *testing.T) {
+	folded := store.Log{Seq: 100, History: "h", CompactedTo: 50, FoldedTo: 50}
+	folding := store.Log{Seq: 100, History: "h", CompactedTo: 80, FoldedTo: 50} // a compaction to 80 under way
+	for _, tt := range []struct {
+		name   string
+		began  store.Log // the snapshot the client began from 0 in
+		now    store.Log
+		cursor int64
+		want   bool
+	}{
+		{"began folded, still there", folded, folded, 20, true},
+		{"began folded, a compaction began since", folded, folding, 20, false},
+		{"began while folding, still folding", folding, folding, 20, false},
+		{"began while folding, folded since", folding, store.Log{Seq: 100, History: "h", CompactedTo: 80, FoldedTo: 80}, 20, false},
+		{"at or past compacted_to", folding, folding, 80, true},
+		{"another history", folded, store.Log{Seq: 100, History: "other", CompactedTo: 50, FoldedTo: 50}, 60, false},
+		{"never compacted", store.Log{Seq: 100, History: "h"}, store.Log{Seq: 100, History: "h"}, 20, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.now.ContinuesFrom(tt.cursor, "h", tt.began.Resume()); got != tt.want {
+				t.Errorf("ContinuesFrom(%d, h, %d) on %+v = %v; want %v", tt.cursor, tt.began.Resume(), tt.now, got, tt.want)
+			}
+		})
 	}
 }
