@@ -135,18 +135,28 @@ func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
 // of a newer access epoch; or from the store, then checking the access
 // here. It reports false when the connection was stopped.
 func (c *liveConn) nextBatch(ctx context.Context) ([]model.Change, bool, error) {
-	cs, log, ok, err := c.fromMemory(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	if ok {
-		return cs, c.continues(log), nil
+	// Below the horizon of the folded log it pages through from 0, a
+	// catch-up reads only that log: the feed's memory may hold the
+	// changes as they were before they were folded.
+	if c.cursor >= c.resume {
+		cs, log, ok, err := c.fromMemory(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		if ok {
+			return cs, c.continues(log), nil
+		}
 	}
 	r, err := c.tenant.Read(ctx, c.cursor, catchUpBatch)
 	if err != nil {
 		return nil, false, err
 	}
-	if !c.continues(store.Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}) {
+	if c.cursor == 0 {
+		// From 0, the catch-up may page on below compacted_to through the
+		// log as this read found it folded (see store.Log.ContinuesFrom).
+		c.resume = r.Log().Resume()
+	}
+	if !c.continues(r.Log()) {
 		return nil, false, nil
 	}
 	if r.AccessEpoch != c.epoch {
@@ -188,7 +198,7 @@ func (c *liveConn) continues(log store.Log) bool {
 	case log.History != c.history:
 		c.resync("the server's change log was rewritten (an erasure)")
 		return false
-	case !log.Continues(c.cursor, ""):
+	case !log.ContinuesFrom(c.cursor, "", c.resume):
 		c.resync(fmt.Sprintf("changes after cursor %d were compacted away (compacted to %d)", c.cursor, log.CompactedTo))
 		return false
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,4 +133,86 @@ func TestCompactionPassesLiveFeed(t *testing.T) {
 	if _, live := until(t, ws2, "caught_up"); len(live) != 1 || live[0]["id"] != "pr3" {
 		t.Errorf("after the feed started again: %v; want pr3", live)
 	}
+}
+
+// TestPagingFromZeroAfterCompaction: a practice PC fetching a fresh copy
+// from since=0 pages through the compacted log with the compacted_to of
+// its first answer (without it, its second page is 410); a practice
+// connection from cursor 0 catches up through it in batches.
+func TestPagingFromZeroAfterCompaction(t *testing.T) {
+	data := t.TempDir()
+	e := newTenantEnvAt(t, data, syncd.Config{})
+	for round := range 2 { // every row twice: the second changes fold into the first
+		var batch []string
+		for i := range 600 {
+			batch = append(batch, fmt.Sprintf(`{"entity":"profiles","op":"upsert","id":"x%d","fields":{"phone":"%d"}}`, i, round))
+		}
+		e.push(t, fmt.Sprint("rows", round), "["+strings.Join(batch, ",")+"]")
+	}
+	e.push(t, "gone", `[{"entity":"profiles","op":"delete","id":"x0"}]`)
+	e.push(t, "head", `[{"entity":"practices","op":"upsert","id":"pr1","fields":{"name":"Mitte"}}]`)
+	res := compactLater(t, data, e.T.ID())
+	head := e.seq(t)
+	rows := 4 + 2 + 599 + 1 // the accounts, p1 and ses1, x1…x599, pr1
+	type page struct {
+		Changes     []map[string]any `json:"changes"`
+		CompactedTo int64            `json:"compacted_to"`
+		Error       string           `json:"error"`
+	}
+	pull := func(since, resume int64) (int, page) {
+		code, body := e.do(t, "GET", fmt.Sprintf("/v1/practice/changes?since=%d&limit=100&compacted_to=%d", since, resume), e.Key, nil)
+		var p page
+		json.Unmarshal(body, &p)
+		return code, p
+	}
+	for _, tt := range []struct {
+		name    string
+		resume  bool // send back the first page's compacted_to
+		wantErr string
+	}{
+		{"with compacted_to", true, ""},
+		{"without it", false, "history_compacted"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var since, resume int64
+			got := map[string]bool{}
+			for {
+				code, p := pull(since, resume)
+				if code != http.StatusOK {
+					if p.Error != tt.wantErr || since == 0 {
+						t.Fatalf("pull since=%d = %d %s; want error %q", since, code, p.Error, tt.wantErr)
+					}
+					return
+				}
+				if since == 0 {
+					if p.CompactedTo != res.Horizon {
+						t.Errorf("since=0: compacted_to %d; want %d", p.CompactedTo, res.Horizon)
+					}
+					if tt.resume {
+						resume = p.CompactedTo
+					}
+				}
+				if len(p.Changes) == 0 {
+					break
+				}
+				for _, c := range p.Changes {
+					got[fmt.Sprint(c["entity"], "/", c["id"])] = c["op"] == "upsert"
+				}
+				since = int64(p.Changes[len(p.Changes)-1]["seq"].(float64))
+			}
+			if tt.wantErr != "" {
+				t.Fatalf("paged to the head; want %s on the way", tt.wantErr)
+			}
+			if since != head || len(got) != rows || got["profiles/x0"] {
+				t.Errorf("paged to %d, %d rows (x0 there: %v); want %d and %d rows without x0", since, len(got), got["profiles/x0"], head, rows)
+			}
+		})
+	}
+	t.Run("practice connection", func(t *testing.T) {
+		ws, _, _ := dial(t, e.URL, "/v1/practice/sync?cursor=0", e.Key)
+		f, seen := until(t, ws, "caught_up")
+		if f.Seq != head || len(seen) != rows {
+			t.Errorf("catch-up from 0: %d changes, caught_up %d (%s); want %d and %d", len(seen), f.Seq, f.Reason, rows, head)
+		}
+	})
 }

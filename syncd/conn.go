@@ -62,6 +62,7 @@ type liveConn struct {
 	epoch   int64          // the access epoch at its last check of the access (store.Read)
 	cursor  int64          // the last seq sent
 	history string         // the log's history of cursor: the device's, then the log's once checked
+	resume  int64          // for a catch-up from 0 read from the store, the first read's store.Log.Resume
 	started bool           // the first catch-up ran its checks
 	tracker *model.Tracker // a member's sight at cursor; nil once live
 

@@ -235,7 +235,7 @@ func (f *feed) readOnce(ctx context.Context) (restart bool, err error) {
 				v.announced = -1 // every view learns the new history
 			}
 		}
-		f.head = store.Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo}
+		f.head = r.Log()
 		if len(cs) == 0 {
 			f.mu.Unlock()
 			return false, nil

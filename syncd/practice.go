@@ -82,6 +82,10 @@ type pullResponse struct {
 	Changes []model.Change `json:"changes"`
 	Seq     int64          `json:"seq"`
 	History string         `json:"history"`
+	// CompactedTo is the horizon up to which the log is compacted whole: a
+	// client pulling from since=0 sends it back (compacted_to=) with its
+	// later pages to go on below the log's compacted_to.
+	CompactedTo int64 `json:"compacted_to"`
 }
 
 // historyError is the answer to a pull that cannot go on from its cursor
@@ -95,9 +99,11 @@ type historyError struct {
 	CompactedTo int64  `json:"compacted_to"`
 }
 
-// handlePullChanges serves GET /v1/practice/changes?since=N&limit=M&history=H.
+// handlePullChanges serves GET /v1/practice/changes?since=N&limit=M&history=H&compacted_to=C.
 // The changes, the head and the history come from one snapshot; a pull of
-// another history, or from below compacted_to, gets no changes.
+// another history, or from below compacted_to, gets no changes — unless
+// it pages on from since=0 with the compacted_to its first page answered
+// and the log is still compacted to there (store.Log.ContinuesFrom).
 func (s *Server) handlePullChanges(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
 	q := r.URL.Query()
 	since, err := queryInt(q.Get("since"), "since", 0, 0, 1<<62)
@@ -111,6 +117,11 @@ func (s *Server) handlePullChanges(w http.ResponseWriter, r *http.Request, t *st
 		return
 	}
 	history := q.Get("history")
+	resume, err := queryInt(q.Get("compacted_to"), "compacted_to", 0, 0, 1<<62)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	rd, err := t.Read(r.Context(), since, int(limit))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("pull: %w", err))
@@ -122,13 +133,13 @@ func (s *Server) handlePullChanges(w http.ResponseWriter, r *http.Request, t *st
 		he.Error, he.Message = wire.CodeHistoryChanged, "the change log was rewritten (a restore or an erasure): pull a fresh copy from since=0 of history "+rd.History
 		writeJSON(w, http.StatusConflict, he)
 		return
-	case !rd.Continues(since, history):
-		he.Error, he.Message = wire.CodeHistoryCompacted, fmt.Sprintf("changes up to seq %d may have been compacted away: pull a fresh copy from since=0", rd.CompactedTo)
+	case !rd.Log().ContinuesFrom(since, history, resume):
+		he.Error, he.Message = wire.CodeHistoryCompacted, fmt.Sprintf("changes up to seq %d may have been compacted away: pull a fresh copy from since=0 (and send back the compacted_to of its answers)", rd.CompactedTo)
 		writeJSON(w, http.StatusGone, he)
 		return
 	}
 	s.metrics.changesPulled.Add(float64(len(rd.Changes)))
-	writeJSON(w, http.StatusOK, pullResponse{Changes: rd.Changes, Seq: rd.Latest, History: rd.History})
+	writeJSON(w, http.StatusOK, pullResponse{Changes: rd.Changes, Seq: rd.Latest, History: rd.History, CompactedTo: rd.Log().Resume()})
 }
 
 // queryInt parses a query parameter, def when absent, refusing values
