@@ -47,9 +47,11 @@ import (
 //
 // It runs while syncd serves: in batches of whole rows (every change of a
 // row up to H in one transaction, so that no snapshot shows a row's
-// history half folded) of about Options.CompactBatch changes, each one write
-// through the tenant's writer, whose other writes go on in between. The
-// rows to fold are found on the read pool, outside the writer.
+// history half folded) of about Options.CompactBatch changes, each one
+// write through the tenant's writer, whose other writes go on in between
+// (after each write, compaction waits as long as it took). The rows to
+// fold are found and their folds decided on the read pool, outside the
+// writer; the write checks each row is as read.
 
 // ErrCompacted is returned for a question about a seq below the log's
 // compacted_to: changes it needs may have been dropped.
@@ -64,8 +66,8 @@ const (
 	// write deletes.
 	recordBatch = 4096
 	// vacuumStep is how many free pages one write gives back to the file
-	// system (8 MiB of 4 KiB pages).
-	vacuumStep = 2048
+	// system (4 MiB of 4 KiB pages).
+	vacuumStep = 1024
 )
 
 // CompactResult is what one compaction did.
@@ -121,7 +123,7 @@ func (t *Tenant) Compact(ctx context.Context, retention time.Duration) (CompactR
 	// Up to compacted_to at least: a run that stopped halfway (folded_to
 	// below it) is finished.
 	if h := max(res.Horizon, before.CompactedTo); h > before.FoldedTo {
-		if err := t.foldLog(ctx, h, &res); err != nil {
+		if err := t.foldLog(ctx, h, before.FoldedTo, before.History, &res); err != nil {
 			return res, fmt.Errorf("compact tenant %s: %w", t.id, err)
 		}
 	}
@@ -165,19 +167,28 @@ func (t *Tenant) horizon(ctx context.Context, cutoff time.Time) (int64, error) {
 type rowKey struct{ entity, id string }
 
 // foldLog raises compacted_to to h, folds, batch by batch, every row's
-// changes up to h, and then records folded_to = h.
-func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error {
+// changes up to h, and then records folded_to = h. Rows whose only change
+// up to h is at or below done were folded before.
+func (t *Tenant) foldLog(ctx context.Context, h, done int64, history string, res *CompactResult) error {
 	raised := false
 	var after rowKey
 	for {
-		keys, last, more, err := t.rowsToFold(ctx, after, h)
+		plan, last, more, err := t.planFold(ctx, after, h, done)
 		if err != nil {
 			return err
 		}
-		if len(keys) > 0 || !raised || !more {
+		if len(plan) > 0 || !raised || !more {
 			var dropped, rewritten int64
+			begin := time.Now()
 			err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				dropped, rewritten = 0, 0
+				var now string
+				if err := tx.QueryRowContext(ctx, `SELECT history FROM log_meta`).Scan(&now); err != nil {
+					return fmt.Errorf("read history: %w", err)
+				}
+				if now != history {
+					return errors.New("the log was rewritten meanwhile (an erasure or a restore): run again")
+				}
 				if !raised {
 					// Before any change goes, in the same transaction: no
 					// snapshot shows a folded row with a cursor below h
@@ -187,7 +198,7 @@ func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error
 					}
 				}
 				var err error
-				if dropped, rewritten, err = foldRows(ctx, tx, keys, h); err != nil {
+				if dropped, rewritten, err = foldRows(ctx, tx, plan, h); err != nil {
 					return err
 				}
 				if !more {
@@ -205,6 +216,9 @@ func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error
 			raised = true
 			res.Dropped += dropped
 			res.Rewritten += rewritten
+			if err := yield(ctx, time.Since(begin)); err != nil {
+				return err
+			}
 		}
 		if !more {
 			return nil
@@ -213,47 +227,50 @@ func (t *Tenant) foldLog(ctx context.Context, h int64, res *CompactResult) error
 	}
 }
 
-// rowsToFold looks at the rows after key after (in (entity, id) order)
-// with changes up to h, and returns those that have something to fold —
-// more than one change up to h, or a delete as their only one — about
-// Options.CompactBatch changes' worth; last is the last row looked at and more
-// whether rows are left to look at.
-func (t *Tenant) rowsToFold(ctx context.Context, after rowKey, h int64) (keys []rowKey, last rowKey, more bool, err error) {
+// plannedFold is what becomes of one row's changes up to the horizon, as
+// read on the read pool: the writing transaction checks that the row's
+// changes up to the horizon are still n, the newest at newest, before it
+// applies f.
+type plannedFold struct {
+	key       rowKey
+	n, newest int64
+	f         folded
+}
+
+// planFold looks at the rows after key after (in (entity, id) order)
+// with changes up to h, and plans the fold of those that have something
+// to fold — more than one change up to h, or a delete as their only one
+// (above done) — about Options.CompactBatch changes' worth; last is the
+// last row looked at and more whether rows are left to look at. It reads
+// on the read pool, in one snapshot: the writer is not held for it.
+func (t *Tenant) planFold(ctx context.Context, after rowKey, h, done int64) (plan []plannedFold, last rowKey, more bool, err error) {
 	tx, err := t.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+		return nil, last, false, fmt.Errorf("plan fold: %w", err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, `SELECT entity, row_id, count(*), max(seq) FROM changes INDEXED BY changes_row
 		WHERE (entity, row_id) > (?, ?) AND seq <= ? GROUP BY entity, row_id ORDER BY entity, row_id`, after.entity, after.id, h)
 	if err != nil {
-		return nil, last, false, fmt.Errorf("rows to fold: %w", err)
-	}
-	type single struct {
-		key rowKey
-		seq int64
+		return nil, last, false, fmt.Errorf("plan fold: %w", err)
 	}
 	var (
-		singles []single // rows with one change up to h: folded only if it is a delete
-		work    int      // changes of the rows in keys
-		seen    int
+		found []plannedFold
+		work  int // changes of the rows found
+		seen  int
 	)
 	for rows.Next() {
-		var (
-			k         rowKey
-			n, newest int64
-		)
-		if err := rows.Scan(&k.entity, &k.id, &n, &newest); err != nil {
+		p := plannedFold{}
+		if err := rows.Scan(&p.key.entity, &p.key.id, &p.n, &p.newest); err != nil {
 			rows.Close()
-			return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+			return nil, last, false, fmt.Errorf("plan fold: %w", err)
 		}
-		last, seen = k, seen+1
-		if n > 1 {
-			keys = append(keys, k)
-			work += int(n)
-		} else {
-			singles = append(singles, single{k, newest})
-			work++ // its lookup below
+		last, seen = p.key, seen+1
+		// One change at or below done is what an earlier run left: an
+		// upsert with the row's whole state.
+		if p.n > 1 || p.newest > done {
+			found = append(found, p)
+			work += int(p.n)
 		}
 		if work >= t.opts.CompactBatch || seen >= compactScan {
 			more = true
@@ -262,35 +279,41 @@ func (t *Tenant) rowsToFold(ctx context.Context, after rowKey, h int64) (keys []
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+		return nil, last, false, fmt.Errorf("plan fold: %w", err)
 	}
-	if len(singles) > 0 {
-		op, err := tx.PrepareContext(ctx, `SELECT op FROM changes WHERE seq = ?`)
+	read, err := tx.PrepareContext(ctx, `SELECT seq, op, fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ? ORDER BY seq`)
+	if err != nil {
+		return nil, last, false, fmt.Errorf("plan fold: %w", err)
+	}
+	defer read.Close()
+	for _, p := range found {
+		log, err := readRowLog(ctx, read, p.key, h)
 		if err != nil {
-			return nil, last, false, fmt.Errorf("rows to fold: %w", err)
+			return nil, last, false, err
 		}
-		defer op.Close()
-		for _, s := range singles {
-			var o string
-			if err := op.QueryRowContext(ctx, s.seq).Scan(&o); err != nil {
-				return nil, last, false, fmt.Errorf("rows to fold: change %d: %w", s.seq, err)
-			}
-			if o != string(model.OpUpsert) {
-				keys = append(keys, s.key)
-			}
+		if p.f, err = fold(log); err != nil {
+			return nil, last, false, fmt.Errorf("fold %s/%s: %w", p.key.entity, p.key.id, err)
+		}
+		if len(log) > 1 || p.f.keep == 0 { // a single upsert is whole already
+			plan = append(plan, p)
 		}
 	}
-	return keys, last, more, nil
+	return plan, last, more, nil
 }
 
-// foldRows folds the changes up to h of every row of keys, within tx (see
-// the file's comment); it returns how many changes it dropped and
-// rewrote. Each row's changes are read again here, in the writing
-// transaction.
-func foldRows(ctx context.Context, tx *sql.Tx, keys []rowKey, h int64) (dropped, rewritten int64, err error) {
-	if len(keys) == 0 {
+// foldRows applies the planned folds of up to h within tx (see the file's
+// comment); it returns how many changes it dropped and rewrote. A row
+// whose changes up to h are not what the plan read (another run folded it
+// meanwhile) is read and decided again here.
+func foldRows(ctx context.Context, tx *sql.Tx, plan []plannedFold, h int64) (dropped, rewritten int64, err error) {
+	if len(plan) == 0 {
 		return 0, 0, nil
 	}
+	check, err := tx.PrepareContext(ctx, `SELECT count(*), coalesce(max(seq), 0) FROM changes WHERE entity = ? AND row_id = ? AND seq <= ?`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("fold: %w", err)
+	}
+	defer check.Close()
 	read, err := tx.PrepareContext(ctx, `SELECT seq, op, fields FROM changes WHERE entity = ? AND row_id = ? AND seq <= ? ORDER BY seq`)
 	if err != nil {
 		return 0, 0, fmt.Errorf("fold: %w", err)
@@ -306,17 +329,23 @@ func foldRows(ctx context.Context, tx *sql.Tx, keys []rowKey, h int64) (dropped,
 		return 0, 0, fmt.Errorf("fold: %w", err)
 	}
 	defer rewrite.Close()
-	for _, k := range keys {
-		log, err := readRowLog(ctx, read, k, h)
-		if err != nil {
-			return 0, 0, err
-		}
-		f, err := fold(log)
-		if err != nil {
+	for _, p := range plan {
+		k, f := p.key, p.f
+		var n, newest int64
+		if err := check.QueryRowContext(ctx, k.entity, k.id, h).Scan(&n, &newest); err != nil {
 			return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
 		}
-		if len(log) == 0 {
-			continue // not this row's any more (none of its changes is left)
+		if n == 0 {
+			continue // none of its changes is left
+		}
+		if n != p.n || newest != p.newest {
+			log, err := readRowLog(ctx, read, k, h)
+			if err != nil {
+				return 0, 0, err
+			}
+			if f, err = fold(log); err != nil {
+				return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
+			}
 		}
 		below := h // drop everything up to below
 		if f.keep > 0 {
@@ -326,8 +355,8 @@ func foldRows(ctx context.Context, tx *sql.Tx, keys []rowKey, h int64) (dropped,
 		if err != nil {
 			return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
 		}
-		n, _ := r.RowsAffected()
-		dropped += n
+		d, _ := r.RowsAffected()
+		dropped += d
 		if f.fields != nil {
 			if _, err := rewrite.ExecContext(ctx, f.fields, f.keep); err != nil {
 				return 0, 0, fmt.Errorf("fold %s/%s: %w", k.entity, k.id, err)
@@ -443,6 +472,17 @@ func (t *Tenant) dropOldRecords(ctx context.Context, table, old string) (int64, 
 	}
 }
 
+// yield waits as long as compaction's last write took (d): the writer
+// spends at least half of its time on the tenant's other writes.
+func yield(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
 // autoVacuumIncremental is PRAGMA auto_vacuum's value for INCREMENTAL.
 const autoVacuumIncremental = 2
 
@@ -463,6 +503,7 @@ func (t *Tenant) reclaim(ctx context.Context) (string, error) {
 	how := "incremental"
 	if mode == autoVacuumIncremental {
 		for free > 0 {
+			begin := time.Now()
 			err := t.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				rows, err := tx.QueryContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, vacuumStep))
 				if err != nil {
@@ -478,6 +519,9 @@ func (t *Tenant) reclaim(ctx context.Context) (string, error) {
 			})
 			if err != nil {
 				return "", fmt.Errorf("reclaim: incremental vacuum: %w", err)
+			}
+			if err := yield(ctx, time.Since(begin)); err != nil {
+				return "", err
 			}
 		}
 	} else {

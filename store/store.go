@@ -54,7 +54,7 @@ type Options struct {
 	// zero means 20,000.
 	MaxGroupChanges int
 	// CompactBatch is about how many changes of the log one write
-	// transaction of a compaction folds; zero means 4096.
+	// transaction of a compaction folds; zero means 1024.
 	CompactBatch int
 }
 
@@ -80,7 +80,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.MaxGroupChanges = 20000
 	}
 	if opts.CompactBatch <= 0 {
-		opts.CompactBatch = 4096
+		opts.CompactBatch = 1024
 	}
 	if err := fsutil.MkdirAll(filepath.Join(dir, "tenants"), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
