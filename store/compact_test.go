@@ -557,20 +557,22 @@ func TestCompactRecords(t *testing.T) {
 // TestCompactReclaims: the space of the dropped changes goes back to the
 // file system: in steps on a file made since compaction exists (its
 // auto_vacuum is INCREMENTAL from the start), with one VACUUM that makes
-// it INCREMENTAL on an older one.
+// it INCREMENTAL on a small older one; a big older one waits for Vacuum.
 func TestCompactReclaims(t *testing.T) {
 	for _, tt := range []struct {
-		name   string
-		older  bool // the file has auto_vacuum NONE, as tenants made before
-		vacuum string
+		name    string
+		older   bool  // the file has auto_vacuum NONE, as tenants made before
+		fullMax int64 // Options.FullVacuumMax
+		vacuum  string
 	}{
-		{"a new file", false, "incremental"},
-		{"an older file", true, "full"},
+		{"a new file", false, 0, "incremental"},
+		{"an older file", true, 0, "full"},
+		{"a big older file", true, 1 << 10, "deferred"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newClock()
 			dir := t.TempDir()
-			s, err := store.Open(dir, store.Options{Now: clk.Now})
+			s, err := store.Open(dir, store.Options{Now: clk.Now, FullVacuumMax: tt.fullMax})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -602,8 +604,22 @@ func TestCompactReclaims(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Dropped != 1000-10 || res.Rewritten != 10 || res.Vacuum != tt.vacuum || res.BytesAfter*3 > res.BytesBefore {
-				t.Errorf("Compact = %+v; want 990 dropped, 10 rewritten, vacuum %s, the file at most a third of what it was", res, tt.vacuum)
+			if res.Dropped != 1000-10 || res.Rewritten != 10 || res.Vacuum != tt.vacuum {
+				t.Errorf("Compact = %+v; want 990 dropped, 10 rewritten, vacuum %s", res, tt.vacuum)
+			}
+			if tt.vacuum == "deferred" {
+				if got := autoVacuum(t, path); got != 0 || res.BytesAfter != res.BytesBefore {
+					t.Errorf("deferred: auto_vacuum %d, %d → %d bytes; want 0 and the size unchanged", got, res.BytesBefore, res.BytesAfter)
+				}
+				if err := tn.Vacuum(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if res.BytesAfter, err = tn.Size(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if res.BytesAfter*3 > res.BytesBefore {
+				t.Errorf("%d → %d bytes; want the file at most a third of what it was", res.BytesBefore, res.BytesAfter)
 			}
 			if got := autoVacuum(t, path); got != 2 {
 				t.Errorf("auto_vacuum after = %d; want 2 (INCREMENTAL)", got)

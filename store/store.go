@@ -56,6 +56,11 @@ type Options struct {
 	// CompactBatch is about how many changes of the log one write
 	// transaction of a compaction folds; zero means 1024.
 	CompactBatch int
+	// FullVacuumMax is the most live bytes of a database made before
+	// compaction existed (auto_vacuum NONE) that a compaction VACUUMs,
+	// writes waiting, to give space back; zero means 64 MiB. Bigger ones
+	// are left to Tenant.Vacuum.
+	FullVacuumMax int64
 }
 
 // Store opens and holds the tenants of one data directory. Tenants are
@@ -81,6 +86,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.CompactBatch <= 0 {
 		opts.CompactBatch = 1024
+	}
+	if opts.FullVacuumMax <= 0 {
+		opts.FullVacuumMax = 64 << 20
 	}
 	if err := fsutil.MkdirAll(filepath.Join(dir, "tenants"), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)

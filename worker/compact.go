@@ -71,6 +71,10 @@ func (s *Server) handleCompact(ctx context.Context, task *asynq.Task) error {
 		return err
 	}
 	s.metrics.compactions.WithLabelValues("done").Inc()
+	if res.Vacuum == "deferred" {
+		s.log.Warn("compaction left the space of a large database made before compaction existed to a VACUUM: run `therasync compact` at a quiet hour (writes wait for it)",
+			"tenant", p.Tenant, "bytes", res.BytesAfter)
+	}
 	s.log.Info("compacted", "tenant", p.Tenant, "horizon", res.Horizon, "compacted_to", res.CompactedTo,
 		"dropped", res.Dropped, "rewritten", res.Rewritten, "batches_dropped", res.BatchesDropped,
 		"mutations_dropped", res.MutationsDropped, "bytes_before", res.BytesBefore, "bytes_after", res.BytesAfter,

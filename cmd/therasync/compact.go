@@ -11,11 +11,14 @@ import (
 
 // runCompact compacts the change log of every tenant of a data directory,
 // or of one, while syncd and the worker may run: the worker's periodic job
-// at once, with the retention given or the worker's (CHANGE_RETENTION).
+// at once, with the retention given or the worker's (CHANGE_RETENTION),
+// and the VACUUM the worker defers for big databases made before
+// compaction existed.
 func (m *Main) runCompact(ctx context.Context, args []string) error {
 	fs := m.flags("compact")
 	data := fs.String("data", "", "data directory")
 	tenant := fs.String("tenant", "", "compact only this tenant")
+	vacuum := fs.Bool("vacuum", true, "VACUUM a database made before compaction existed that is too big for the worker to (writes wait meanwhile)")
 	retention := daemon.DefaultChangeRetention
 	if v := m.Getenv("CHANGE_RETENTION"); v != "" {
 		var err error
@@ -59,6 +62,16 @@ func (m *Main) runCompact(ctx context.Context, args []string) error {
 		res, err := t.Compact(ctx, retention)
 		if err != nil {
 			return err
+		}
+		if res.Vacuum == "deferred" && *vacuum {
+			fmt.Fprintf(m.Stderr, "tenant %s: VACUUM of %s, converting it to incremental auto-vacuum (writes wait) …\n", id, mib(res.BytesAfter))
+			if err := t.Vacuum(ctx); err != nil {
+				return err
+			}
+			if res.BytesAfter, err = t.Size(ctx); err != nil {
+				return err
+			}
+			res.Vacuum = "full"
 		}
 		dropped += res.Dropped
 		fmt.Fprintf(m.Stdout, "[%d/%d] tenant %s: %s in %s\n", i+1, len(ids), id, compactSummary(res), time.Since(begin).Round(time.Millisecond))

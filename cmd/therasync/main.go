@@ -10,7 +10,7 @@
 //	therasync device revoke --data DIR --tenant T --device D [--wipe]
 //	therasync backup --data DIR --out DIR
 //	therasync restore --from DIR --data DIR [--tenant ID] [--force]
-//	therasync compact --data DIR [--tenant T] [--retention 90d]
+//	therasync compact --data DIR [--tenant T] [--retention 90d] [--vacuum=false]
 //	therasync device login|sync|status|query|write|logout --dir DIR [--server URL]
 //	therasync token issue --data DIR --tenant T --account A [--count N]
 package main
@@ -49,11 +49,12 @@ const usage = `usage:
       consistent online copy of every tenant's database (syncd may run), verified
   therasync restore --from DIR --data DIR [--tenant ID] [--force]
       puts tenant databases back from a backup (stop syncd and worker first)
-  therasync compact --data DIR [--tenant T] [--retention 90d]
+  therasync compact --data DIR [--tenant T] [--retention 90d] [--vacuum=false]
       compacts change logs now, online (syncd may run): changes older than the
       retention (default CHANGE_RETENTION or 90d) fold into each row's newest
       change; prints per tenant the horizon, the changes dropped and the
-      database's size before and after
+      database's size before and after. A big database made before
+      compaction existed is VACUUMed once (writes wait) unless --vacuum=false
   therasync device login --dir DIR --server URL --email E --code C
   therasync device sync|status|logout --dir DIR    (sync --follow keeps following)
   therasync device query --dir DIR 'SELECT …'
