@@ -65,9 +65,11 @@ func (m *Main) runCompact(ctx context.Context, args []string) error {
 		}
 		if res.Vacuum == "deferred" && *vacuum {
 			fmt.Fprintf(m.Stderr, "tenant %s: VACUUM of %s, converting it to incremental auto-vacuum (writes wait) …\n", id, mib(res.BytesAfter))
+			vb := time.Now()
 			if err := t.Vacuum(ctx); err != nil {
 				return err
 			}
+			fmt.Fprintf(m.Stderr, "tenant %s: VACUUM took %s\n", id, time.Since(vb).Round(time.Millisecond))
 			if res.BytesAfter, err = t.Size(ctx); err != nil {
 				return err
 			}
