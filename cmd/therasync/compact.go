@@ -64,7 +64,7 @@ func (m *Main) runCompact(ctx context.Context, args []string) error {
 			return err
 		}
 		if res.Vacuum == "deferred" && *vacuum {
-			fmt.Fprintf(m.Stderr, "tenant %s: VACUUM of %s, converting it to incremental auto-vacuum (writes wait) …\n", id, mib(res.BytesAfter))
+			fmt.Fprintf(m.Stderr, "tenant %s: VACUUM of the %s file, converting it to incremental auto-vacuum (writes wait) …\n", id, mib(res.BytesAfter))
 			vb := time.Now()
 			if err := t.Vacuum(ctx); err != nil {
 				return err
