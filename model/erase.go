@@ -201,12 +201,13 @@ var namesOf = func() map[string][][2]string {
 // row that names, in a field c sets, an erased row that nobody created
 // again — an offline device's write, queued before the erasure, of the
 // patient or of a row of it. The practice PC, the master of its data, may
-// create them again. It returns nil, a *ForbiddenError or look's error.
+// create them again. It returns nil, a *ForbiddenError matching ErrErased
+// or look's error.
 func RefuseErased(index int, c Change, before map[string]any, look ErasedRows) error {
 	if c.Op != OpUpsert {
 		return nil
 	}
-	deny := func(reason string) error { return &ForbiddenError{Index: index, Entity: c.Entity, Reason: reason} }
+	deny := func(reason string) error { return &ForbiddenError{Index: index, Entity: c.Entity, Reason: reason, Err: ErrErased} }
 	if before == nil {
 		gone, err := look.Erased(c.Entity, c.ID)
 		if err != nil {

@@ -253,11 +253,17 @@ func (e *ValidationError) Error() string {
 // Unwrap makes a ValidationError match ErrInvalid.
 func (e *ValidationError) Unwrap() error { return ErrInvalid }
 
+// ErrErased is matched by the refusal of a device's change that would
+// bring an erased row back (RefuseErased).
+var ErrErased = errors.New("erased")
+
 // ForbiddenError says which change of a batch is forbidden and why.
 type ForbiddenError struct {
 	Index  int
 	Entity string
 	Reason string
+	// Err, if set, says more of why: ErrErased.
+	Err error
 }
 
 // Error describes the forbidden change.
@@ -265,8 +271,13 @@ func (e *ForbiddenError) Error() string {
 	return fmt.Sprintf("changes[%d] %s: %s", e.Index, e.Entity, e.Reason)
 }
 
-// Unwrap makes a ForbiddenError match ErrForbidden.
-func (e *ForbiddenError) Unwrap() error { return ErrForbidden }
+// Unwrap makes a ForbiddenError match ErrForbidden, and its Err if set.
+func (e *ForbiddenError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrForbidden, e.Err}
+	}
+	return []error{ErrForbidden}
+}
 
 // ErrAlreadyCheckedIn is matched by a check-in of a participant who is
 // already checked in to that course on that date.

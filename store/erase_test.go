@@ -316,6 +316,9 @@ func TestErasedRowsStayErased(t *testing.T) {
 	if !errors.Is(res.Refused[0], model.ErrForbidden) || !errors.Is(res.Refused[1], model.ErrForbidden) || len(res.Changes) != 0 {
 		t.Fatalf("queued writes of the erased patient = refused %v, logged %v; want both forbidden", res.Refused, res.Changes)
 	}
+	if !errors.Is(res.Refused[0], model.ErrErased) || !errors.Is(res.Refused[1], model.ErrErased) {
+		t.Errorf("queued writes of the erased patient = refused %v; want both erased (ErrErased)", res.Refused)
+	}
 	if _, err := tn.Row(ctx, model.Profiles, p); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the erased profile came back: %v", err)
 	}

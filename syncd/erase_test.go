@@ -184,3 +184,30 @@ func TestLargeErasureStreams(t *testing.T) {
 		t.Errorf("after the erasure m2 holds %d sessions, profiles %v; want none of p-big's", len(state[model.Sessions]), state[model.Profiles])
 	}
 }
+
+// TestQueuedWriteOfErasedRejected: an admin device's write queued before
+// an erasure, of a row naming the erased profile, gets a reject `erased`;
+// a member's (a row naming a profile it does not see, the erased one's
+// too) keeps the uniform `forbidden`.
+func TestQueuedWriteOfErasedRejected(t *testing.T) {
+	e := newTenantEnv(t, syncd.Config{})
+	e.push(t, "erase", `[{"entity":"profiles","op":"erase","id":"p1"}]`)
+	now, _ := e.T.Log(context.Background())
+	ses := "0b9c6f7e-3d1a-4c2b-9e8f-7a6b5c4d3e2f"
+	for _, d := range []struct{ account, code, words string }{
+		{"a1", "erased", "which was erased"},
+		{"m1", "forbidden", "is not a row this account may write"},
+	} {
+		ws, _, _ := dial(t, e.URL, "/v1/device/sync?cursor=0&history="+now.History, e.token(t, d.account, "tablet-"+d.account))
+		until(t, ws, "caught_up")
+		push := `{"type":"push","mutations":[{"id":"w1","entity":"sessions","op":"upsert","row_id":"` + ses + `",
+			"fields":{"profile_id":"p1","therapist_id":"` + d.account + `","protocol":"offline"}}]}`
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(push)); err != nil {
+			t.Fatal(err)
+		}
+		if f, _ := until(t, ws, "reject"); f.MutationID != "w1" || f.Error != d.code || !strings.Contains(f.Message, d.words) {
+			t.Errorf("%s's queued session of the erased patient got %+v; want %s (%q)", d.account, f, d.code, d.words)
+		}
+		ws.Close()
+	}
+}

@@ -74,6 +74,10 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusForbidden, wire.CodeTOTPRequired, errTOTPRequired.Error(), false
 	case errors.As(err, &locked):
 		return http.StatusTooManyRequests, wire.CodeTooManyAttempts, locked.Error(), false
+	case errors.Is(err, model.ErrErased):
+		// Only RefuseErased's refusal: CanWrite's, checked first, keeps a
+		// member's words uniform for rows it does not see.
+		return http.StatusForbidden, wire.CodeErased, msg, false
 	case errors.Is(err, model.ErrForbidden):
 		return http.StatusForbidden, wire.CodeForbidden, msg, false
 	case errors.Is(err, model.ErrAlreadyCheckedIn):

@@ -27,6 +27,14 @@ const (
 	CodeTOTPRequired = "totp_required"
 	// CodeForbidden: the account may not do or write this.
 	CodeForbidden = "forbidden"
+	// CodeErased: a device's write would bring back a row the practice
+	// erased (GDPR Art. 17): the creation of an erased row, or a row naming
+	// one that nobody created again (a write queued offline before the
+	// erasure). It is a reject frame's error only; the client library drops
+	// the write, and what it kept of the row, instead of keeping it as
+	// rejected. A member's write to a row it does not see is refused
+	// `forbidden` with the same words whatever the reason, erased or not.
+	CodeErased = "erased"
 	// CodeBadRequest: an invalid request, change or frame; the message says
 	// what is wrong.
 	CodeBadRequest = "bad_request"
