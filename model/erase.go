@@ -207,7 +207,9 @@ func RefuseErased(index int, c Change, before map[string]any, look ErasedRows) e
 	if c.Op != OpUpsert {
 		return nil
 	}
-	deny := func(reason string) error { return &ForbiddenError{Index: index, Entity: c.Entity, Reason: reason, Err: ErrErased} }
+	deny := func(reason string) error {
+		return &ForbiddenError{Index: index, Entity: c.Entity, Reason: reason, Err: ErrErased}
+	}
 	if before == nil {
 		gone, err := look.Erased(c.Entity, c.ID)
 		if err != nil {
