@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/therasync/therasync/model"
 	"github.com/therasync/therasync/wire"
@@ -165,11 +166,34 @@ func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor
 	return nil
 }
 
-// truncateWAL checkpoints the databases' WALs and truncates them.
+// walTries is how often truncateWAL tries a checkpoint that a reader keeps
+// busy, walRetry the pause between tries.
+const (
+	walTries = 5
+	walRetry = 20 * time.Millisecond
+)
+
+// truncateWAL checkpoints the databases' WALs and truncates them. A
+// checkpoint a reader keeps from finishing (busy) is tried again a few
+// times, then it is an error: the WAL may still hold what was deleted.
 func truncateWAL(ctx context.Context, dbs ...*sql.DB) error {
 	for _, db := range dbs {
-		if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			return fmt.Errorf("truncate the WAL: %w", err)
+		for try := 1; ; try++ {
+			var busy, log, done int
+			if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &log, &done); err != nil {
+				return fmt.Errorf("truncate the WAL: %w", err)
+			}
+			if busy == 0 {
+				break
+			}
+			if try == walTries {
+				return fmt.Errorf("truncate the WAL: still busy after %d tries (%d of %d frames checkpointed)", try, done, log)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("truncate the WAL: %w", ctx.Err())
+			case <-time.After(walRetry):
+			}
 		}
 	}
 	return nil

@@ -125,7 +125,11 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	if err := c.saveLocked(); err != nil {
 		return err
 	}
-	return c.rebaseLocked()
+	if err := c.rebaseLocked(); err != nil {
+		return err
+	}
+	// The old data.db is gone; what the outbox dropped leaves its WAL.
+	return truncateWAL(ctx, c.data, c.outbox)
 }
 
 // fetchShard appends the rest of the shard to part and returns the sha256
