@@ -119,10 +119,16 @@ func Open(dir, server string) (*Client, error) {
 }
 
 // openOutboxLocked opens outbox.db, creating it and its tables when new,
-// unless it is open.
+// unless it is open. A device without a token (logged out, wiped) gets no
+// new outbox: ErrNotLoggedIn.
 func (c *Client) openOutboxLocked() error {
 	if c.outbox != nil {
 		return nil
+	}
+	if c.st.Token == "" {
+		if _, err := os.Stat(c.path("outbox.db")); err != nil {
+			return ErrNotLoggedIn
+		}
 	}
 	db, err := openDB(c.path("outbox.db"))
 	if err != nil {

@@ -70,16 +70,22 @@ func (c *Client) UseToken(ctx context.Context, token string) error {
 // downloadShard fetches the newest shard into data.db.part, resuming a
 // broken download with a Range request, checks its sha256 and puts it in
 // place of the local database. Pending writes are applied on top again.
+// Once the device is no longer logged in with the token it started with
+// (a logout, a wipe, a newer login), it leaves no file behind and returns
+// ErrNotLoggedIn.
 func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	part := c.path("data.db.part")
 	st := c.State()
 	for attempt := 0; ; attempt++ {
+		if err := c.stillLoggedIn(st.Token, part); err != nil {
+			return fmt.Errorf("download shard: %w", err)
+		}
 		sha, err := c.fetchShard(ctx, st, part)
 		if err != nil {
 			if attempt < 3 && !isAPIError(err) {
 				continue // resumes from what arrived
 			}
-			return fmt.Errorf("download shard: %w", err)
+			return fmt.Errorf("download shard: %w", errors.Join(err, c.stillLoggedIn(st.Token, part)))
 		}
 		got, err := fileSHA256(part)
 		if err != nil {
@@ -98,6 +104,9 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.stillLoggedInLocked(st.Token, part); err != nil {
+		return fmt.Errorf("download shard: %w", err)
+	}
 	c.closeDataLocked() // the file goes: an error closing it changes nothing
 	if err := removeDB(c.path("data.db")); err != nil {
 		return fmt.Errorf("download shard: %w", err)
@@ -130,6 +139,22 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	}
 	// The old data.db is gone; what the outbox dropped leaves its WAL.
 	return truncateWAL(ctx, c.data, c.outbox)
+}
+
+// stillLoggedIn is stillLoggedInLocked under the client's lock.
+func (c *Client) stillLoggedIn(token, part string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stillLoggedInLocked(token, part)
+}
+
+// stillLoggedInLocked returns ErrNotLoggedIn, having removed the partial
+// download part, unless the device is logged in (active) with token.
+func (c *Client) stillLoggedInLocked(token, part string) error {
+	if c.st.State == StateActive && c.st.Token != "" && c.st.Token == token {
+		return nil
+	}
+	return errors.Join(ErrNotLoggedIn, removeFile(part))
 }
 
 // fetchShard appends the rest of the shard to part and returns the sha256
