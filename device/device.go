@@ -141,6 +141,18 @@ func (c *Client) openOutboxLocked() error {
 		db.Close()
 		return fmt.Errorf("open outbox: %w", err)
 	}
+	// orphaned: the write's row was gone from the server's rows of a new
+	// history (an erasure, a restore) when the outbox met it; a reject of
+	// it drops it (dropGoneLocked). Added to outboxes made before.
+	var has int
+	err = db.QueryRow(`SELECT count(*) FROM pragma_table_info('outbox') WHERE name = 'orphaned'`).Scan(&has)
+	if err == nil && has == 0 {
+		_, err = db.Exec(`ALTER TABLE outbox ADD COLUMN orphaned INTEGER NOT NULL DEFAULT 0`)
+	}
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("open outbox: %w", err)
+	}
 	c.outbox = db
 	return nil
 }

@@ -70,13 +70,19 @@ func (c *Client) handleFrame(ctx context.Context, f any) error {
 		if f.MutationID == "" {
 			return fmt.Errorf("server refused a frame: %s: %s", f.Error, f.Message)
 		}
-		var entity, row string
-		err := c.outbox.QueryRowContext(ctx, `SELECT entity, row_id FROM outbox WHERE id = ?`, f.MutationID).Scan(&entity, &row)
+		var (
+			entity, row string
+			orphaned    bool
+		)
+		err := c.outbox.QueryRowContext(ctx, `SELECT entity, row_id, orphaned FROM outbox WHERE id = ?`, f.MutationID).Scan(&entity, &row, &orphaned)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if f.Error == wire.CodeErased || orphaned && f.Error == wire.CodeForbidden {
+			return c.dropRejectedLocked(ctx, f.MutationID, entity, row)
 		}
 		if _, err := c.outbox.ExecContext(ctx, `UPDATE outbox SET rejected = 1, error = ?, message = ? WHERE id = ?`, f.Error, f.Message, f.MutationID); err != nil {
 			return err
@@ -160,10 +166,89 @@ func (c *Client) applyFrameLocked(ctx context.Context, cs []model.Change, cursor
 	}
 	if history != "" && history != was {
 		// An erasure (or a restore) rewrote the log: the rows it deleted
-		// were zeroed in the file (secure_delete), and leave the WAL now.
+		// were zeroed in the file (secure_delete), and leave the WAL now,
+		// with the rejected writes of rows that are gone.
+		if err := c.dropGoneLocked(ctx, true); err != nil {
+			return err
+		}
 		return truncateWAL(ctx, c.data, c.outbox)
 	}
 	return nil
+}
+
+// dropRejectedLocked drops a write the server rejected as bringing back an
+// erased row (wire.CodeErased), or an orphaned one rejected forbidden
+// (dropGoneLocked), rather than keep it as rejected with its values: the write, the row's other
+// rejected writes (conflict copies),
+// and, once no pending write of the row is left, its server state (base).
+// The row is put back to its server state plus what is pending, and the
+// WALs are truncated, so that no byte of the write stays in the files.
+func (c *Client) dropRejectedLocked(ctx context.Context, id, entity, row string) error {
+	if _, err := c.outbox.ExecContext(ctx, `DELETE FROM outbox WHERE id = ? OR (entity = ? AND row_id = ? AND rejected = 1)`, id, entity, row); err != nil {
+		return err
+	}
+	if err := c.restoreRowLocked(ctx, entity, row); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if _, err := c.outbox.ExecContext(ctx, `DELETE FROM base WHERE entity = ? AND row_id = ? AND NOT EXISTS
+		(SELECT 1 FROM outbox o WHERE o.entity = base.entity AND o.row_id = base.row_id AND o.rejected = 0)`, entity, row); err != nil {
+		return err
+	}
+	return truncateWAL(ctx, c.data, c.outbox)
+}
+
+// dropGoneLocked, on a new history (an erasure or a restore), drops the
+// rejected writes of rows the server no longer holds, and marks the
+// pending ones orphaned: a reject `forbidden` of them drops them too
+// (dropRejectedLocked). Kept as rejected, they would keep the values of an
+// erased row for good; a member's write of a row it does not see is
+// refused `forbidden`, with the same words whether it was erased or not,
+// so the history change is what tells. (After a restore, such a write of
+// a row the restore took away goes too; one refused for another reason,
+// `not_found`, `bad_request`, stays rejected.) The server's rows are data.db's
+// (a fresh shard, before the pending writes are put on top) or, with
+// useBase, the base snapshot of a row where there is one.
+func (c *Client) dropGoneLocked(ctx context.Context, useBase bool) error {
+	ps, err := c.outboxLocked(ctx, "1")
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		gone, err := c.serverRowGoneLocked(ctx, p.Entity, p.RowID, useBase)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			continue
+		}
+		q := `UPDATE outbox SET orphaned = 1 WHERE id = ?`
+		if p.Rejected {
+			q = `DELETE FROM outbox WHERE id = ?`
+		}
+		if _, err := c.outbox.ExecContext(ctx, q, p.ID); err != nil {
+			return err
+		}
+	}
+	_, err = c.outbox.ExecContext(ctx, `DELETE FROM base WHERE NOT EXISTS
+		(SELECT 1 FROM outbox o WHERE o.entity = base.entity AND o.row_id = base.row_id AND o.rejected = 0)`)
+	return err
+}
+
+// serverRowGoneLocked reports whether the server holds no row entity id:
+// data.db holds none or, with useBase, its base snapshot says so.
+func (c *Client) serverRowGoneLocked(ctx context.Context, entity, id string, useBase bool) (bool, error) {
+	if useBase {
+		var fields sql.NullString
+		err := c.outbox.QueryRowContext(ctx, `SELECT fields FROM base WHERE entity = ? AND row_id = ?`, entity, id).Scan(&fields)
+		if err == nil {
+			return !fields.Valid, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return false, err
+		}
+	}
+	row, err := readLocal(ctx, c.data, entity, id)
+	return row == nil, err
 }
 
 // walTries is how often truncateWAL tries a checkpoint that a reader keeps

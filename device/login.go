@@ -69,10 +69,11 @@ func (c *Client) UseToken(ctx context.Context, token string) error {
 
 // downloadShard fetches the newest shard into data.db.part, resuming a
 // broken download with a Range request, checks its sha256 and puts it in
-// place of the local database. Pending writes are applied on top again.
-// Once the device is no longer logged in with the token it started with
-// (a logout, a wipe, a newer login), it leaves no file behind and returns
-// ErrNotLoggedIn.
+// place of the local database. Pending writes are applied on top again;
+// on a new history, rejected writes of rows the shard does not hold are
+// dropped (dropGoneRejectedLocked). Once the device is no longer logged in
+// with the token it started with (a logout, a wipe, a newer login), it
+// leaves no file behind and returns ErrNotLoggedIn.
 func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	part := c.path("data.db.part")
 	st := c.State()
@@ -107,6 +108,10 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	if err := c.stillLoggedInLocked(st.Token, part); err != nil {
 		return fmt.Errorf("download shard: %w", err)
 	}
+	var was string
+	if c.data != nil {
+		was, _ = c.historyLocked() // unreadable: taken as no history
+	}
 	c.closeDataLocked() // the file goes: an error closing it changes nothing
 	if err := removeDB(c.path("data.db")); err != nil {
 		return fmt.Errorf("download shard: %w", err)
@@ -133,6 +138,15 @@ func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
 	}
 	if err := c.saveLocked(); err != nil {
 		return err
+	}
+	history, err := c.historyLocked()
+	if err != nil {
+		return fmt.Errorf("download shard: %w", err)
+	}
+	if was != "" && history != was {
+		if err := c.dropGoneLocked(ctx, false); err != nil {
+			return err
+		}
 	}
 	if err := c.rebaseLocked(); err != nil {
 		return err

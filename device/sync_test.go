@@ -1,11 +1,13 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -300,5 +302,84 @@ func TestSyncResyncOnANewHistory(t *testing.T) {
 	}
 	if got, h := cursor(t, c), history(t, c); got != 4 || h != "h2" {
 		t.Errorf("cursor %d, history %q; want 4 of h2", got, h)
+	}
+}
+
+// TestSyncErasedRejectDropsWrite: a write rejected `erased` leaves the
+// outbox with its base snapshot and the row's conflict copies; its row
+// goes back to the server state, and no byte of it stays in outbox.db.
+func TestSyncErasedRejectDropsWrite(t *testing.T) {
+	fs := newFakeServer(t)
+	c := openClient(t, fs.URL, 5, startRows(), [2]string{"history", "h1"})
+	w0 := write(t, c, model.Profiles, model.OpUpsert, "p1", map[string]any{"phone": "Erased-Conflict-Copy"})
+	w1 := write(t, c, model.Profiles, model.OpUpsert, "p1", map[string]any{"phone": "Erased-Offline-Phone"})
+	fs.play(func(ws *websocket.Conn, cursor int64) {
+		readPush(t, ws)
+		send(t, ws,
+			wire.Reject{Type: wire.TypeReject, MutationID: w0, Error: wire.CodeConflict, Message: "changed meanwhile"},
+			wire.Reject{Type: wire.TypeReject, MutationID: w1, Error: wire.CodeErased, Message: "p1 was erased"},
+			wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 5, History: "h1"},
+		)
+	})
+	if err := syncIdle(t, c); err != nil {
+		t.Fatalf("Sync = %v", err)
+	}
+	if ps := outbox(t, c); len(ps) != 0 {
+		t.Errorf("outbox = %+v; want the erased write and its conflict copy gone", ps)
+	}
+	if bs := bases(t, c); len(bs) != 0 {
+		t.Errorf("bases = %v; want none", bs)
+	}
+	if got := row(t, c, model.Profiles, "p1"); got == nil || got["phone"] != nil {
+		t.Errorf("p1 = %v; want its server state", got)
+	}
+	for _, v := range []string{"Erased-Conflict-Copy", "Erased-Offline-Phone"} {
+		for _, f := range []string{"outbox.db", "outbox.db-wal"} {
+			if b, _ := os.ReadFile(c.path(f)); bytes.Contains(b, []byte(v)) {
+				t.Errorf("%s holds %q", f, v)
+			}
+		}
+	}
+}
+
+// TestSyncNewHistoryDropsGoneWrites: on a shard of a new history, a
+// rejected write of a row the shard does not hold goes at once, and a
+// pending one goes when the new history rejects it forbidden.
+func TestSyncNewHistoryDropsGoneWrites(t *testing.T) {
+	fs := newFakeServer(t)
+	c := openClient(t, fs.URL, 5, startRows(), [2]string{"history", "h1"})
+	w0 := write(t, c, model.Sessions, model.OpUpsert, "s1", map[string]any{"protocol": "Gone-Rejected"})
+	w1 := write(t, c, model.Profiles, model.OpUpsert, "p1", map[string]any{"phone": "Gone-Pending"})
+	fs.setShard(3, rows{}, [2]string{"history", "h2"})
+	fs.play(
+		func(ws *websocket.Conn, cursor int64) {
+			readPush(t, ws)
+			send(t, ws, wire.Reject{Type: wire.TypeReject, MutationID: w0, Error: wire.CodeForbidden, Message: "no"})
+			send(t, ws, wire.Resync{Type: wire.TypeResync, Reason: "another history"})
+			closeWith(ws, wire.CloseNormalClosure)
+		},
+		func(ws *websocket.Conn, cursor int64) {
+			if p, _ := readPush(t, ws); len(p.Mutations) != 1 || p.Mutations[0].ID != w1 {
+				t.Errorf("push after the resync = %+v; want only %s", p, w1)
+			}
+			send(t, ws,
+				wire.Reject{Type: wire.TypeReject, MutationID: w1, Error: wire.CodeForbidden, Message: "not a row this account may write"},
+				wire.CaughtUp{Type: wire.TypeCaughtUp, Seq: 3, History: "h2"},
+			)
+		},
+	)
+	if err := syncIdle(t, c); err != nil {
+		t.Fatalf("Sync = %v", err)
+	}
+	if ps := outbox(t, c); len(ps) != 0 {
+		t.Errorf("outbox = %+v; want the writes of the gone rows dropped", ps)
+	}
+	checkRows(t, c, map[string]map[string]any{"profiles/p1": nil, "sessions/s1": nil})
+	for _, v := range []string{"Gone-Rejected", "Gone-Pending"} {
+		for _, f := range []string{"outbox.db", "outbox.db-wal", "data.db", "data.db-wal"} {
+			if b, _ := os.ReadFile(c.path(f)); bytes.Contains(b, []byte(v)) {
+				t.Errorf("%s holds %q", f, v)
+			}
+		}
 	}
 }
