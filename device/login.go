@@ -70,8 +70,8 @@ func (c *Client) UseToken(ctx context.Context, token string) error {
 // downloadShard fetches the newest shard into data.db.part, resuming a
 // broken download with a Range request, checks its sha256 and puts it in
 // place of the local database. Pending writes are applied on top again;
-// on a new history, rejected writes of rows the shard does not hold are
-// dropped (dropGoneRejectedLocked). Once the device is no longer logged in
+// on a new history, writes of rows the shard does not hold are dropped
+// when rejected (dropGoneLocked). Once the device is no longer logged in
 // with the token it started with (a logout, a wipe, a newer login), it
 // leaves no file behind and returns ErrNotLoggedIn.
 func (c *Client) downloadShard(ctx context.Context, wantSHA string) error {
