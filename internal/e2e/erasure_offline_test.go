@@ -11,15 +11,12 @@ import (
 	"github.com/therasync/therasync/model"
 )
 
-// TestReviewErasureLeavesOfflineWritesOnDevice (review r13): a therapist
-// writes a protocol and a phone number of a patient while offline; the
-// practice erases the patient; the device syncs again. The server refuses
-// the writes (RefuseErased) and the device resyncs onto a shard of the new
-// history, but the device's outbox keeps the refused writes with their
-// field values as "rejected" for ever: the erased patient's data stays in
-// the device's files (outbox.db), against "no byte of it left in ... device
-// files" (docs/api.md, Erasure).
-func TestReviewErasureLeavesOfflineWritesOnDevice(t *testing.T) {
+// TestErasureLeavesNoOfflineWritesOnDevice: a therapist writes a protocol
+// and a phone number of a patient while offline; the practice erases the
+// patient; the device syncs again, resyncs onto a shard of the new history
+// and has the writes refused. No byte of the patient stays in the device's
+// files (docs/api.md, Erasure), the outbox's rejected writes included.
+func TestErasureLeavesNoOfflineWritesOnDevice(t *testing.T) {
 	ctx := context.Background()
 	sys := newSystem(t)
 	sys.startWorker(time.Hour)
@@ -86,13 +83,11 @@ func filesHolding(dir, v string) []string {
 	return out
 }
 
-// TestReviewErasureResyncKeepsOutboxWAL (review r13): a device that was
-// offline during the erasure resyncs onto a shard of the new history. Its
-// outbox.db-wal still holds the erased patient's row as the outbox's base
-// snapshot of an earlier (acknowledged) write: the library truncates the
-// WALs only when a caught_up names a new history, and after a resync the
-// new shard already has the new history, so it never does.
-func TestReviewErasureResyncKeepsOutboxWAL(t *testing.T) {
+// TestErasureResyncTruncatesOutboxWAL: a device that was offline during
+// the erasure resyncs onto a shard of the new history; the outbox's base
+// snapshot of an earlier (acknowledged) write of the erased patient's row
+// leaves outbox.db-wal too: a shard download truncates the WALs.
+func TestErasureResyncTruncatesOutboxWAL(t *testing.T) {
 	ctx := context.Background()
 	sys := newSystem(t)
 	sys.startWorker(time.Hour)

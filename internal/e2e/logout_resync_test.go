@@ -12,16 +12,13 @@ import (
 	"github.com/therasync/therasync/device"
 )
 
-// TestReviewLogoutDuringResyncDownload (review r13): the user logs out
-// while the sync loop downloads a fresh shard (a resync), and the server
-// does not hear the logout (a 5xx: the token stays valid, pending). The
-// download's attempt breaks; downloadShard retries with the token it read
-// before the logout, re-creates data.db.part, gets the whole shard, and
-// renames it into data.db (and re-creates outbox.db): after the logout the
-// patients' data is on disk again, which DESIGN §5 says the logout
-// deletes. downloadShard never checks that the device is still logged in
-// with the token it started with.
-func TestReviewLogoutDuringResyncDownload(t *testing.T) {
+// TestLogoutDuringResyncDownload: the user logs out while the sync loop
+// downloads a fresh shard (a resync), and the server does not hear the
+// logout (a 5xx: the token stays valid, pending). The download's attempt
+// breaks; downloadShard does not try again with the token it read before
+// the logout, nor put data.db (or outbox.db) back: DESIGN §5, the logout
+// deletes the local data.
+func TestLogoutDuringResyncDownload(t *testing.T) {
 	var armed atomic.Bool
 	inShard, release := make(chan struct{}), make(chan struct{})
 	wrap := func(h http.Handler) http.Handler {
