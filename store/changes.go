@@ -69,8 +69,8 @@ func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error)
 		return r, fmt.Errorf("read changes: %w", err)
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT n FROM access_epoch), history, compacted_to, folded_to
-		FROM changes, log_meta`).
+	if err := tx.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(seq), 0) FROM changes), (SELECT n FROM access_epoch), history, compacted_to, folded_to
+		FROM log_meta`).
 		Scan(&r.Latest, &r.AccessEpoch, &r.History, &r.CompactedTo, &r.FoldedTo); err != nil {
 		return r, fmt.Errorf("read changes: %w", err)
 	}

@@ -354,3 +354,25 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Errorf("TenantIDs() = %v; want [%s]", ids, st.ID)
 	}
 }
+
+// TestReadEmptyLog: a tenant without a change yet reads its history (a
+// join of the empty log with log_meta once answered NULL).
+func TestReadEmptyLog(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ts, _, err := st.CreateTenant(context.Background(), store.NewTenant{Name: "Q", Licenses: []string{"sync"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn, err := st.Tenant(context.Background(), ts.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := tn.Read(context.Background(), 0, 500)
+	if err != nil || len(r.History) != 32 || r.Latest != 0 {
+		t.Fatalf("Read of an empty log = %+v, %v; want seq 0 and its history", r, err)
+	}
+}
