@@ -302,7 +302,7 @@ func (f *feed) wait(c *liveConn) {
 func (f *feed) join(c *liveConn) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.ready || f.dispatching || c.cursor != f.latest {
+	if !f.ready || f.head.History == "" || f.dispatching || c.cursor != f.latest {
 		return false
 	}
 	delete(f.waiting, c)
