@@ -81,13 +81,23 @@ func queryRows(ctx context.Context, q interface {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", entity, err)
 	}
+	out, err := collectRows(e, rows)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", entity, err)
+	}
+	return out, nil
+}
+
+// collectRows scans rows of entity e (id, then columnList(e)) into a map
+// by id, and closes them.
+func collectRows(e *model.Entity, rows *sql.Rows) (map[string]map[string]any, error) {
 	defer rows.Close()
 	out := map[string]map[string]any{}
 	for rows.Next() {
 		var id string
 		fields, err := scanFields(e, rows, &id)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", entity, err)
+			return nil, err
 		}
 		out[id] = fields
 	}

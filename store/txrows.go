@@ -63,17 +63,8 @@ func (r txRows) Find(entity string, match map[string]string) (map[string]map[str
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", entity, err)
 	}
-	defer rows.Close()
-	out := map[string]map[string]any{}
-	for rows.Next() {
-		var id string
-		fields, err := scanFields(e, rows, &id)
-		if err != nil {
-			return nil, fmt.Errorf("find %s: %w", entity, err)
-		}
-		out[id] = fields
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(e, rows)
+	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", entity, err)
 	}
 	return out, nil
