@@ -98,19 +98,16 @@ func (c *liveConn) firstChecks(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if c.history != "" && c.history != log.History {
-		c.resync("the server's change log was rewritten (a restore or an erasure)")
-		return false, nil
+	if c.history == "" {
+		c.history = log.History // a client that does not know its history
 	}
-	if !log.Continues(c.cursor, "") {
-		c.resync(fmt.Sprintf("changes after cursor %d were compacted away (compacted to %d)", c.cursor, log.CompactedTo))
+	if !c.continues(log) {
 		return false, nil
 	}
 	if c.cursor > log.Seq {
 		c.resync(fmt.Sprintf("cursor %d is ahead of the server's seq %d", c.cursor, log.Seq))
 		return false, nil
 	}
-	c.history = log.History
 	if !c.practice && c.cursor > 0 {
 		// The device's data is what its role saw at the cursor: another
 		// role needs another shard.
@@ -196,7 +193,7 @@ func (c *liveConn) fromMemory(ctx context.Context) ([]model.Change, store.Log, b
 func (c *liveConn) continues(log store.Log) bool {
 	switch {
 	case log.History != c.history:
-		c.resync("the server's change log was rewritten (an erasure)")
+		c.resync("the server's change log was rewritten (a restore or an erasure)")
 		return false
 	case !log.ContinuesFrom(c.cursor, "", c.resume):
 		c.resync(fmt.Sprintf("changes after cursor %d were compacted away (compacted to %d)", c.cursor, log.CompactedTo))
