@@ -54,12 +54,6 @@ func (r Read) Log() Log {
 	return Log{Seq: r.Latest, History: r.History, CompactedTo: r.CompactedTo, FoldedTo: r.FoldedTo}
 }
 
-// Continues reports whether a client at cursor of history may go on (see
-// Log.Continues), as of the read's snapshot.
-func (r Read) Continues(cursor int64, history string) bool {
-	return r.Log().Continues(cursor, history)
-}
-
 // Read returns at most limit changes after seq since, in seq order, with
 // the newest seq and the access epoch of the same snapshot.
 func (t *Tenant) Read(ctx context.Context, since int64, limit int) (Read, error) {
@@ -131,18 +125,15 @@ func readLog(ctx context.Context, q rowQueryer) (Log, error) {
 	return l, nil
 }
 
-// Continues reports whether a client at cursor of history history may go
-// on from the log: the same history (an empty history is a client that
+// ContinuesFrom reports whether a client at cursor of history history may
+// go on from the log: the same history (an empty history is a client that
 // does not know one), and no change after the cursor dropped — a cursor of
 // 0 is a client without data, which the kept log describes whole (every
 // row that exists keeps its state as of compacted_to). A cursor ahead of
 // the head is not decided here.
-func (l Log) Continues(cursor int64, history string) bool {
-	return l.ContinuesFrom(cursor, history, 0)
-}
-
-// ContinuesFrom is Continues for a client that began reading from seq 0
-// and is paging through the log: below compacted_to it may go on while
+//
+// A client that began reading from seq 0 and is paging through the log
+// passes compactedTo: below compacted_to it may go on while
 // compactedTo — the FoldedTo of the snapshot it began with (Resume) — is
 // still the log's compacted_to: the log up to there was folded whole
 // before it began, and no compaction has changed it since. 0 is no
