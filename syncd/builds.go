@@ -48,7 +48,7 @@ type buildRequest struct {
 // builds one account's shard, {} every missing or outdated one.
 func (s *Server) handleBuildShards(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
 	var req buildRequest
-	if err := decodeJSON(r, &req); err != nil {
+	if err := decodeOptionalJSON(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}

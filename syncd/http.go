@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -47,7 +48,7 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		tooMany  *tooManyError
 		locked   *stepUpLockedError
 	)
-	msg = err.Error()
+	msg = publicMessage(err)
 	switch {
 	case errors.As(err, &tooMany):
 		return http.StatusTooManyRequests, wire.CodeTooManyAttempts, msg, false
@@ -98,6 +99,30 @@ func classify(err error) (status int, code, msg string, internal bool) {
 	return http.StatusInternalServerError, wire.CodeInternal, "internal error", true
 }
 
+// sentinels are the errors whose text classify's code already says; their
+// text at the end of a message (": bad request", ": invalid change") is
+// internal wrapping, not news for the caller.
+// Sentinels that are whole sentences ("the account has no valid email
+// address") are not listed: they are the message.
+var sentinels = []error{
+	errBadRequest, model.ErrInvalid, model.ErrForbidden, store.ErrConflict, store.ErrLicenseMissing,
+}
+
+// publicMessage is err's text without the sentinel suffixes its wrapping
+// added; a message that is only a sentinel stays as it is.
+func publicMessage(err error) string {
+	msg := err.Error()
+	for trimmed := true; trimmed; {
+		trimmed = false
+		for _, s := range sentinels {
+			if m, ok := strings.CutSuffix(msg, ": "+s.Error()); ok && m != "" {
+				msg, trimmed = m, true
+			}
+		}
+	}
+	return msg
+}
+
 // errorCode returns the error code an error answers with.
 func errorCode(err error) string {
 	_, code, _, _ := classify(err)
@@ -130,6 +155,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // errBadRequest marks errors in a request's form (query, JSON).
 var errBadRequest = errors.New("bad request")
+
+// errEmptyBody is a request without a body (a bad request where one is
+// needed).
+var errEmptyBody = fmt.Errorf("the request body is empty; want a JSON object: %w", errBadRequest)
 
 // errSlowBody refuses a request whose body did not arrive within its read
 // deadline.
@@ -280,12 +309,25 @@ func decodeJSON(r *http.Request, v any) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("read body: %w", errSlowBody)
 		}
-		return badRequest("invalid JSON body: %v", err)
+		if errors.Is(err, io.EOF) {
+			return errEmptyBody
+		}
+		return badRequest("invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
 		return badRequest("invalid JSON body: data after the JSON object")
 	}
 	return nil
+}
+
+// decodeOptionalJSON is decodeJSON for a body that may be left out: an
+// empty body leaves v as it is (the same as {}).
+func decodeOptionalJSON(r *http.Request, v any) error {
+	err := decodeJSON(r, v)
+	if errors.Is(err, errEmptyBody) {
+		return nil
+	}
+	return err
 }
 
 func clientAddr(r *http.Request) string {

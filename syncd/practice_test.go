@@ -178,6 +178,9 @@ func TestBadInput(t *testing.T) {
 		{"negative since", "GET", "/v1/practice/changes?since=-1", e.Key, ``, 400, "bad_request", `since must be between`},
 		{"limit too big", "GET", "/v1/practice/changes?limit=100000", e.Key, ``, 400, "bad_request", `limit must be between 1 and 10000`},
 		{"unknown path", "GET", "/v1/practice/nothing", e.Key, ``, 404, "not_found", ``},
+		{"empty push body", "POST", "/v1/practice/changes", e.Key, ``, 400, "bad_request", "the request body is empty; want a JSON object"},
+		{"build for an unknown account", "POST", "/v1/practice/shards/build", e.Key, `{"account_id":"nobody"}`, 404, "not_found", `account "nobody"`},
+		{"build with a bad body", "POST", "/v1/practice/shards/build", e.Key, `{"account":"a1"}`, 400, "bad_request", `unknown field`},
 	}
 	before := e.seq(t)
 	for _, tt := range tests {
@@ -189,6 +192,13 @@ func TestBadInput(t *testing.T) {
 			}
 			if status != tt.status || ae.Error != tt.code || !strings.Contains(ae.Message, tt.msg) {
 				t.Errorf("%s %s = %d %+v; want %d %s containing %q", tt.method, tt.path, status, ae, tt.status, tt.code, tt.msg)
+			}
+			// The code says what kind of error it is; the message says
+			// what is wrong, without the wrapping's internal suffixes.
+			for _, suffix := range []string{": bad request", ": invalid change", ": forbidden", ": conflict", ": EOF"} {
+				if strings.HasSuffix(ae.Message, suffix) {
+					t.Errorf("message %q ends in the internal suffix %q", ae.Message, suffix)
+				}
 			}
 			if got := e.seq(t); got != before {
 				t.Errorf("seq after refused request = %d; want %d (nothing applied)", got, before)
@@ -303,6 +313,25 @@ func TestWithoutSecretTOTPFailsCleanly(t *testing.T) {
 		code, body := e.do(t, "POST", path, e.Key, nil)
 		if code != http.StatusInternalServerError || !strings.Contains(string(body), `"error":"internal"`) {
 			t.Errorf("POST %s without a secret = %d %s; want 500 internal", path, code, body)
+		}
+	}
+}
+
+// TestBuildAllWithoutBody asks for every outdated shard with no body at
+// all, as `curl -X POST` does: the same as {}.
+func TestBuildAllWithoutBody(t *testing.T) {
+	e := newEnv(t, syncd.Config{})
+	push, _ := json.Marshal(map[string]any{"batch_id": "acc", "changes": []any{
+		map[string]any{"entity": "accounts", "op": "upsert", "id": "a1", "fields": map[string]any{"name": "Anna", "email": "anna@example.org", "role": "member", "app_enabled": true}},
+	}})
+	if code, b := e.do(t, "POST", "/v1/practice/changes", e.Key, push); code != 200 {
+		t.Fatalf("push = %d %s", code, b)
+	}
+	for _, body := range []string{``, `{}`} {
+		code, b := e.do(t, "POST", "/v1/practice/shards/build", e.Key, []byte(body))
+		var got struct{ Enqueued []string }
+		if err := json.Unmarshal(b, &got); code != 200 || err != nil || len(got.Enqueued) != 1 || got.Enqueued[0] != "a1" {
+			t.Errorf("build with body %q = %d %s; want 200 enqueued [a1]", body, code, b)
 		}
 	}
 }
