@@ -25,7 +25,8 @@ func Reference(year int, n int64, account string) string {
 // tenant's time zone: a new transaction (or one still without a reference)
 // is given the next reference of its account_id in at's year; a reference
 // given by a writer is refused unless it repeats the current one (then it
-// is dropped: nothing to write). It returns c with the fields to write (a
+// is dropped: nothing to write). A new reference needs its account_id to
+// name an account. It returns c with the fields to write (a
 // copy of c's when they differ), a *ValidationError, or look's or next's
 // error. c.Entity must be Transactions.
 func AssignReference(index int, c Change, look Rows, at time.Time, next NextRef) (Change, error) {
@@ -52,6 +53,14 @@ func AssignReference(index int, c Change, look Rows, at time.Time, next NextRef)
 			return c, fmt.Errorf("transaction %s has no reference", c.ID)
 		}
 		return c, &ValidationError{Index: index, Entity: Transactions, Field: "account_id", Reason: "is required when a transaction is created"}
+	}
+	holder, err := look.Row(Accounts, account)
+	if err != nil {
+		return c, err
+	}
+	if holder == nil {
+		// Accounts are seen by every role: naming one reveals nothing.
+		return c, &ValidationError{Index: index, Entity: Transactions, Field: "account_id", Reason: fmt.Sprintf("names no account (%q): a reference carries its account's id", account)}
 	}
 	n, err := next(account, at.Year())
 	if err != nil {

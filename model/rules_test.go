@@ -54,7 +54,10 @@ func TestShareWrite(t *testing.T) {
 }
 
 func TestAssignReference(t *testing.T) {
-	rows := mapRows{model.Transactions: {"x1": {"reference": "2026-4-a1", "account_id": "a1"}}}
+	rows := mapRows{
+		model.Transactions: {"x1": {"reference": "2026-4-a1", "account_id": "a1"}},
+		model.Accounts:     {"a1": {"name": "Anna"}},
+	}
 	counted := map[string]int64{}
 	next := func(account string, year int) (int64, error) {
 		counted[account]++
@@ -75,13 +78,14 @@ func TestAssignReference(t *testing.T) {
 		"a reference set on a new transaction": up("x3", map[string]any{"account_id": "a1", "reference": "2027-9-a1"}),
 		"a reference changed":                  up("x1", map[string]any{"reference": "2027-9-a1"}),
 		"a new transaction without account":    up("x4", map[string]any{"status": "paid"}),
+		"a new transaction of no account":      up("x5", map[string]any{"account_id": "ghost"}),
 	} {
 		if _, err := model.AssignReference(0, c, rows, ruleNow, next); !errors.Is(err, model.ErrInvalid) {
 			t.Errorf("%s = %v; want invalid", name, err)
 		}
 	}
-	if counted["a1"] != 1 {
-		t.Errorf("counted %d references; want 1", counted["a1"])
+	if counted["a1"] != 1 || counted["ghost"] != 0 {
+		t.Errorf("counted %v references; want 1 of a1 and none of ghost", counted)
 	}
 }
 

@@ -22,6 +22,43 @@ func shareFixed(c Change, before map[string]any) bool {
 	return c.Entity == ProfileShares && (c.Op == OpDelete || before != nil)
 }
 
+// sharedProfileReason is the refusal of deleting a profile that is shared.
+const sharedProfileReason = "a shared profile is removed only by erasure (a practice push of {\"entity\": \"profiles\", \"op\": \"erase\", \"id\": …})"
+
+// SharedProfileDelete refuses change c, index being its position in its
+// batch, when it deletes a profile that has a share: its shares can never
+// be deleted, and they would be left naming no profile. Erasure removes
+// both. It returns a *ForbiddenError, look's error, or nil.
+func SharedProfileDelete(index int, c Change, look Rows) error {
+	if c.Entity != Profiles || c.Op != OpDelete {
+		return nil
+	}
+	shares, err := look.Find(ProfileShares, map[string]string{"profile_id": c.ID})
+	if err != nil {
+		return err
+	}
+	if len(shares) > 0 {
+		return &ForbiddenError{Index: index, Entity: Profiles, Reason: sharedProfileReason}
+	}
+	return nil
+}
+
+// StampShare gives a device's new profile share (c, before being the row
+// before it: nil for a new one) its writer's account as shared_by when
+// the change leaves it out: the server knows who shared. It returns c,
+// with a copy of its fields when it adds one.
+func StampShare(c Change, before map[string]any, by string) Change {
+	if c.Entity != ProfileShares || c.Op != OpUpsert || before != nil || c.Fields["shared_by"] != nil {
+		return c
+	}
+	c.Fields = maps.Clone(c.Fields)
+	if c.Fields == nil {
+		c.Fields = map[string]any{}
+	}
+	c.Fields["shared_by"] = by
+	return c
+}
+
 // ShareWrite decides change c of a profile share for any writer, index
 // being the change's position in its batch: a delete is refused, and so is
 // an upsert that gives an existing share another value; an upsert that

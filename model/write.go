@@ -42,14 +42,8 @@ func CanWrite(v Viewer, index int, c Change, before map[string]any, look Rows) e
 	if shareFixed(c, before) {
 		return deny(shareFixedReason)
 	}
-	if c.Entity == Profiles && c.Op == OpDelete {
-		shares, err := look.Find(ProfileShares, map[string]string{"profile_id": c.ID})
-		if err != nil {
-			return err
-		}
-		if len(shares) > 0 {
-			return deny("a shared profile is removed only by the practice (erasure)")
-		}
+	if err := SharedProfileDelete(index, c, look); err != nil {
+		return err
 	}
 	if v.Role == RoleAdmin {
 		return nil

@@ -81,6 +81,12 @@ func (w *writer) mutate(ctx context.Context, tx *sql.Tx, r *writeReq, i int, seq
 	if err := model.RefuseErased(i, c, before, rows); err != nil {
 		return nil, err
 	}
+	if shared := model.StampShare(c, before, b.Writer.ID); shared.Fields["shared_by"] != c.Fields["shared_by"] {
+		c = shared
+		if enc, err = encodeChange(i, c); err != nil {
+			return nil, err
+		}
+	}
 	checkIn := model.IsCheckIn(c)
 	if checkIn {
 		if c, err = model.StampCheckIn(i, c, before, b.DeviceID, now); err != nil {

@@ -16,8 +16,9 @@ import (
 // counted, a check-in counted). The rules themselves are model's.
 
 // fieldRules applies to change c the domain rules that decide what it
-// writes: a profile share's immutability (model.ShareWrite) and a
-// transaction's reference (model.AssignReference). It returns c as it is
+// writes: a profile share's immutability (model.ShareWrite), a shared
+// profile's (model.SharedProfileDelete) and a transaction's reference
+// (model.AssignReference). It returns c as it is
 // to be written, with its encoding, or skip when nothing is to be written.
 func (w *writer) fieldRules(ctx context.Context, tx *sql.Tx, index int, c model.Change, enc encoded, now time.Time) (model.Change, encoded, bool, error) {
 	var (
@@ -27,6 +28,8 @@ func (w *writer) fieldRules(ctx context.Context, tx *sql.Tx, index int, c model.
 	switch {
 	case c.Entity == model.ProfileShares && (c.Op == model.OpDelete || c.Op == model.OpUpsert):
 		c, skip, err = model.ShareWrite(index, c, w.rows(ctx, tx), now)
+	case c.Entity == model.Profiles && c.Op == model.OpDelete:
+		return c, enc, false, model.SharedProfileDelete(index, c, w.rows(ctx, tx))
 	case c.Entity == model.Transactions && c.Op == model.OpUpsert:
 		c, err = model.AssignReference(index, c, w.rows(ctx, tx), now.In(w.loc), w.nextRef(ctx, tx))
 	default:

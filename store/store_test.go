@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -222,12 +223,52 @@ func TestApplyShares(t *testing.T) {
 	if row["account_id"] != "*" {
 		t.Errorf("share account_id = %v; want *", row["account_id"])
 	}
+	// A shared profile is deleted by nobody: its share would name nothing.
+	if _, err := apply(t, tn, "", `[{"entity":"profiles","op":"delete","id":"p1"}]`); !errors.Is(err, model.ErrForbidden) || !strings.Contains(err.Error(), "erase") {
+		t.Errorf("practice delete of a shared profile = %v; want forbidden, naming erasure", err)
+	}
+	if seq, _ := tn.Seq(ctx); seq != 1 {
+		t.Errorf("Seq() = %d after a refused delete; want 1", seq)
+	}
+}
+
+// TestDeviceShareNamesItsSharer: a device's new share is stored with its
+// account as shared_by when the device leaves it out.
+func TestDeviceShareNamesItsSharer(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	ctx := context.Background()
+	mustApply(t, tn, "seed", `[
+		{"entity":"accounts","op":"upsert","id":"m1","fields":{"role":"member","app_enabled":true}},
+		{"entity":"accounts","op":"upsert","id":"ad","fields":{"role":"admin","app_enabled":true}},
+		{"entity":"profiles","op":"upsert","id":"p1","fields":{"owner_id":"m1"}}
+	]`)
+	sh1, sh2 := uid("share-1"), uid("share-2")
+	res := devicePush(t, tn, model.Viewer{ID: "m1", Role: model.RoleMember}, "phone-m1", []string{"u1"},
+		`[{"entity":"profile_shares","op":"upsert","id":"`+sh1+`","fields":{"profile_id":"p1","account_id":"*"}}]`)
+	res2 := devicePush(t, tn, model.Viewer{ID: "ad", Role: model.RoleAdmin}, "phone-ad", []string{"u1"},
+		`[{"entity":"profile_shares","op":"upsert","id":"`+sh2+`","fields":{"profile_id":"p1","account_id":"m2","shared_by":"m1"}}]`)
+	if len(res.Refused)+len(res2.Refused) != 0 {
+		t.Fatalf("refused %v %v", res.Refused, res2.Refused)
+	}
+	for id, want := range map[string]string{sh1: "m1", sh2: "m1"} {
+		row, _ := tn.Row(ctx, model.ProfileShares, id)
+		if row["shared_by"] != want {
+			t.Errorf("share %s shared_by = %v; want %s", id, row["shared_by"], want)
+		}
+	}
+	if got := res.Changes[0].Fields["shared_by"]; got != "m1" {
+		t.Errorf("logged share = %v; want shared_by m1 in the change log too", res.Changes[0].Fields)
+	}
 }
 
 func TestApplyTransactionReferences(t *testing.T) {
 	now := time.Date(2026, 12, 31, 23, 30, 0, 0, time.UTC) // already 2027 in Berlin
 	_, tn, _ := newTenant(t, func() time.Time { return now })
 	ctx := context.Background()
+	mustApply(t, tn, "accounts", `[
+		{"entity":"accounts","op":"upsert","id":"a1","fields":{"name":"Anna"}},
+		{"entity":"accounts","op":"upsert","id":"a2","fields":{"name":"Ben"}}
+	]`)
 	r := mustApply(t, tn, "t1", `[
 		{"entity":"transactions","op":"upsert","id":"x1","fields":{"account_id":"a1","kind":"invoice","amount_cents":5000}},
 		{"entity":"transactions","op":"upsert","id":"x2","fields":{"account_id":"a1","kind":"payment","amount_cents":5000}},
@@ -251,6 +292,7 @@ func TestApplyTransactionReferences(t *testing.T) {
 		`[{"entity":"transactions","op":"upsert","id":"x9","fields":{"kind":"invoice"}}]`,
 		`[{"entity":"transactions","op":"upsert","id":"x9","fields":{"account_id":"a1","reference":"2027-9-a1"}}]`,
 		`[{"entity":"transactions","op":"upsert","id":"x1","fields":{"reference":"2027-5-a1"}}]`,
+		`[{"entity":"transactions","op":"upsert","id":"x9","fields":{"account_id":"ghost","kind":"invoice"}}]`,
 	} {
 		if _, err := apply(t, tn, "", js); !errors.Is(err, model.ErrInvalid) {
 			t.Errorf("Apply(%s) = %v; want ErrInvalid", js, err)

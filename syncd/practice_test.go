@@ -227,6 +227,10 @@ func TestPushNeedsSyncLicense(t *testing.T) {
 // is acknowledged (no "database is locked"), and the log has every change.
 func TestConcurrentPushes(t *testing.T) {
 	e := newEnv(t, syncd.Config{})
+	if code, b := e.do(t, "POST", "/v1/practice/changes", e.Key, []byte(`{"batch_id":"accounts","changes":[
+		{"entity":"accounts","op":"upsert","id":"a0"},{"entity":"accounts","op":"upsert","id":"a1"},{"entity":"accounts","op":"upsert","id":"a2"}]}`)); code != 200 {
+		t.Fatalf("accounts = %d %s", code, b)
+	}
 	const pushers, batches = 12, 10
 	var wg sync.WaitGroup
 	errs := make(chan error, pushers*batches)
@@ -257,7 +261,7 @@ func TestConcurrentPushes(t *testing.T) {
 		t.Errorf("push: %v", err)
 	}
 	p := e.pull(t, 0, 10000)
-	if want := pushers * batches * 2; len(p.Changes) != want || p.Seq != int64(want) {
+	if want := 3 + pushers*batches*2; len(p.Changes) != want || p.Seq != int64(want) {
 		t.Fatalf("pulled %d changes, seq %d; want %d", len(p.Changes), p.Seq, want)
 	}
 	refs := map[string]bool{}

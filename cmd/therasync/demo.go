@@ -152,16 +152,20 @@ func demoData(today time.Time, courseHour string, batchSize int) [][]demoChange 
 			member++
 		}
 	}
-	// The accounts come last: enabling their app requests their shard
-	// builds, which then see all the demo data.
+	// The accounts come first, their app access last: enabling it
+	// requests their shard builds, which then see all the demo data (and
+	// a transaction's reference needs its account to exist).
+	var enable []demoChange
 	for i, a := range demoAccounts {
 		practices := []string{"pr-mitte", "pr-see"}
 		if a.Role == "member" {
 			practices = []string{[]string{"pr-mitte", "pr-see"}[i%2]}
 		}
-		add("accounts", a.ID, map[string]any{"name": a.Name, "email": a.Email, "role": a.Role,
-			"app_enabled": a.ID != "acc-mehmet", "practice_ids": practices})
+		cs = append([]demoChange{{Entity: "accounts", Op: "upsert", ID: a.ID, Fields: map[string]any{
+			"name": a.Name, "email": a.Email, "role": a.Role, "practice_ids": practices}}}, cs...)
+		enable = append(enable, demoChange{Entity: "accounts", Op: "upsert", ID: a.ID, Fields: map[string]any{"app_enabled": a.ID != "acc-mehmet"}})
 	}
+	cs = append(cs, enable...)
 	var out [][]demoChange
 	for len(cs) > 0 {
 		n := min(batchSize, len(cs))
