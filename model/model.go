@@ -287,8 +287,14 @@ var ErrAlreadyCheckedIn = errors.New("already checked in")
 // are taken.
 var ErrCourseFull = errors.New("course is full")
 
+// ErrNoUnitsLeft is matched by a check-in of a participant whose own
+// course membership has no units left (units_used = units_total): the
+// front desk needs a new prescription.
+var ErrNoUnitsLeft = errors.New("no units left")
+
 // ConflictError says which change of a batch conflicts with the rows it
-// meets and why; it matches its Err (ErrAlreadyCheckedIn, ErrCourseFull).
+// meets and why; it matches its Err (ErrAlreadyCheckedIn, ErrCourseFull,
+// ErrNoUnitsLeft).
 type ConflictError struct {
 	Index  int
 	Entity string

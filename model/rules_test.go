@@ -156,12 +156,16 @@ func TestDeviceMaySync(t *testing.T) {
 	}
 }
 
+// tinyPNG is a 1×1 PNG, base64: a valid check-in signature.
+const tinyPNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+
 func TestCheckIn(t *testing.T) {
+	now := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC) // the day after the check-ins' Monday
 	rows := countRows{mapRows{
 		model.Courses: {
-			"c1": {"practice_id": "pr1", "capacity": int64(2)},
-			"c2": {"practice_id": "pr1"},
-			"c3": {"practice_id": "pr2"},
+			"c1": {"practice_id": "pr1", "capacity": int64(2), "weekday": int64(1)},
+			"c2": {"practice_id": "pr1", "weekday": int64(1)},
+			"c3": {"practice_id": "pr2", "weekday": int64(2)},
 		},
 		model.CourseMembers: {
 			"cm1":  {"course_id": "c1", "profile_id": "p1", "units_used": int64(4), "units_total": int64(10)},
@@ -187,8 +191,8 @@ func TestCheckIn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		atts := rows.mapRows[model.Attendances]
-		atts[tt.id] = map[string]any{"course_id": tt.course, "profile_id": tt.profile, "date": "2026-11-23", "springer": tt.springer}
-		got, err := model.CheckIn(0, tt.id, nil, rows)
+		atts[tt.id] = map[string]any{"course_id": tt.course, "profile_id": tt.profile, "date": "2026-11-23", "springer": tt.springer, "signature": tinyPNG}
+		got, err := model.CheckIn(0, tt.id, nil, now, rows)
 		if tt.want != nil {
 			delete(atts, tt.id) // a refused check-in is rolled back
 		}
@@ -200,7 +204,7 @@ func TestCheckIn(t *testing.T) {
 			t.Errorf("%s: counted %+v; want one more unit of %s", tt.name, got, tt.unit)
 		}
 	}
-	if got, err := model.CheckIn(0, "a1", rows.mapRows[model.Attendances]["a1"], rows); got != nil || err != nil {
+	if got, err := model.CheckIn(0, "a1", rows.mapRows[model.Attendances]["a1"], now, rows); got != nil || err != nil {
 		t.Errorf("a correction = %+v, %v; want nothing counted", got, err)
 	}
 }

@@ -100,7 +100,7 @@ func (w *writer) nextRef(ctx context.Context, tx *sql.Tx) model.NextRef {
 // before) and logs what they count: one more of units_used on the
 // participant's membership. It returns the changes it logged.
 func (w *writer) checkIn(ctx context.Context, tx *sql.Tx, index int, id string, before map[string]any, origin string, seq *int64, now time.Time) ([]model.Change, error) {
-	units, err := model.CheckIn(index, id, before, w.rows(ctx, tx))
+	units, err := model.CheckIn(index, id, before, now.In(w.loc), w.rows(ctx, tx))
 	if err != nil || units == nil {
 		return nil, err
 	}

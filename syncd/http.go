@@ -85,6 +85,8 @@ func classify(err error) (status int, code, msg string, internal bool) {
 		return http.StatusConflict, wire.CodeAlreadyCheckedIn, msg, false
 	case errors.Is(err, model.ErrCourseFull):
 		return http.StatusConflict, wire.CodeCourseFull, msg, false
+	case errors.Is(err, model.ErrNoUnitsLeft):
+		return http.StatusConflict, wire.CodeNoUnitsLeft, msg, false
 	case errors.Is(err, store.ErrConflict):
 		return http.StatusConflict, wire.CodeConflict, msg, false
 	case errors.Is(err, store.ErrUnauthorized):

@@ -48,6 +48,10 @@ const (
 	// CodeCourseFull: a Springer's check-in to a course whose seats are
 	// taken.
 	CodeCourseFull = "course_full"
+	// CodeNoUnitsLeft: a check-in of a participant whose own course
+	// membership has no units left; the front desk needs a new
+	// prescription (409).
+	CodeNoUnitsLeft = "no_units_left"
 	// CodeTooLarge: the request body exceeds the limit (413).
 	CodeTooLarge = "too_large"
 	// CodeRequestTimeout: the request body did not arrive in time (408).
