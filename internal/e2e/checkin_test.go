@@ -206,7 +206,7 @@ func TestCheckinPage(t *testing.T) {
 		up("profiles", "p5", name("Emil", "Engel")),
 		up("profiles", "p6", name("Frieda", "Fuchs")),
 		up("courses", "c-today", map[string]any{"practice_id": "pr1", "therapist_id": "m1", "title": "Rehasport Rücken", "weekday": weekday,
-			"start_time": now.Add(-10 * time.Minute).Format("15:04"), "duration_min": 60, "capacity": 4}),
+			"start_time": now.Add(-10 * time.Minute).Format("15:04"), "duration_min": 60, "capacity": 5}),
 		up("courses", "c-other", map[string]any{"practice_id": "pr1", "therapist_id": "m1", "title": "Herzsport", "weekday": weekday%7 + 1,
 			"start_time": "17:00", "duration_min": 45, "capacity": 10}),
 		up("course_members", "cm1", member("c-today", "p1", 2)),
@@ -215,6 +215,10 @@ func TestCheckinPage(t *testing.T) {
 		up("course_members", "cm3", member("c-other", "p3", 0)),
 		up("course_members", "cm4", member("c-other", "p4", 0)),
 		up("course_members", "cm5", member("c-other", "p5", 0)),
+		up("profiles", "p8", name("Gustav", "Gast")),
+		up("course_members", "cm8", member("c-other", "p8", 10)),
+		up("profiles", "p9", name("Hanna", "Hohl")),
+		up("course_members", "cm9", member("c-today", "p9", 10)),
 	)
 	sys.waitShard("s1", sys.seq(), 10*time.Second)
 	code := sys.sendCode("s1")
@@ -231,7 +235,7 @@ func TestCheckinPage(t *testing.T) {
 		waitFor(`document.body.dataset.state === 'online'`),
 	)
 	listed := eval[string](t, ctx, `document.getElementById('courses').innerText`)
-	for _, want := range []string{"Rehasport Rücken", "Anna Aktiv", "Bernd Berg", "Frieda Fuchs", "Läuft", "3/4 Plätze"} {
+	for _, want := range []string{"Rehasport Rücken", "Anna Aktiv", "Bernd Berg", "Frieda Fuchs", "Läuft", "4/5 Plätze", "10 von 10 Einheiten"} {
 		if !strings.Contains(listed, want) {
 			t.Errorf("the day's list lacks %q:\n%s", want, listed)
 		}
@@ -240,8 +244,31 @@ func TestCheckinPage(t *testing.T) {
 		t.Errorf("the day's list shows another weekday's course:\n%s", listed)
 	}
 
+	run(t, ctx, "a check-in without a signature is impossible",
+		tap(today1+` .person[data-profile="p1"]`),
+		chromedp.WaitVisible(chromedp.ID("pad")),
+		waitFor(`document.getElementById('sign-ok').disabled`),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('sign-ok').click()`),
+		waitFor(`document.getElementById('sign-dialog').open && JSON.parse(localStorage.getItem('therasync.checkin.queue') || '[]').length === 0`),
+		sign(),
+		tap("#sign-clear"),
+		waitFor(`document.getElementById('sign-ok').disabled`),
+		tap("#sign-cancel"),
+		waitFor(`!document.getElementById('sign-dialog').open`),
+	)
+	run(t, ctx, "a regular with no units left is told to get a new prescription",
+		tap(today1+` .person[data-profile="p9"]`),
+		waitFor(`document.getElementById('toast').textContent.includes('neue Verordnung')`),
+	)
+	if eval[bool](t, ctx, `document.getElementById('sign-dialog').open`) {
+		t.Errorf("the signature pad opened for a regular with no units left")
+	}
 	run(t, ctx, "check in a regular", append(checkInOn("c-today", "p1"),
 		chromedp.WaitVisible(chromedp.CSS(today1+` .person.done[data-profile="p1"]`)))...)
+	// The server decides for a Springer, whose own membership the page
+	// does not show: Gustav's has no units left.
+	run(t, ctx, "a Springer with no units left is refused with the message", append(springerOn("c-today", "Gast", "p8"),
+		waitFor(`document.getElementById('refused-list').textContent.includes('Gustav Gast hat keine Einheiten mehr übrig') && document.getElementById('refused-list').textContent.includes('neue Verordnung')`))...)
 	run(t, ctx, "check in a Springer", append(springerOn("c-today", "Coldi", "p3"),
 		chromedp.WaitVisible(chromedp.CSS(today1+` .person.springer.done[data-profile="p3"]`)))...)
 	run(t, ctx, "the same participant again",
@@ -251,7 +278,7 @@ func TestCheckinPage(t *testing.T) {
 	if eval[bool](t, ctx, `document.getElementById('sign-dialog').open`) {
 		t.Errorf("the signature pad opened for a participant already checked in")
 	}
-	// The course holds 4: three regulars and Clara; a second Springer is refused by the server.
+	// The course holds 5: four regulars and Clara; a second Springer is refused by the server.
 	run(t, ctx, "a Springer past capacity", append(springerOn("c-today", "Dorn", "p4"),
 		waitFor(`document.getElementById('refused-list').textContent.includes('Der Kurs ist voll')`))...)
 
@@ -280,7 +307,7 @@ func TestCheckinPage(t *testing.T) {
 	// Meanwhile another terminal checked Bernd in: the queued one is refused.
 	secretary := model.Viewer{ID: "s1", Role: model.RoleSecretary}
 	other := []model.Change{{Entity: model.Attendances, Op: model.OpUpsert, ID: uid("other-terminal"),
-		Fields: map[string]any{"course_id": "c-today", "profile_id": "p2", "date": today}}}
+		Fields: map[string]any{"course_id": "c-today", "profile_id": "p2", "date": today, "signature": tinyPNG}}}
 	tok, _, err := sys.tenant.LoginDevice(context.Background(), "s1", "tablet-2", "Tablet 2", "test")
 	if err != nil {
 		t.Fatal(err)
@@ -335,6 +362,9 @@ func TestCheckinPage(t *testing.T) {
 			t.Errorf("signature of %s has %d dark pixels; want a drawn line", p, ink)
 		}
 	}
+	if atts["p8"] != nil || atts["p9"] != nil {
+		t.Errorf("a check-in without units left was recorded: %v, %v", atts["p8"], atts["p9"])
+	}
 	if atts["p4"] != nil {
 		t.Errorf("the Springer past capacity was recorded: %v", atts["p4"])
 	}
@@ -342,7 +372,7 @@ func TestCheckinPage(t *testing.T) {
 		t.Errorf("Bernd's attendance = %v; want only the other terminal's", atts["p2"])
 	}
 	// JSON numbers: units_used of the memberships that the check-ins used.
-	for id, want := range map[string]float64{"cm1": 3, "cm3": 1, "cm6": 1, "cm2": 1, "cm4": 0} {
+	for id, want := range map[string]float64{"cm1": 3, "cm3": 1, "cm6": 1, "cm2": 1, "cm4": 0, "cm8": 10, "cm9": 10} {
 		if got, _ := units[id].(float64); got != want {
 			t.Errorf("units_used of %s = %v; want %v", id, units[id], want)
 		}
@@ -516,3 +546,7 @@ func TestCheckinLogoutOffline(t *testing.T) {
 		t.Errorf("the account's devices = %+v; want %s logged out", ds, deviceID)
 	}
 }
+
+// tinyPNG is a 1×1 PNG, base64: a valid signature for a check-in that no
+// pad drew.
+const tinyPNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="

@@ -37,6 +37,7 @@ const SHOWN = new Set(['courses', 'course_members', 'attendances', 'profiles']);
 const MESSAGES = {
   already_checked_in: 'ist für diesen Kurs heute bereits eingecheckt.',
   course_full: 'Der Kurs ist voll – für Springer ist kein Platz mehr frei.',
+  no_units_left: 'hat keine Einheiten mehr übrig. Bitte an der Rezeption melden: Für weitere Check-ins ist eine neue Verordnung nötig.',
   forbidden: 'Dieses Konto darf hier nicht einchecken.',
   bad_request: 'Der Check-in wurde abgelehnt.',
 };
@@ -190,6 +191,7 @@ function personItem(c, p, springer) {
   b.addEventListener('click', () => {
     if (p.checked_in_at) return toast(`${fullName(p)} ${MESSAGES.already_checked_in}`, true);
     if (waiting) return toast(`Der Check-in von ${fullName(p)} wartet schon auf die Verbindung.`, true);
+    if (!springer && p.units_total != null && (p.units_used || 0) >= p.units_total) return toast(`${fullName(p)} ${MESSAGES.no_units_left}`, true);
     openSignature(c, p, springer);
   });
   li.append(b);
@@ -365,6 +367,7 @@ function settle(ids, rejected) {
     const who = q ? q.name : 'Check-in';
     const text = rejected.error === 'already_checked_in' ? `${who} ${MESSAGES.already_checked_in}`
       : rejected.error === 'course_full' ? `${who}: ${MESSAGES.course_full}`
+      : rejected.error === 'no_units_left' ? `${who} ${MESSAGES.no_units_left}`
       : `${who}: ${MESSAGES[rejected.error] || 'Der Check-in wurde abgelehnt.'} (${rejected.message})`;
     state.refused.push(text);
     store.set('refused', state.refused);
