@@ -230,6 +230,7 @@ func TestCheckinPage(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("email")),
 		chromedp.SendKeys(chromedp.ID("email"), "empfang@praxis.de"),
 		chromedp.SendKeys(chromedp.ID("code"), code),
+		chromedp.SendKeys(chromedp.ID("pin"), "4711"),
 		chromedp.Click(chromedp.ID("login-button")),
 		chromedp.WaitVisible(chromedp.CSS(today1+` .person[data-profile="p1"]`)),
 		waitFor(`document.body.dataset.state === 'online'`),
@@ -500,6 +501,7 @@ func TestCheckinLogoutOffline(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("email")),
 		chromedp.SendKeys(chromedp.ID("email"), "empfang@praxis.de"),
 		chromedp.SendKeys(chromedp.ID("code"), code),
+		chromedp.SendKeys(chromedp.ID("pin"), "4711"),
 		chromedp.Click(chromedp.ID("login-button")),
 		chromedp.WaitVisible(chromedp.CSS(`.course[data-course="c1"] .person[data-profile="p1"]`)),
 		waitFor(`document.body.dataset.state === 'online'`),
@@ -514,8 +516,28 @@ func TestCheckinLogoutOffline(t *testing.T) {
 
 	srv.down()
 	run(t, ctx, "offline", waitFor(`document.body.dataset.state === 'offline'`))
-	run(t, ctx, "log out while offline",
+	if kept := eval[string](t, ctx, `localStorage.getItem('therasync.checkin.pin')`); strings.Contains(kept, "4711") || !strings.Contains(kept, `"hash":`) {
+		t.Errorf("the kept PIN = %s; want only its hash", kept)
+	}
+	run(t, ctx, "a wrong PIN does not log out",
 		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("pin-check")),
+		chromedp.SendKeys(chromedp.ID("pin-check"), "1234"),
+		chromedp.Click(chromedp.ID("pin-ok")),
+		waitFor(`document.getElementById('pin-error').textContent.includes('PIN stimmt nicht')`),
+	)
+	if eval[bool](t, ctx, `document.getElementById('pin-dialog').open && JSON.parse(localStorage.getItem('therasync.checkin.auth')) !== null`) != true {
+		t.Errorf("a wrong PIN closed the dialog or logged the tablet out")
+	}
+	run(t, ctx, "cancel keeps the tablet logged in",
+		chromedp.Click(chromedp.ID("pin-cancel")),
+		waitFor(`!document.getElementById('pin-dialog').open && document.getElementById('login').hidden`),
+	)
+	run(t, ctx, "log out while offline with the right PIN",
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("pin-check")),
+		chromedp.SendKeys(chromedp.ID("pin-check"), "4711"),
+		chromedp.Click(chromedp.ID("pin-ok")),
 		chromedp.WaitVisible(chromedp.ID("email")),
 		waitFor(`(caches.keys().then((k) => { window.cachesKept = k.length; }), window.cachesKept === 0)`),
 	)

@@ -579,9 +579,11 @@ async function login(e) {
       }[body && body.error] || `Anmeldung fehlgeschlagen (${(body && body.message) || status}).`;
       return;
     }
+    await setPin($('pin').value);
     state.auth = { token: body.token, device_id: deviceId, account_id: body.account_id, role: body.role, tenant_id: body.tenant_id };
     store.set('auth', state.auth);
     $('code').value = '';
+    $('pin').value = '';
     await refresh();
     connect();
   } catch {
@@ -590,6 +592,60 @@ async function login(e) {
     $('login-button').disabled = false;
     render();
   }
+}
+
+// ---- the PIN behind logout ----------------------------------------------
+//
+// A PIN chosen at login guards logout, so that a participant cannot log the
+// tablet out. It never leaves the tablet: localStorage keeps only a
+// PBKDF2-SHA-256 hash (random salt, PIN_ITERATIONS rounds). PIN_TRIES wrong
+// PINs in a row lock the PIN for PIN_LOCK_MS.
+const PIN_ITERATIONS = 200000;
+const PIN_TRIES = 5;
+const PIN_LOCK_MS = 15 * 60 * 1000;
+
+function hex(buf) { return [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join(''); }
+
+async function pinHash(pin, saltHex) {
+  const salt = new Uint8Array(saltHex.match(/../g).map((h) => parseInt(h, 16)));
+  const key = await crypto.subtle.importKey('raw', new TextEncoder().encode(pin), 'PBKDF2', false, ['deriveBits']);
+  return hex(await crypto.subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt, iterations: PIN_ITERATIONS }, key, 256));
+}
+
+async function setPin(pin) {
+  const salt = hex(crypto.getRandomValues(new Uint8Array(16)));
+  store.set('pin', { salt, iterations: PIN_ITERATIONS, hash: await pinHash(pin, salt) });
+  store.drop('pin_fails');
+}
+
+// askLogout asks for the PIN and logs out when it is right. A tablet
+// logged in before PINs existed has none: it asks as before.
+function askLogout() {
+  if (!store.get('pin', null)) return logout();
+  $('pin-check').value = '';
+  $('pin-error').textContent = '';
+  $('pin-dialog').showModal();
+  $('pin-check').focus();
+}
+
+async function checkPin(e) {
+  e.preventDefault();
+  const kept = store.get('pin', null);
+  const fails = store.get('pin_fails', { n: 0, until: 0 });
+  if (Date.now() < fails.until) {
+    $('pin-error').textContent = 'Zu viele falsche PINs. Bitte später erneut versuchen.';
+    return;
+  }
+  const given = $('pin-check').value;
+  $('pin-check').value = '';
+  if (!kept || await pinHash(given, kept.salt) !== kept.hash) {
+    const n = fails.n + 1;
+    store.set('pin_fails', n >= PIN_TRIES ? { n: 0, until: Date.now() + PIN_LOCK_MS } : { n, until: 0 });
+    $('pin-error').textContent = n >= PIN_TRIES ? 'Zu viele falsche PINs. Bitte später erneut versuchen.' : 'Die PIN stimmt nicht.';
+    return;
+  }
+  $('pin-dialog').close();
+  logout();
 }
 
 // logout deletes what the page kept first, whether or not the server can
@@ -605,7 +661,9 @@ function logout() {
 
 function start() {
   $('login-form').addEventListener('submit', login);
-  $('logout').addEventListener('click', logout);
+  $('logout').addEventListener('click', askLogout);
+  $('pin-form').addEventListener('submit', checkPin);
+  $('pin-cancel').addEventListener('click', () => $('pin-dialog').close());
   $('springer-search').addEventListener('input', showResults);
   $('refused-clear').addEventListener('click', () => {
     state.refused = [];
