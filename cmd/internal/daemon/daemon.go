@@ -87,20 +87,25 @@ func DefaultConfig(getenv func(string) string) Config {
 			set(v)
 		}
 	}
+	// A value that does not parse is reported with its variable, the value
+	// and why, and leaves the default in place: Validate then reports that
+	// error alone, not a range check of a zero nobody wrote.
 	envInt := func(name string, p *int) {
 		env(name, func(v string) {
-			n, err := strconv.Atoi(v)
+			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
-				c.envErrs = append(c.envErrs, fmt.Errorf("%s: want an integer, got %q", name, v))
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: not a whole number (%s)", name, v, numError(err)))
+				return
 			}
 			*p = n
 		})
 	}
 	envDuration := func(name string, p *time.Duration) {
 		env(name, func(v string) {
-			d, err := time.ParseDuration(v)
+			d, err := time.ParseDuration(strings.TrimSpace(v))
 			if err != nil {
-				c.envErrs = append(c.envErrs, fmt.Errorf("%s: want a duration such as 2s, got %q", name, v))
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: not a duration with a unit, such as 500ms, 2s, 5m or 1h", name, v))
+				return
 			}
 			*p = d
 		})
@@ -110,9 +115,10 @@ func DefaultConfig(getenv func(string) string) Config {
 	env("REDIS_URL", func(v string) { c.RedisURL = v })
 	env("LOG_LEVEL", func(v string) { c.LogLevel = v })
 	env("MAX_BODY_BYTES", func(v string) {
-		n, err := strconv.ParseInt(v, 10, 64)
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil {
-			c.envErrs = append(c.envErrs, fmt.Errorf("MAX_BODY_BYTES: want an integer, got %q", v))
+			c.envErrs = append(c.envErrs, fmt.Errorf("MAX_BODY_BYTES=%q: not a whole number of bytes (%s); write 16 MiB as 16777216", v, numError(err)))
+			return
 		}
 		c.MaxBodyBytes = n
 	})
@@ -124,7 +130,8 @@ func DefaultConfig(getenv func(string) string) Config {
 	env("CHANGE_RETENTION", func(v string) {
 		d, err := ParseRetention(v)
 		if err != nil {
-			c.envErrs = append(c.envErrs, fmt.Errorf("CHANGE_RETENTION: %w", err))
+			c.envErrs = append(c.envErrs, fmt.Errorf("CHANGE_RETENTION=%q: %w", v, err))
+			return
 		}
 		c.ChangeRetention = d
 	})
@@ -137,6 +144,15 @@ func DefaultConfig(getenv func(string) string) Config {
 	envInt("UPGRADES_PER_MINUTE", &c.UpgradesPerMinute)
 	envDuration("ACCESS_RECHECK", &c.AccessRecheck)
 	return c
+}
+
+// numError says why strconv refused a number: out of range, or not
+// digits at all.
+func numError(err error) string {
+	if errors.Is(err, strconv.ErrRange) {
+		return "out of range"
+	}
+	return "only digits are allowed"
 }
 
 // RegisterFlags registers the flags of the fields the process uses: any of

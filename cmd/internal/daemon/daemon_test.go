@@ -37,6 +37,49 @@ func TestConfigFromEnvironment(t *testing.T) {
 	}
 }
 
+// TestConfigEnvParseErrors: a variable that does not parse is reported
+// once, with its name, its value and why — never as the zero it did not
+// parse to ("MAX_BODY_BYTES must be at least 1024, got 0").
+func TestConfigEnvParseErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name, value string
+		want        []string
+	}{
+		{"MAX_BODY_BYTES", "16MB", []string{`MAX_BODY_BYTES="16MB"`, "not a whole number of bytes", "16777216"}},
+		{"MAX_BODY_BYTES", "99999999999999999999", []string{`MAX_BODY_BYTES="99999999999999999999"`, "out of range"}},
+		{"CODE_DIGITS", "six", []string{`CODE_DIGITS="six"`, "not a whole number"}},
+		{"WORKER_CONCURRENCY", "4 workers", []string{`WORKER_CONCURRENCY="4 workers"`, "not a whole number"}},
+		{"ACCESS_RECHECK", "2", []string{`ACCESS_RECHECK="2"`, "not a duration with a unit", "2s"}},
+		{"SHUTDOWN_TIMEOUT", "soon", []string{`SHUTDOWN_TIMEOUT="soon"`, "not a duration"}},
+		{"CHANGE_RETENTION", "90 days", []string{`CHANGE_RETENTION="90 days"`, "want days such as 90d"}},
+	} {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			c := DefaultConfig(func(name string) string {
+				switch name {
+				case "SECRET":
+					return strings.Repeat("ab", 32)
+				case tt.name:
+					return tt.value
+				}
+				return ""
+			})
+			err := c.Validate()
+			if err == nil {
+				t.Fatal("Validate = nil; want the parse error")
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("Validate = %q; want it to contain %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, "got 0") || strings.Count(msg, tt.name) != 1 {
+				t.Errorf("Validate = %q; want the one parse error, not a range check of a value nobody wrote", msg)
+			}
+		})
+	}
+}
+
 // TestProcessFlags: each binary takes the flags README's configuration
 // table gives it, and a bad command line exits with 2.
 func TestProcessFlags(t *testing.T) {
