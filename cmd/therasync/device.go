@@ -48,7 +48,9 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 		if err := c.Sync(ctx, device.SyncOptions{UntilIdle: !*follow}); err != nil {
 			return err
 		}
-		return m.deviceStatus(ctx, c)
+		// Ctrl-C or SIGTERM ends --follow: that is its normal end, and the
+		// status is still printed.
+		return m.deviceStatus(context.WithoutCancel(ctx), c)
 	case "status":
 		return m.deviceStatus(ctx, c)
 	case "query":

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/therasync/therasync/device"
 )
@@ -58,5 +59,38 @@ func TestDeviceLogoutOffline(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*.db*")); len(left) != 0 {
 		t.Errorf("files after device status: %v", left)
+	}
+}
+
+// TestDeviceSyncFollowCancel: `device sync --follow` ended by Ctrl-C
+// (its context cancelled) exits 0 and prints the device's status.
+func TestDeviceSyncFollowCancel(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := "http://" + ln.Addr().String()
+	ln.Close() // nobody answers: the sync keeps retrying until cancelled
+	dir := t.TempDir()
+	b, err := json.Marshal(device.State{Server: server, DeviceID: "d1", Token: "t1.secret", TenantID: "t1", AccountID: "m1", Role: "member", State: device.StateActive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "device.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	m := &Main{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }}
+	err = m.Run(ctx, []string{"device", "sync", "--follow", "--dir", dir})
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Errorf("device sync --follow cancelled = %v; want nil (exit 0)", err)
+	}
+	if !strings.Contains(out.String(), `"device_id": "d1"`) {
+		t.Errorf("device sync --follow printed %q; want the status", out.String())
 	}
 }
