@@ -36,11 +36,20 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 	if *dir == "" {
 		return usageError("device: --dir is required")
 	}
-	c, err := device.Open(*dir, *server)
+	// Only a login chooses the server; every other command uses the one
+	// the device logged in to and refuses another rather than rewrite it.
+	open := *server
+	if cmd != "login" {
+		open = ""
+	}
+	c, err := device.Open(*dir, open)
 	if err != nil {
 		return err
 	}
 	m.closers = append(m.closers, c.Close)
+	if stored := c.State().Server; cmd != "login" && *server != "" && strings.TrimRight(*server, "/") != stored {
+		return fmt.Errorf("device %s: --server %s is not the server this device logged in to (%q); only device login changes it", cmd, *server, stored)
+	}
 	switch cmd {
 	case "login":
 		return m.deviceLogin(ctx, c, *token, *email, *code, *name)

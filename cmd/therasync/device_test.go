@@ -94,3 +94,24 @@ func TestDeviceSyncFollowCancel(t *testing.T) {
 		t.Errorf("device sync --follow printed %q; want the status", out.String())
 	}
 }
+
+// TestDeviceServerRefused: a device command other than login refuses a
+// --server that differs from the stored one and leaves it unchanged.
+func TestDeviceServerRefused(t *testing.T) {
+	dir := t.TempDir()
+	b, err := json.Marshal(device.State{Server: "http://127.0.0.1:1", DeviceID: "d1", State: device.StateLoggedOut})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "device.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"status", "sync", "logout"} {
+		if _, err := run(t, "device", cmd, "--dir", dir, "--server", "http://evil.example"); err == nil || !strings.Contains(err.Error(), "only device login changes it") {
+			t.Errorf("device %s --server other = %v; want it refused", cmd, err)
+		}
+	}
+	if out, err := run(t, "device", "status", "--dir", dir, "--server", "http://127.0.0.1:1/"); err != nil || !strings.Contains(out, `"server": "http://127.0.0.1:1"`) {
+		t.Errorf("device status with the stored server = %s, %v; want the server unchanged", out, err)
+	}
+}
