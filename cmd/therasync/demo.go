@@ -78,10 +78,12 @@ func demoData(today time.Time, courseHour string, batchSize int) [][]demoChange 
 		})
 	}
 	shareAt := today.AddDate(0, -2, 0).Format(time.RFC3339)
-	for i := range 40 {
+	// A few shares, two of them to every member ("*"): a member sees its
+	// own patients, these, and those of its sessions and courses, not all.
+	for i := range 12 {
 		p := fmt.Sprintf("pat-%03d", r.IntN(patients))
 		to := therapists[1+r.IntN(3)]
-		if i < 8 {
+		if i < 2 {
 			to = "*"
 		}
 		add("profile_shares", fmt.Sprintf("share-%03d", i), map[string]any{"profile_id": p, "account_id": to, "shared_by": "acc-admin", "shared_at": shareAt})
@@ -97,9 +99,15 @@ func demoData(today time.Time, courseHour string, batchSize int) [][]demoChange 
 		case r.IntN(12) == 0:
 			status = "cancelled"
 		}
-		therapist := therapists[r.IntN(len(therapists))]
+		// A patient's sessions are mostly with its owner; now and then a
+		// colleague stands in (and so sees that patient).
+		patient := r.IntN(patients)
+		therapist := therapists[patient%len(therapists)]
+		if r.IntN(100) == 0 {
+			therapist = therapists[r.IntN(len(therapists))]
+		}
 		fields := map[string]any{
-			"profile_id": fmt.Sprintf("pat-%03d", r.IntN(patients)), "therapist_id": therapist,
+			"profile_id": fmt.Sprintf("pat-%03d", patient), "therapist_id": therapist,
 			"practice_id": []string{"pr-mitte", "pr-see"}[r.IntN(2)], "starts_at": at.Format(time.RFC3339),
 			"duration_min": []int{20, 30, 45, 60}[r.IntN(4)], "price_cents": []int{2500, 3800, 4500, 9000}[r.IntN(4)],
 			"status": status,
