@@ -32,6 +32,10 @@ type SyncOptions struct {
 	// no unacknowledged write (for one-shot syncs), instead of following
 	// live changes until ctx ends.
 	UntilIdle bool
+	// Report, when set, is told what happens as it happens (connected,
+	// changes applied, caught up, writes acknowledged or refused, resync,
+	// read-only); it is called from Sync's goroutine and must not block.
+	Report func(Event)
 }
 
 // Sync keeps the device in sync: it connects, catches up, sends pending
@@ -55,7 +59,7 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		idle, err := c.session(ctx, opts.UntilIdle)
+		idle, err := c.session(ctx, opts)
 		st := c.State()
 		switch {
 		case ctx.Err() != nil:
@@ -75,7 +79,11 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 			if opts.UntilIdle {
 				return ErrReadOnly
 			}
+			opts.report("read_only", "the practice withdrew this device's access: local data kept, read-only; trying again in about %s", wait.Round(time.Second))
 		} else {
+			if err != nil {
+				opts.report("disconnected", "disconnected (%v); reconnecting", err)
+			}
 			backoff = min(backoff*2, opts.MaxBackoff)
 		}
 		jitter := time.Duration(mathrand.Int64N(int64(wait/2) + 1))
@@ -88,13 +96,15 @@ func (c *Client) Sync(ctx context.Context, opts SyncOptions) error {
 }
 
 // session runs one connection; it reports whether it ended idle.
-func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err error) {
+func (c *Client) session(ctx context.Context, opts SyncOptions) (idle bool, err error) {
+	untilIdle := opts.UntilIdle
 	ws, st, err := c.dial(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer ws.Close()
 	c.setState(StateActive)
+	opts.report("connected", "connected to %s", st.Server)
 	frames := make(chan any) // see decodeFrame
 	readErr := make(chan error, 1)
 	go readFrames(ws, frames, readErr)
@@ -119,6 +129,7 @@ func (c *Client) session(ctx context.Context, untilIdle bool) (idle bool, err er
 			if err := c.handleFrame(ctx, f); err != nil {
 				return false, err
 			}
+			opts.reportFrame(f)
 			switch f.(type) {
 			case *wire.CaughtUp:
 				caughtUp = true

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/therasync/therasync/device"
 	"github.com/therasync/therasync/model"
@@ -54,7 +55,15 @@ func (m *Main) runDevice(ctx context.Context, args []string) error {
 	case "login":
 		return m.deviceLogin(ctx, c, *token, *email, *code, *name)
 	case "sync":
-		if err := c.Sync(ctx, device.SyncOptions{UntilIdle: !*follow}); err != nil {
+		opts := device.SyncOptions{UntilIdle: !*follow}
+		if *follow {
+			// What happens, as it happens, on stderr; the status at the
+			// end on stdout.
+			opts.Report = func(e device.Event) {
+				fmt.Fprintf(m.Stderr, "%s %s\n", time.Now().Format(time.TimeOnly), e)
+			}
+		}
+		if err := c.Sync(ctx, opts); err != nil {
 			return err
 		}
 		// Ctrl-C or SIGTERM ends --follow: that is its normal end, and the

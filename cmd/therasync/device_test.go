@@ -93,6 +93,9 @@ func TestDeviceSyncFollowCancel(t *testing.T) {
 	if !strings.Contains(out.String(), `"device_id": "d1"`) {
 		t.Errorf("device sync --follow printed %q; want the status", out.String())
 	}
+	if !strings.Contains(errOut.String(), "reconnecting") {
+		t.Errorf("device sync --follow told %q on stderr; want what happens (disconnected, reconnecting)", errOut.String())
+	}
 }
 
 // TestDeviceServerRefused: a device command other than login refuses a
