@@ -35,6 +35,9 @@ type devState struct {
 	DemoHour string `json:"demo_hour"`
 	// Seeded is true once every demo batch was acknowledged.
 	Seeded bool `json:"seeded"`
+	// RedisURL is the embedded Redis of the dev server running now (a new
+	// port at every start), for the operator commands' --redis.
+	RedisURL string `json:"redis_url,omitempty"`
 }
 
 func (m *Main) runDev(ctx context.Context, args []string) error {
@@ -77,6 +80,10 @@ func (m *Main) runDev(ctx context.Context, args []string) error {
 	base := "http://" + sd.Server.Addr()
 	state, err := m.devTenant(ctx, sd.Store, cfg.DataDir, base)
 	if err != nil {
+		return err
+	}
+	state.RedisURL = cfg.RedisURL
+	if err := writeJSONFile(filepath.Join(cfg.DataDir, "dev.json"), state); err != nil {
 		return err
 	}
 	m.printDevBanner(cfg.DataDir, base, state)
@@ -226,11 +233,17 @@ Check-in terminal (a tablet at the front desk): open %s/checkin/ and log in
 as sabine.krueger@praxis-demo.de with a code from %s:
   curl -s -X POST -H 'Authorization: Bearer %s' %s/v1/practice/accounts/acc-sabine/access-code
 
+Vendor support, on this machine (effective at once on the running server):
+  therasync account disable --data %s --tenant %s --redis %s --account acc-jonas
+  therasync device list --data %s --tenant %s --redis %s --account acc-jonas
+  therasync tenant set --data %s --tenant %s --redis %s --licenses sync,app --tz Europe/Berlin
+
 Stop with Ctrl-C. Started again on the same data directory, it reuses what is there.
 `, base, dir, st.TenantID, st.PracticeKey, accountEmails(st.Accounts), filepath.Join(dir, "dev.json"),
 		base, st.PracticeKey, base, st.PracticeKey, base, base,
 		filepath.Join(dir, "outbox"), st.PracticeKey, base, base, base,
-		base, filepath.Join(dir, "outbox"), st.PracticeKey, base)
+		base, filepath.Join(dir, "outbox"), st.PracticeKey, base,
+		dir, st.TenantID, st.RedisURL, dir, st.TenantID, st.RedisURL, dir, st.TenantID, st.RedisURL)
 }
 
 func accountEmails(as []demoAccount) string {

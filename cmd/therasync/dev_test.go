@@ -250,6 +250,9 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Errorf("sync with a minted token = %s, %v", out, err)
 	}
 
+	// The vendor's support, on the running server.
+	checkOperator(t, data, readDevState(t, data), c)
+
 	// SIGTERM stops it gracefully.
 	p.Signal(syscall.SIGTERM)
 	exited, err := p.Wait(30 * time.Second)
