@@ -494,6 +494,19 @@ func TestStatsAndBackup(t *testing.T) {
 			t.Errorf("stats?%s = %d %s; want 400", q, code, b)
 		}
 	}
+	// Without from and to: this month up to today, in the tenant's zone.
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	before := time.Now().In(berlin)
+	code, sb := sys.do("GET", "/v1/practice/stats?as=a1", nil)
+	after := time.Now().In(berlin)
+	var period struct{ From, To, TZ string }
+	json.Unmarshal(sb, &period)
+	okDay := func(got, layout, suffix string) bool {
+		return got == before.Format(layout)+suffix || got == after.Format(layout)+suffix
+	}
+	if code != 200 || !okDay(period.From, "2006-01", "-01") || !okDay(period.To, time.DateOnly, "") || period.TZ != "Europe/Berlin" {
+		t.Errorf("stats without a period = %d %s; want this month up to today in Europe/Berlin", code, sb)
+	}
 	if code, _ := sys.do("GET", "/v1/practice/stats?as=ghost&from=2026-11-01&to=2026-11-30", nil); code != 404 {
 		t.Errorf("stats as unknown account = %d; want 404", code)
 	}
