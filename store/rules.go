@@ -16,7 +16,8 @@ import (
 // counted, a check-in counted). The rules themselves are model's.
 
 // fieldRules applies to change c the domain rules that decide what it
-// writes: a profile share's immutability (model.ShareWrite), a shared
+// writes: a new account's default role (model.DefaultRole), a profile
+// share's immutability (model.ShareWrite), a shared
 // profile's (model.SharedProfileDelete) and a transaction's reference
 // (model.AssignReference). It returns c as it is
 // to be written, with its encoding, or skip when nothing is to be written.
@@ -28,6 +29,12 @@ func (w *writer) fieldRules(ctx context.Context, tx *sql.Tx, index int, c model.
 	switch {
 	case c.Entity == model.ProfileShares && (c.Op == model.OpDelete || c.Op == model.OpUpsert):
 		c, skip, err = model.ShareWrite(index, c, w.rows(ctx, tx), now)
+	case c.Entity == model.Accounts && c.Op == model.OpUpsert:
+		before, err := w.rows(ctx, tx).Row(model.Accounts, c.ID)
+		if err != nil || before != nil || c.Fields["role"] != nil {
+			return c, enc, false, err
+		}
+		c = model.DefaultRole(c, before)
 	case c.Entity == model.Profiles && c.Op == model.OpDelete:
 		return c, enc, false, model.SharedProfileDelete(index, c, w.rows(ctx, tx))
 	case c.Entity == model.Transactions && c.Op == model.OpUpsert:
@@ -38,7 +45,7 @@ func (w *writer) fieldRules(ctx context.Context, tx *sql.Tx, index int, c model.
 	if err != nil || skip {
 		return c, enc, skip, err
 	}
-	enc, err = encodeChange(index, c)
+	enc, err = encodeChange(index, c) // the rule's fields
 	return c, enc, false, err
 }
 

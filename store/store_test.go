@@ -418,3 +418,36 @@ func TestReadEmptyLog(t *testing.T) {
 		t.Fatalf("Read of an empty log = %+v, %v; want seq 0 and its history", r, err)
 	}
 }
+
+// TestAccountDefaultsToMember: an account pushed without a role (or with a
+// null one) is a member, and its enabled app gets its shard build; an
+// existing account keeps its role when a change leaves it out, and loses
+// it to an explicit null.
+func TestAccountDefaultsToMember(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	ctx := context.Background()
+	r := mustApply(t, tn, "new", `[
+		{"entity":"accounts","op":"upsert","id":"a1","fields":{"email":"anna@example.org","app_enabled":true}},
+		{"entity":"accounts","op":"upsert","id":"a2","fields":{"role":null,"name":"Ben"}},
+		{"entity":"accounts","op":"upsert","id":"a3","fields":{"role":"secretary"}}
+	]`)
+	for id, want := range map[string]any{"a1": "member", "a2": "member", "a3": "secretary"} {
+		if row, _ := tn.Row(ctx, model.Accounts, id); row["role"] != want {
+			t.Errorf("role of %s = %v; want %v", id, row["role"], want)
+		}
+	}
+	if r.Changes[0].Fields["role"] != "member" {
+		t.Errorf("logged account = %v; want role member in the change log too", r.Changes[0].Fields)
+	}
+	if len(r.BuildRequests) != 1 || r.BuildRequests[0] != "a1" {
+		t.Errorf("builds requested = %v; want a1's", r.BuildRequests)
+	}
+	mustApply(t, tn, "keep", `[{"entity":"accounts","op":"upsert","id":"a3","fields":{"name":"Sabine"}}]`)
+	mustApply(t, tn, "remove", `[{"entity":"accounts","op":"upsert","id":"a1","fields":{"role":null}}]`)
+	if row, _ := tn.Row(ctx, model.Accounts, "a3"); row["role"] != "secretary" {
+		t.Errorf("role of a3 after a change without role = %v; want secretary kept", row["role"])
+	}
+	if row, _ := tn.Row(ctx, model.Accounts, "a1"); row["role"] != nil {
+		t.Errorf("role of a1 after role null = %v; want removed", row["role"])
+	}
+}
