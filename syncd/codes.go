@@ -33,8 +33,9 @@ const (
 var (
 	errNoEmail       = errors.New("the account has no valid email address")
 	errShardNotReady = errors.New("the account's shard is not built yet; try again shortly")
-	errTOTPRequired  = errors.New("missing, wrong or used TOTP code: this needs a current code of an enrolled admin in the X-TOTP header")
-	errNoSecret      = errors.New("the server has no SECRET configured for TOTP")
+	errTOTPRequired  = errors.New("missing, wrong or used TOTP code: this needs a current code of an enrolled admin in the X-TOTP header " +
+		"(enrol an admin with POST /v1/practice/accounts/{id}/totp and add the otpauth URI or QR code it answers to an authenticator app)")
+	errNoSecret = errors.New("the server has no SECRET configured for TOTP")
 )
 
 // validEmail reports whether s is one plain, syntactically valid address.

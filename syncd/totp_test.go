@@ -147,6 +147,9 @@ func TestStepUpAnswersNameNoAccount(t *testing.T) {
 			if st != 403 || code != "totp_required" || bytes.Contains(body, []byte("a1")) {
 				t.Errorf("rotate with a %s code = %d %s; want 403 totp_required naming no account", tc.name, st, body)
 			}
+			if !bytes.Contains(body, []byte("POST /v1/practice/accounts/{id}/totp")) {
+				t.Errorf("totp_required says %s; want it to say how to enrol", body)
+			}
 			if first == nil {
 				first = body
 			} else if !bytes.Equal(body, first) {
