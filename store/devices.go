@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/therasync/therasync/model"
 )
 
 // This file is a tenant's devices: logins, tokens, revocation, logout.
@@ -14,11 +16,16 @@ import (
 
 // Device is a logged-in device of an account.
 type Device struct {
-	ID          string     `json:"device_id"`
-	AccountID   string     `json:"account_id"`
-	Name        string     `json:"name"`
-	Platform    string     `json:"platform"`
-	State       string     `json:"state"` // active, revoked, wiped (revoked as lost), logged_out
+	ID        string `json:"device_id"`
+	AccountID string `json:"account_id"`
+	Name      string `json:"name"`
+	Platform  string `json:"platform"`
+	State     string `json:"state"` // active, suspended (see Blocked), revoked, wiped (revoked as lost), logged_out
+	// Blocked says why a device that is neither revoked nor logged out
+	// cannot sync now (State suspended, set by Tenant.Devices): the wire
+	// code app_disabled (the account's app access is off) or
+	// license_missing, or account_deleted; empty when it can.
+	Blocked     string     `json:"blocked,omitempty"`
 	CreatedAt   time.Time  `json:"created_at"`
 	LastLoginAt time.Time  `json:"last_login_at"`
 	LastSeenAt  *time.Time `json:"last_seen_at,omitempty"`
@@ -182,7 +189,39 @@ func (t *Tenant) Devices(ctx context.Context, accountID string) ([]Device, error
 		}
 		out = append(out, d)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("devices of %s: %w", accountID, err)
+	}
+	rows.Close()
+	return out, t.markSuspended(ctx, accountID, out)
+}
+
+// markSuspended sets State suspended, and Blocked, on the active devices
+// of accountID that may not sync now by the account's access and the
+// tenant's licenses (model.DeviceMaySync, as at their next sync).
+func (t *Tenant) markSuspended(ctx context.Context, accountID string, ds []Device) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	st, err := t.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	f := model.DeviceFacts{Licenses: st.Licenses}
+	switch acc, err := t.Account(ctx, accountID); {
+	case err == nil:
+		f.Account = model.AppAccess{Exists: true, Enabled: acc.AppEnabled, Role: acc.Role}
+	case !errors.Is(err, ErrNotFound):
+		return err
+	}
+	denial, _ := model.DeviceMaySync(f)
+	blocked := map[model.SyncDenial]string{model.SyncNoLicense: "license_missing", model.SyncNoAccount: "account_deleted", model.SyncAccessOff: "app_disabled"}[denial]
+	for i := range ds {
+		if ds[i].State == "active" && blocked != "" {
+			ds[i].State, ds[i].Blocked = "suspended", blocked
+		}
+	}
+	return nil
 }
 
 // Device returns the device id, or ErrNotFound.

@@ -210,3 +210,48 @@ func TestAccessChangesOfEveryOp(t *testing.T) {
 		t.Errorf("audit = %q; want %q", got, want)
 	}
 }
+
+// TestDevicesSaySuspended: the devices list tells a device that cannot
+// sync because of its account or the licenses (suspended, and why) from
+// an active one.
+func TestDevicesSaySuspended(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	ctx := context.Background()
+	mustApply(t, tn, "seed", `[{"entity":"accounts","op":"upsert","id":"m1","fields":{"role":"member","app_enabled":true}}]`)
+	loginDevice(t, tn, "m1", "phone-1")
+	state := func() (string, string) {
+		t.Helper()
+		ds, err := tn.Devices(ctx, "m1")
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("Devices = %v, %v", ds, err)
+		}
+		return ds[0].State, ds[0].Blocked
+	}
+	if s, b := state(); s != "active" || b != "" {
+		t.Errorf("state = %s %s; want active", s, b)
+	}
+	mustApply(t, tn, "off", `[{"entity":"accounts","op":"upsert","id":"m1","fields":{"app_enabled":false}}]`)
+	if s, b := state(); s != "suspended" || b != "app_disabled" {
+		t.Errorf("state with the app disabled = %s %s; want suspended app_disabled", s, b)
+	}
+	mustApply(t, tn, "on", `[{"entity":"accounts","op":"upsert","id":"m1","fields":{"app_enabled":true}}]`)
+	if _, _, err := tn.SetSettings(ctx, store.SettingsChange{Licenses: []string{store.LicenseSync}}, "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	if s, b := state(); s != "suspended" || b != "license_missing" {
+		t.Errorf("state without the app license = %s %s; want suspended license_missing", s, b)
+	}
+	if _, _, err := tn.SetSettings(ctx, store.SettingsChange{Licenses: []string{store.LicenseSync, store.LicenseApp}}, "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, tn, "gone", `[{"entity":"accounts","op":"delete","id":"m1"}]`)
+	if s, b := state(); s != "suspended" || b != "account_deleted" {
+		t.Errorf("state of a deleted account's device = %s %s; want suspended account_deleted", s, b)
+	}
+	if _, err := tn.RevokeDevice(ctx, "phone-1", false, "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	if s, b := state(); s != "revoked" || b != "" {
+		t.Errorf("state of a revoked device = %s %s; want revoked", s, b)
+	}
+}
