@@ -147,7 +147,9 @@ func TestShardDirNeverShared(t *testing.T) {
 
 func TestBuildRefusals(t *testing.T) {
 	_, tn := newTenant(t)
+	// Made without a role an account is a member; its role removed, it has none.
 	push(t, tn, upsert(model.Accounts, "norole", map[string]any{"name": "N"}))
+	push(t, tn, upsert(model.Accounts, "norole", map[string]any{"role": nil}))
 	src := shardbuilder.Source{TenantID: tn.ID(), Path: tn.Path()}
 	dir := t.TempDir()
 	if _, err := shardbuilder.WriteFile(context.Background(), src, "ghost", filepath.Join(dir, "a.db"), time.Now()); err == nil || !strings.Contains(err.Error(), "no such account") {

@@ -31,7 +31,7 @@ func TestRoleAt(t *testing.T) {
 		{"after a change without a role", seqs["rename"], "admin"},
 		{"after a role change", seqs["demote"], "member"},
 		{"deleted", seqs["delete"], ""},
-		{"made again without a role", seqs["again"], ""},
+		{"made again without a role: a member", seqs["again"], "member"},
 		{"given a role again", seqs["promote"], "secretary"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
