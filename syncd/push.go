@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -105,8 +106,20 @@ func (c *liveConn) handlePush(data []byte) {
 	c.s.applied(ctx, c.tenant, res)
 }
 
+// reject sends the reject of mutation id. The model's and the store's
+// errors name a change by its index in the batch the store applied (the
+// push's valid mutations only), which the device never sent: the reject
+// names the device's mutation id instead (DESIGN §7).
 func (c *liveConn) reject(id string, err error) {
 	_, code, msg, _ := classify(err)
 	c.s.metrics.rejects.Inc()
-	c.enqueueControl(mustJSON(wire.Reject{Type: wire.TypeReject, MutationID: id, Error: code, Message: msg}))
+	c.enqueueControl(mustJSON(wire.Reject{Type: wire.TypeReject, MutationID: id, Error: code, Message: rejectMessage(id, msg)}))
+}
+
+// batchIndex is how the model's errors name a change of a batch.
+var batchIndex = regexp.MustCompile(`^changes\[\d+\]`)
+
+// rejectMessage is msg naming mutation id where it named a batch index.
+func rejectMessage(id, msg string) string {
+	return batchIndex.ReplaceAllLiteralString(msg, "mutation "+id)
 }

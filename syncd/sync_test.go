@@ -281,6 +281,11 @@ func TestDeviceWrites(t *testing.T) {
 			acks = append(acks, f.MutationIDs...)
 		case "reject":
 			rejects[f.MutationID] = f.Error
+			// A reject names the device's mutation, never an index of a
+			// batch the device did not send.
+			if strings.Contains(f.Message, "changes[") || !strings.Contains(f.Message, "mutation "+f.MutationID) {
+				t.Errorf("reject of %s says %q; want it to name mutation %s", f.MutationID, f.Message, f.MutationID)
+			}
 		case "changes":
 			streamed = append(streamed, f.Changes...)
 		}
