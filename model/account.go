@@ -1,6 +1,10 @@
 package model
 
-import "maps"
+import (
+	"maps"
+	"net/mail"
+	"strings"
+)
 
 // This file is DESIGN §3's default role: "an account pushed without a role
 // is a member" (the seed product adds every account as a group member).
@@ -21,4 +25,11 @@ func DefaultRole(c Change, before map[string]any) Change {
 	}
 	c.Fields["role"] = RoleMember
 	return c
+}
+
+// ValidEmail reports whether s is one plain, syntactically valid address
+// (a precondition of the app, DESIGN §5).
+func ValidEmail(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && strings.Contains(s, "@")
 }

@@ -14,7 +14,8 @@ import (
 // RecordCodeSent records when the account's newest access code was sent.
 func (t *Tenant) RecordCodeSent(ctx context.Context, accountID string, sent, expires time.Time) error {
 	_, err := t.execWrite(ctx, `INSERT INTO access_codes(account_id, sent_at, expires_at) VALUES (?,?,?)
-		ON CONFLICT(account_id) DO UPDATE SET sent_at = excluded.sent_at, expires_at = excluded.expires_at`,
+		ON CONFLICT(account_id) DO UPDATE SET sent_at = excluded.sent_at, expires_at = excluded.expires_at,
+		delivered_at = NULL, failed_at = NULL, failure = NULL`,
 		accountID, sent.UTC().Format(time.RFC3339), expires.UTC().Format(time.RFC3339))
 	if err != nil {
 		return fmt.Errorf("record code sent: %w", err)
@@ -22,18 +23,82 @@ func (t *Tenant) RecordCodeSent(ctx context.Context, accountID string, sent, exp
 	return nil
 }
 
-// LastCodeSent returns when the account's newest code was sent and until
-// when it is valid, or ErrNotFound.
-func (t *Tenant) LastCodeSent(ctx context.Context, accountID string) (sent, expires time.Time, err error) {
-	var s, e string
-	err = t.rdb.QueryRowContext(ctx, `SELECT sent_at, expires_at FROM access_codes WHERE account_id = ?`, accountID).Scan(&s, &e)
+// CodeMail is what the store knows of an account's newest access code.
+type CodeMail struct {
+	SentAt, ExpiresAt time.Time
+	// DeliveredAt is when its mail was handed to the mail server (or the
+	// outbox); nil while queued or failed.
+	DeliveredAt *time.Time
+	// FailedAt and Failure say that and why its delivery failed last.
+	FailedAt *time.Time
+	Failure  string
+}
+
+// LastCodeSent returns what became of the account's newest code, or
+// ErrNotFound.
+func (t *Tenant) LastCodeSent(ctx context.Context, accountID string) (CodeMail, error) {
+	var (
+		s, e              string
+		delivered, failed sql.NullString
+		failure           sql.NullString
+	)
+	err := t.rdb.QueryRowContext(ctx, `SELECT sent_at, expires_at, delivered_at, failed_at, failure FROM access_codes WHERE account_id = ?`, accountID).
+		Scan(&s, &e, &delivered, &failed, &failure)
 	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, time.Time{}, ErrNotFound
+		return CodeMail{}, ErrNotFound
 	}
 	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("last code sent: %w", err)
+		return CodeMail{}, fmt.Errorf("last code sent: %w", err)
 	}
-	sent, _ = time.Parse(time.RFC3339, s)
-	expires, _ = time.Parse(time.RFC3339, e)
-	return sent, expires, nil
+	var m CodeMail
+	m.SentAt, _ = time.Parse(time.RFC3339, s)
+	m.ExpiresAt, _ = time.Parse(time.RFC3339, e)
+	m.DeliveredAt, m.FailedAt, m.Failure = parseTimePtr(delivered), parseTimePtr(failed), failure.String
+	return m, nil
+}
+
+func parseTimePtr(s sql.NullString) *time.Time {
+	if !s.Valid {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339, s.String)
+	if err != nil {
+		return nil
+	}
+	return &t
+}
+
+// RecordCodeDelivery records the outcome of delivering the mail of the
+// code that expires at expires (a newer code's record is left alone):
+// failure empty means delivered at at.
+func (t *Tenant) RecordCodeDelivery(ctx context.Context, accountID string, expires, at time.Time, failure string) error {
+	q := `UPDATE access_codes SET delivered_at = ?, failed_at = NULL, failure = NULL WHERE account_id = ? AND expires_at = ?`
+	args := []any{at.UTC().Format(time.RFC3339), accountID, expires.UTC().Format(time.RFC3339)}
+	if failure != "" {
+		q = `UPDATE access_codes SET failed_at = ?, failure = ? WHERE account_id = ? AND expires_at = ? AND delivered_at IS NULL`
+		args = []any{at.UTC().Format(time.RFC3339), failure, accountID, expires.UTC().Format(time.RFC3339)}
+	}
+	if _, err := t.execWrite(ctx, q, args...); err != nil {
+		return fmt.Errorf("record code delivery: %w", err)
+	}
+	return nil
+}
+
+// ActivationPending reports whether the account's app access started and
+// its code mail is still to be sent (see the activations table).
+func (t *Tenant) ActivationPending(ctx context.Context, accountID string) (bool, error) {
+	var n int
+	err := t.rdb.QueryRowContext(ctx, `SELECT count(*) FROM activations WHERE account_id = ?`, accountID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("activation of %s: %w", accountID, err)
+	}
+	return n > 0, nil
+}
+
+// ActivationDone records that the account's activation mail was sent.
+func (t *Tenant) ActivationDone(ctx context.Context, accountID string) error {
+	if _, err := t.execWrite(ctx, `DELETE FROM activations WHERE account_id = ?`, accountID); err != nil {
+		return fmt.Errorf("activation of %s done: %w", accountID, err)
+	}
+	return nil
 }

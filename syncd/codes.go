@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/mail"
-	"strings"
 	"time"
 
 	"github.com/therasync/therasync/authcode"
@@ -38,16 +36,24 @@ var (
 	errNoSecret = errors.New("the server has no SECRET configured for TOTP")
 )
 
-// validEmail reports whether s is one plain, syntactically valid address.
-func validEmail(s string) bool {
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s && strings.Contains(s, "@")
-}
-
 type codeStatus struct {
 	SentAt    *time.Time `json:"sent_at"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	Valid     bool       `json:"valid"`
+	// Delivery is what became of the newest code's mail: queued,
+	// delivered or failed (with DeliveredAt, or FailedAt and Failure).
+	Delivery    string     `json:"delivery,omitempty"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	FailedAt    *time.Time `json:"failed_at,omitempty"`
+	Failure     string     `json:"failure,omitempty"`
+	// Activation is pending while the app was enabled and its code mail
+	// waits for the preconditions (Blocked says which one fails).
+	Activation string `json:"activation,omitempty"`
+	// Blocked is the error code of the first precondition of DESIGN §5
+	// that fails now (license_missing, app_disabled, no_email,
+	// shard_not_ready), with Reason in words; empty when a code can be sent.
+	Blocked string `json:"blocked,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // handleSendCode serves POST /v1/practice/accounts/{id}/access-code.
@@ -83,6 +89,12 @@ func (s *Server) handleSendCode(w http.ResponseWriter, r *http.Request, t *store
 		s.fail(w, r, fmt.Errorf("send code: %w", err))
 		return
 	}
+	// A code the practice sent is the activation's too: the worker sends
+	// no second one after the build (it would replace this one).
+	if err := t.ActivationDone(ctx, acc.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.audit(ctx, t, store.AuditEntry{Actor: "practice", AccountID: acc.ID, Action: "code_sent", Addr: clientAddr(r)})
 	writeJSON(w, http.StatusOK, codeStatus{SentAt: &sent, ExpiresAt: &expires, Valid: true})
 }
@@ -104,7 +116,7 @@ func (s *Server) appAccount(ctx context.Context, t *store.Tenant, st store.Setti
 	if !acc.AppEnabled {
 		return acc, fmt.Errorf("account %q: %w", id, errAppDisabled)
 	}
-	if !validEmail(acc.Email) {
+	if !model.ValidEmail(acc.Email) {
 		return acc, fmt.Errorf("account %q: %w", id, errNoEmail)
 	}
 	return acc, nil
@@ -119,17 +131,36 @@ func appLicenses(st store.Settings) error {
 	return nil
 }
 
-// handleCodeStatus serves GET /v1/practice/accounts/{id}/access-code.
-func (s *Server) handleCodeStatus(w http.ResponseWriter, r *http.Request, t *store.Tenant, _ store.Settings) {
+// handleCodeStatus serves GET /v1/practice/accounts/{id}/access-code:
+// when the last code was sent, what became of its mail, and why no code
+// can be sent now, if so.
+func (s *Server) handleCodeStatus(w http.ResponseWriter, r *http.Request, t *store.Tenant, st store.Settings) {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	if _, err := t.Account(ctx, id); err != nil {
 		s.fail(w, r, fmt.Errorf("account %q: %w", id, err))
 		return
 	}
-	sent, expires, err := t.LastCodeSent(ctx, id)
+	var cs codeStatus
+	if _, err := s.appAccount(ctx, t, st, id); err != nil {
+		cs.Blocked, cs.Reason = errorCode(err), publicMessage(err)
+	} else if _, err := t.LatestShard(ctx, id); errors.Is(err, store.ErrNotFound) {
+		cs.Blocked, cs.Reason = wire.CodeShardNotReady, errShardNotReady.Error()
+	} else if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	pending, err := t.ActivationPending(ctx, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if pending {
+		cs.Activation = "pending"
+	}
+	m, err := t.LastCodeSent(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		writeJSON(w, http.StatusOK, codeStatus{})
+		writeJSON(w, http.StatusOK, cs)
 		return
 	}
 	if err != nil {
@@ -143,5 +174,13 @@ func (s *Server) handleCodeStatus(w http.ResponseWriter, r *http.Request, t *sto
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, codeStatus{SentAt: &sent, ExpiresAt: &expires, Valid: live && time.Now().Before(expires)})
+	cs.SentAt, cs.ExpiresAt, cs.Valid = &m.SentAt, &m.ExpiresAt, live && time.Now().Before(m.ExpiresAt)
+	cs.Delivery, cs.DeliveredAt, cs.FailedAt, cs.Failure = "queued", m.DeliveredAt, m.FailedAt, m.Failure
+	switch {
+	case m.DeliveredAt != nil:
+		cs.Delivery = "delivered"
+	case m.FailedAt != nil:
+		cs.Delivery = "failed"
+	}
+	writeJSON(w, http.StatusOK, cs)
 }

@@ -172,12 +172,34 @@ func (s *Server) handleMail(ctx context.Context, task *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if err := s.mailer.deliver(ctx, m); err != nil {
+	err = s.mailer.deliver(ctx, m)
+	if p.Kind == MailAccessCode {
+		// The practice sees what became of the code's mail (GET
+		// …/access-code); the reason is the mailer's, never the code.
+		failure := ""
+		if err != nil {
+			failure = err.Error()
+		}
+		if rerr := s.recordDelivery(ctx, p, failure); rerr != nil {
+			s.log.Warn("recording a code mail's delivery failed", "tenant", p.Tenant, "account", p.Account, "err", rerr)
+		}
+	}
+	if err != nil {
 		s.log.Error("mail delivery failed", "tenant", p.Tenant, "account", p.Account, "kind", p.Kind, "err", err)
 		return fmt.Errorf("mail: %w", err)
 	}
 	s.log.Info("mail sent", "tenant", p.Tenant, "account", p.Account, "kind", p.Kind)
 	return nil
+}
+
+// recordDelivery records in p's tenant the outcome of delivering p's code
+// mail (failure empty: delivered).
+func (s *Server) recordDelivery(ctx context.Context, p MailPayload, failure string) error {
+	t, err := s.cfg.Store.Tenant(ctx, p.Tenant)
+	if err != nil {
+		return err
+	}
+	return t.RecordCodeDelivery(ctx, p.Account, p.Expires, s.cfg.Now(), failure)
 }
 
 // composeMail looks up p's account and practice and composes the mail of

@@ -60,6 +60,9 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 		// refuses to serve such a shard and asks for this build).
 		err := shardbuilder.Verify(filepath.Join(s.cfg.Store.Dir(), cur.Path), cur.Size, cur.SHA256)
 		if err == nil {
+			if err := s.activate(ctx, t, acc); err != nil {
+				return "failed", err
+			}
 			return "up_to_date", t.BuildDone(ctx, p.Account, started)
 		}
 		s.log.Warn("rebuilding a current shard whose file does not match its record", "tenant", t.ID(), "account", p.Account, "seq", cur.Seq, "err", err)
@@ -74,6 +77,9 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 	}
 	if err := t.RecordShard(ctx, store.Shard{AccountID: p.Account, Seq: b.Seq, History: b.History, Path: b.Path, Size: b.Size, SHA256: b.SHA256,
 		Role: b.Role, SchemaVersion: b.SchemaVersion, BuiltAt: b.BuiltAt}); err != nil {
+		return "failed", err
+	}
+	if err := s.activate(ctx, t, acc); err != nil {
 		return "failed", err
 	}
 	if err := t.BuildDone(ctx, p.Account, started); err != nil {

@@ -5,6 +5,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,10 @@ type Config struct {
 	Registry prometheus.Registerer
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Codes issues the access code of an activation's mail (DESIGN §5:
+	// enabling the app sends the code once the shard is built); nil sends
+	// none (the practice's POST access-code still does).
+	Codes CodeIssuer
 	// Secret is the server's secret (at least 32 bytes) that seals access
 	// codes in mail tasks; required with a Store.
 	Secret []byte
@@ -65,6 +70,12 @@ type Config struct {
 	// CompactEvery is how often a tenant is compacted at most; zero means
 	// an hour.
 	CompactEvery time.Duration
+}
+
+// CodeIssuer issues access codes; authcode.Store is one.
+type CodeIssuer interface {
+	Issue(ctx context.Context, tenant, account, email string) (code string, expires time.Time, err error)
+	TTL() time.Duration
 }
 
 // Server is the worker process's Asynq server and scheduler.

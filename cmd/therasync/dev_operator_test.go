@@ -74,20 +74,35 @@ func (f *follower) wait(tb testing.TB, text string, within time.Duration) {
 	}
 }
 
-// mailedCode waits for a code mail to email in DATA/outbox newer than
-// after and returns its code.
-func mailedCode(tb testing.TB, data, email string, after time.Time) string {
+// outboxFiles are the mails in DATA/outbox now.
+func outboxFiles(data string) map[string]bool {
+	files, _ := filepath.Glob(filepath.Join(data, "outbox", "*.eml"))
+	m := map[string]bool{}
+	for _, f := range files {
+		m[f] = true
+	}
+	return m
+}
+
+// mailedCode waits for a code mail to email in DATA/outbox that is not
+// among old and returns the code of the newest.
+func mailedCode(tb testing.TB, data, email string, old map[string]bool) string {
 	tb.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		files, _ := filepath.Glob(filepath.Join(data, "outbox", "*.eml"))
+		code, newest := "", time.Time{}
 		for _, f := range files {
-			if fi, err := os.Stat(f); err != nil || fi.ModTime().Before(after) {
+			fi, err := os.Stat(f)
+			if err != nil || old[f] || fi.ModTime().Before(newest) {
 				continue
 			}
 			b, _ := os.ReadFile(f)
 			if m := regexp.MustCompile(`(?m)^    (\d{6})\r?$`).FindSubmatch(b); m != nil && strings.Contains(string(b), email) {
-				return string(m[1])
+				code, newest = string(m[1]), fi.ModTime()
 			}
+		}
+		if code != "" {
+			return code
 		}
 	}
 	tb.Fatalf("no code mail to %s in the outbox", email)
@@ -171,8 +186,12 @@ func checkOperator(t *testing.T, data string, st devState, c devClient) {
 	if out, err := run(t, "device", "login", "--dir", tablet, "--server", c.base, "--token", strings.TrimSpace(admin)); err != nil {
 		t.Fatalf("device login --token = %s, %v", out, err)
 	}
-	sent := time.Now().Add(-time.Second)
-	if code, body := c.do(t, "POST", "/v1/practice/accounts/acc-lena/access-code", nil); code != 200 {
+	sent := outboxFiles(data)
+	switch code, body := c.do(t, "POST", "/v1/practice/accounts/acc-lena/access-code", nil); code {
+	case 200:
+	case 429: // lena's activation mail went out within the minute: its code
+		sent = nil
+	default:
 		t.Fatalf("send code = %d %s", code, body)
 	}
 	code := mailedCode(t, data, "lena.hoffmann@praxis-demo.de", sent)

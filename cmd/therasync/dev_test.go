@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -191,22 +190,22 @@ func TestDevEndToEnd(t *testing.T) {
 
 	// A phone from the terminal: a code from the outbox, login, sync, a
 	// local write that reaches the practice, logout.
-	if code, body := c.do(t, "POST", "/v1/practice/accounts/acc-sabine/access-code", nil); code != 200 {
+	// Enabling the demo accounts' app sent each its code mail by itself
+	// (activation); a code asked for now replaces it, unless the activation
+	// mail went out within the minute (429): then that one is the code.
+	asked := outboxFiles(data)
+	code, body = c.do(t, "POST", "/v1/practice/accounts/acc-sabine/access-code", nil)
+	switch code {
+	case 200:
+	case 429:
+		asked = nil
+	default:
 		t.Fatalf("send code = %d %s", code, body)
 	}
-	var mailCode string
-	for deadline := time.Now().Add(10 * time.Second); mailCode == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		files, _ := filepath.Glob(filepath.Join(data, "outbox", "*.eml"))
-		for _, f := range files {
-			b, _ := os.ReadFile(f)
-			if m := regexp.MustCompile(`(?m)^    (\d{6})\r?$`).FindSubmatch(b); m != nil && strings.Contains(string(b), "sabine") {
-				mailCode = string(m[1])
-			}
-		}
+	if activation := mailedCode(t, data, "sabine", nil); activation == "" {
+		t.Fatal("no activation mail for sabine")
 	}
-	if mailCode == "" {
-		t.Fatalf("no access code in the outbox")
-	}
+	mailCode := mailedCode(t, data, "sabine", asked)
 	dev := t.TempDir()
 	if out, err := run(t, "device", "login", "--dir", dev, "--server", c.base, "--email", "sabine.krueger@praxis-demo.de", "--code", mailCode); err != nil || !strings.Contains(out, `"state": "active"`) {
 		t.Fatalf("device login = %s, %v", out, err)

@@ -53,6 +53,10 @@ type system struct {
 	codes   *authcode.Store
 	codeTTL time.Duration
 	resend  time.Duration
+	// activation makes the workers send an enabled account's code mail
+	// once its shard is built (as the binaries do); off, the tests send
+	// codes themselves (sendCode).
+	activation bool
 }
 
 type syncBuffer struct {
@@ -132,8 +136,12 @@ func (sys *system) startWorker(tick time.Duration) *worker.Server {
 		sys.t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(worker.Config{Redis: asynq.RedisClientOpt{Addr: sys.redis.Addr}, Store: st, TickInterval: tick,
-		Registry: reg, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil)), Secret: testSecret})
+	cfg := worker.Config{Redis: asynq.RedisClientOpt{Addr: sys.redis.Addr}, Store: st, TickInterval: tick,
+		Registry: reg, Logger: slog.New(slog.NewJSONHandler(sys.logs, nil)), Secret: testSecret}
+	if sys.activation {
+		cfg.Codes = sys.codes
+	}
+	w, err := worker.New(cfg)
 	if err != nil {
 		sys.t.Fatal(err)
 	}

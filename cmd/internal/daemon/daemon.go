@@ -405,7 +405,8 @@ func (s *Syncd) Close(ctx context.Context) error {
 // Worker is a running worker process: the store and the Asynq server.
 type Worker struct {
 	Server *worker.Server
-	store  *store.Store // the store it opened, if any
+	store  *store.Store  // the store it opened, if any
+	redis  *redis.Client // the activation codes' Redis
 }
 
 // StartWorker starts the Asynq worker and scheduler on st, or, when st is
@@ -421,20 +422,32 @@ func StartWorker(c Config, log *slog.Logger, st *store.Store) (*Worker, error) {
 			return nil, err
 		}
 	}
+	// The activation mails' codes (DESIGN §5), in the same Redis as syncd's.
+	ropt, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropt)
+	codes, err := authcode.New(authcode.Config{Redis: rdb, Secret: c.SecretBytes(), Digits: c.CodeDigits})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
 	w, err := worker.New(worker.Config{Redis: opt, Store: st, Concurrency: c.Concurrency, TickInterval: c.TickInterval,
 		ShutdownTimeout: c.ShutdownTimeout, Logger: log, Secret: c.SecretBytes(), SMTPURL: c.SMTPURL, MailFrom: c.MailFrom,
-		ChangeRetention: c.ChangeRetention})
+		ChangeRetention: c.ChangeRetention, Codes: codes})
 	if err == nil {
 		err = w.Start()
 	}
 	if err != nil {
+		rdb.Close()
 		if own {
 			st.Close()
 		}
 		return nil, err
 	}
 	log.Info("worker started", "concurrency", c.Concurrency, "data", c.DataDir, "change_retention", c.ChangeRetention.String())
-	wk := &Worker{Server: w}
+	wk := &Worker{Server: w, redis: rdb}
 	if own {
 		wk.store = st
 	}
@@ -445,6 +458,7 @@ func StartWorker(c Config, log *slog.Logger, st *store.Store) (*Worker, error) {
 // if it opened it.
 func (w *Worker) Close() error {
 	err := w.Server.Shutdown()
+	err = errors.Join(err, w.redis.Close())
 	if w.store != nil {
 		err = errors.Join(err, w.store.Close())
 	}
