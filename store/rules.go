@@ -79,12 +79,13 @@ func (w *writer) accessChanged(ctx context.Context, tx *sql.Tx, c model.Change, 
 		w.access = append(w.access, AccessChange{AccountID: c.ID, Enabled: ac.Enabled, Reason: ac.Reason})
 		// An access that starts is an activation: its code mail goes out
 		// once the shard is built (worker); one that ends takes it back.
-		q, args := `DELETE FROM activations WHERE account_id = ?`, []any{c.ID}
+		// (Prepared statements are cached by name: one name, one query.)
+		name, q, args := "deactivate", `DELETE FROM activations WHERE account_id = ?`, []any{c.ID}
 		if ac.Enabled {
-			q, args = `INSERT INTO activations(account_id, requested_at) VALUES (?, ?)
+			name, q, args = "activate", `INSERT INTO activations(account_id, requested_at) VALUES (?, ?)
 			ON CONFLICT(account_id) DO UPDATE SET requested_at = excluded.requested_at`, []any{c.ID, now.UTC().Format(time.RFC3339Nano)}
 		}
-		if _, err := w.exec(ctx, tx, "activation", q, args...); err != nil {
+		if _, err := w.exec(ctx, tx, name, q, args...); err != nil {
 			return fmt.Errorf("record activation of %s: %w", c.ID, err)
 		}
 	}

@@ -451,3 +451,21 @@ func TestAccountDefaultsToMember(t *testing.T) {
 		t.Errorf("role of a1 after role null = %v; want removed", row["role"])
 	}
 }
+
+// TestActivationsInOneBatch: one batch that starts one account's app
+// access and ends another's records both (an activation, and none).
+func TestActivationsInOneBatch(t *testing.T) {
+	_, tn, _ := newTenant(t, nil)
+	ctx := context.Background()
+	mustApply(t, tn, "seed", `[{"entity":"accounts","op":"upsert","id":"a2","fields":{"email":"b@x.de","app_enabled":true}}]`)
+	mustApply(t, tn, "both", `[
+		{"entity":"accounts","op":"upsert","id":"a1","fields":{"email":"a@x.de","app_enabled":true}},
+		{"entity":"accounts","op":"upsert","id":"a2","fields":{"app_enabled":false}},
+		{"entity":"accounts","op":"upsert","id":"a3","fields":{"email":"c@x.de","app_enabled":true}}
+	]`)
+	for id, want := range map[string]bool{"a1": true, "a2": false, "a3": true} {
+		if got, err := tn.ActivationPending(ctx, id); err != nil || got != want {
+			t.Errorf("ActivationPending(%s) = %v, %v; want %v", id, got, err, want)
+		}
+	}
+}
