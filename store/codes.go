@@ -53,19 +53,8 @@ func (t *Tenant) LastCodeSent(ctx context.Context, accountID string) (CodeMail, 
 	var m CodeMail
 	m.SentAt, _ = time.Parse(time.RFC3339, s)
 	m.ExpiresAt, _ = time.Parse(time.RFC3339, e)
-	m.DeliveredAt, m.FailedAt, m.Failure = parseTimePtr(delivered), parseTimePtr(failed), failure.String
+	m.DeliveredAt, m.FailedAt, m.Failure = parseNullTime(delivered), parseNullTime(failed), failure.String
 	return m, nil
-}
-
-func parseTimePtr(s sql.NullString) *time.Time {
-	if !s.Valid {
-		return nil
-	}
-	t, err := time.Parse(time.RFC3339, s.String)
-	if err != nil {
-		return nil
-	}
-	return &t
 }
 
 // RecordCodeDelivery records the outcome of delivering the mail of the
