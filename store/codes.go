@@ -73,21 +73,71 @@ func (t *Tenant) RecordCodeDelivery(ctx context.Context, accountID string, expir
 	return nil
 }
 
+// Activation is an account whose app access started and whose code mail
+// is still to be sent (DESIGN §5).
+type Activation struct {
+	AccountID string
+	// RequestedAt names the activation: an access that ends and starts
+	// again is a new one.
+	RequestedAt string
+}
+
 // ActivationPending reports whether the account's app access started and
 // its code mail is still to be sent (see the activations table).
 func (t *Tenant) ActivationPending(ctx context.Context, accountID string) (bool, error) {
-	var n int
-	err := t.rdb.QueryRowContext(ctx, `SELECT count(*) FROM activations WHERE account_id = ?`, accountID).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("activation of %s: %w", accountID, err)
-	}
-	return n > 0, nil
+	_, ok, err := t.PendingActivation(ctx, accountID)
+	return ok, err
 }
 
-// ActivationDone records that the account's activation mail was sent.
+// PendingActivation returns the account's pending activation, if any.
+func (t *Tenant) PendingActivation(ctx context.Context, accountID string) (Activation, bool, error) {
+	a := Activation{AccountID: accountID}
+	err := t.rdb.QueryRowContext(ctx, `SELECT requested_at FROM activations WHERE account_id = ?`, accountID).Scan(&a.RequestedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Activation{}, false, nil
+	}
+	if err != nil {
+		return Activation{}, false, fmt.Errorf("activation of %s: %w", accountID, err)
+	}
+	return a, true, nil
+}
+
+// PendingActivations returns every pending activation of the tenant.
+func (t *Tenant) PendingActivations(ctx context.Context) ([]Activation, error) {
+	rows, err := t.rdb.QueryContext(ctx, `SELECT account_id, requested_at FROM activations ORDER BY requested_at`)
+	if err != nil {
+		return nil, fmt.Errorf("pending activations: %w", err)
+	}
+	defer rows.Close()
+	var out []Activation
+	for rows.Next() {
+		var a Activation
+		if err := rows.Scan(&a.AccountID, &a.RequestedAt); err != nil {
+			return nil, fmt.Errorf("pending activations: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pending activations: %w", err)
+	}
+	return out, nil
+}
+
+// ActivationDone records that the account's code mail was sent by the
+// practice: whatever activation is pending needs no mail of its own.
 func (t *Tenant) ActivationDone(ctx context.Context, accountID string) error {
 	if _, err := t.execWrite(ctx, `DELETE FROM activations WHERE account_id = ?`, accountID); err != nil {
 		return fmt.Errorf("activation of %s done: %w", accountID, err)
+	}
+	return nil
+}
+
+// ActivationSent records that activation a's mail was sent. A newer
+// activation of the account (its access ended and started again since a
+// was read) stays pending: it gets its own mail.
+func (t *Tenant) ActivationSent(ctx context.Context, a Activation) error {
+	if _, err := t.execWrite(ctx, `DELETE FROM activations WHERE account_id = ? AND requested_at = ?`, a.AccountID, a.RequestedAt); err != nil {
+		return fmt.Errorf("activation of %s sent: %w", a.AccountID, err)
 	}
 	return nil
 }

@@ -14,16 +14,35 @@ import (
 	"github.com/therasync/therasync/store"
 )
 
-// activate sends acc's access code if its activation is pending and every
-// precondition holds now (its shard was just built or is current). A
-// failing precondition leaves the activation pending: the practice sees
-// why in GET …/access-code, and the next build sends it.
-func (s *Server) activate(ctx context.Context, t *store.Tenant, acc store.Account) error {
+// activate sends the account's access code if its activation is pending
+// and every precondition holds now. It runs after each build of the
+// account's shard and, for every pending activation, on each tick, so a
+// precondition that holds later (a license added, the resend interval
+// over, a mail that could not be queued) sends the mail then. It never
+// fails a build: what went wrong is logged, and the activation stays
+// pending for the next tick.
+func (s *Server) activate(ctx context.Context, t *store.Tenant, accountID string) {
 	if s.cfg.Codes == nil || s.queue == nil {
+		return
+	}
+	if err := s.sendActivation(ctx, t, accountID); err != nil {
+		s.log.Warn("activation mail not sent yet; retried on the next tick", "tenant", t.ID(), "account", accountID, "err", err)
+	}
+}
+
+// sendActivation is activate's work; it returns nil when there is nothing
+// to send yet.
+func (s *Server) sendActivation(ctx context.Context, t *store.Tenant, accountID string) error {
+	a, pending, err := t.PendingActivation(ctx, accountID)
+	if err != nil || !pending {
+		return err
+	}
+	// Read now, not when the build started: the account may have changed.
+	acc, err := t.Account(ctx, accountID)
+	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
-	pending, err := t.ActivationPending(ctx, acc.ID)
-	if err != nil || !pending {
+	if err != nil {
 		return err
 	}
 	st, err := t.Settings(ctx)
@@ -31,25 +50,60 @@ func (s *Server) activate(ctx context.Context, t *store.Tenant, acc store.Accoun
 		return err
 	}
 	if model.MissingAppLicense(st.Licenses) != "" || !model.AppAccessOn(acc.AppEnabled, acc.Role) || !model.ValidEmail(acc.Email) {
-		return nil
+		return nil // GET …/access-code says which
+	}
+	if sh, err := t.LatestShard(ctx, acc.ID); errors.Is(err, store.ErrNotFound) || (err == nil && sh.Role != acc.Role) {
+		return nil // the build that follows sends it
+	} else if err != nil {
+		return err
 	}
 	code, expires, err := s.cfg.Codes.Issue(ctx, t.ID(), acc.ID, acc.Email)
 	var tooSoon *authcode.TooSoonError
 	if errors.As(err, &tooSoon) {
-		return t.ActivationDone(ctx, acc.ID) // a code went out within the minute
+		// A code went out within the resend interval: by the practice
+		// (which ends the activation itself), for an earlier activation, or
+		// by an attempt whose mail could not be queued. This activation
+		// gets its own code once the interval is over.
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("activation code: %w", err)
 	}
+	// Recorded before the mail is queued, so the mail's delivery (keyed by
+	// the code's expiry) always finds its record.
 	if err := t.RecordCodeSent(ctx, acc.ID, expires.Add(-s.cfg.Codes.TTL()), expires); err != nil {
 		return err
 	}
 	if err := s.queue.SendCode(ctx, t.ID(), acc.ID, code, expires); err != nil {
+		if rerr := t.RecordCodeDelivery(ctx, acc.ID, expires, s.cfg.Now(), "the mail could not be queued; it is sent again shortly"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return fmt.Errorf("activation mail: %w", err)
 	}
-	if err := t.Audit(ctx, store.AuditEntry{Actor: "activation", AccountID: acc.ID, Action: "code_sent"}); err != nil {
+	if err := t.ActivationSent(ctx, a); err != nil {
+		// The mail is queued; a second attempt sends a second code after
+		// the interval, which is the lesser harm than none.
 		return err
 	}
 	s.log.Info("activation code sent", "tenant", t.ID(), "account", acc.ID)
-	return t.ActivationDone(ctx, acc.ID)
+	if err := t.Audit(ctx, store.AuditEntry{Actor: "activation", AccountID: acc.ID, Action: "code_sent"}); err != nil {
+		s.log.Error("activation code sent but not audited", "tenant", t.ID(), "account", acc.ID, "err", err)
+	}
+	return nil
+}
+
+// activatePending runs activate for each of the tenant's pending
+// activations (the tick's part).
+func (s *Server) activatePending(ctx context.Context, t *store.Tenant) error {
+	if s.cfg.Codes == nil || s.queue == nil {
+		return nil
+	}
+	pend, err := t.PendingActivations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range pend {
+		s.activate(ctx, t, a.AccountID)
+	}
+	return nil
 }

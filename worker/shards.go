@@ -60,9 +60,7 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 		// refuses to serve such a shard and asks for this build).
 		err := shardbuilder.Verify(filepath.Join(s.cfg.Store.Dir(), cur.Path), cur.Size, cur.SHA256)
 		if err == nil {
-			if err := s.activate(ctx, t, acc); err != nil {
-				return "failed", err
-			}
+			s.activate(ctx, t, p.Account)
 			return "up_to_date", t.BuildDone(ctx, p.Account, started)
 		}
 		s.log.Warn("rebuilding a current shard whose file does not match its record", "tenant", t.ID(), "account", p.Account, "seq", cur.Seq, "err", err)
@@ -79,9 +77,7 @@ func (s *Server) build(ctx context.Context, p BuildPayload) (result string, err 
 		Role: b.Role, SchemaVersion: b.SchemaVersion, BuiltAt: b.BuiltAt}); err != nil {
 		return "failed", err
 	}
-	if err := s.activate(ctx, t, acc); err != nil {
-		return "failed", err
-	}
+	s.activate(ctx, t, p.Account)
 	if err := t.BuildDone(ctx, p.Account, started); err != nil {
 		return "failed", err
 	}
@@ -172,6 +168,9 @@ func (s *Server) tickTenant(ctx context.Context, id string) error {
 		if err := s.queue.EnqueueBuild(ctx, id, a); err != nil {
 			return err
 		}
+	}
+	if err := s.activatePending(ctx, t); err != nil {
+		return err
 	}
 	return s.compactDue(ctx, t)
 }

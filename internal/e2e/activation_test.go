@@ -157,3 +157,42 @@ func TestActivationAfterPracticeCode(t *testing.T) {
 		t.Errorf("login with the practice's code = %d %s", code, b)
 	}
 }
+
+// TestActivationRetried: an activation that could not send its mail when
+// its shard was built sends it on a later tick, once it can — without any
+// further build or push.
+func TestActivationRetried(t *testing.T) {
+	sys := newSystem(t, func(s *system) { s.activation, s.resend = true, 2*time.Second })
+	sys.startWorker(time.Second)
+	t.Run("license added later", func(t *testing.T) {
+		if _, _, err := sys.tenant.SetSettings(t.Context(), storeLicenses("sync"), "test", ""); err != nil {
+			t.Fatal(err)
+		}
+		sys.push(up("accounts", "acc-spaet", map[string]any{"email": "spaet@praxis.de", "app_enabled": true}))
+		sys.waitStatus("acc-spaet", func(cs codeStatus) bool { return cs.Blocked == "license_missing" && cs.Activation == "pending" })
+		before := sys.outbox()
+		if _, _, err := sys.tenant.SetSettings(t.Context(), storeLicenses("sync", "app"), "test", ""); err != nil {
+			t.Fatal(err)
+		}
+		if m := sys.waitMail(before, "spaet@praxis.de"); !strings.Contains(m, "Zugangscode") {
+			t.Errorf("mail after the license came = %s", m)
+		}
+		sys.waitStatus("acc-spaet", func(cs codeStatus) bool { return cs.Activation == "" && cs.Delivery == "delivered" })
+	})
+	t.Run("off and on within the resend interval", func(t *testing.T) {
+		before := sys.outbox()
+		sys.push(up("accounts", "acc-wieder", map[string]any{"email": "wieder@praxis.de", "app_enabled": true}))
+		sys.waitMail(before, "wieder@praxis.de")
+		first := sys.waitStatus("acc-wieder", func(cs codeStatus) bool { return cs.Activation == "" && cs.SentAt != nil })
+		sys.push(up("accounts", "acc-wieder", map[string]any{"app_enabled": false}))
+		sys.push(up("accounts", "acc-wieder", map[string]any{"app_enabled": true}))
+		// The new activation gets its own mail once the interval is over,
+		// not "a code went out a moment ago".
+		again := sys.waitStatus("acc-wieder", func(cs codeStatus) bool {
+			return cs.Activation == "" && cs.SentAt != nil && cs.SentAt.After(*first.SentAt)
+		})
+		if again.Delivery == "failed" {
+			t.Errorf("second activation's mail failed: %+v", again)
+		}
+	})
+}
