@@ -25,20 +25,20 @@ func (s *Server) activate(ctx context.Context, t *store.Tenant, accountID string
 	if s.cfg.Codes == nil || s.queue == nil {
 		return
 	}
-	if err := s.sendActivation(ctx, t, accountID); err != nil {
-		s.log.Warn("activation mail not sent yet; retried on the next tick", "tenant", t.ID(), "account", accountID, "err", err)
+	a, pending, err := t.PendingActivation(ctx, accountID)
+	if err == nil && pending {
+		err = s.sendActivation(ctx, t, a)
+	}
+	if err != nil {
+		logActivation(s, t, accountID, err)
 	}
 }
 
-// sendActivation is activate's work; it returns nil when there is nothing
-// to send yet.
-func (s *Server) sendActivation(ctx context.Context, t *store.Tenant, accountID string) error {
-	a, pending, err := t.PendingActivation(ctx, accountID)
-	if err != nil || !pending {
-		return err
-	}
+// sendActivation sends pending activation a's mail; it returns nil when
+// there is nothing to send yet.
+func (s *Server) sendActivation(ctx context.Context, t *store.Tenant, a store.Activation) error {
 	// Read now, not when the build started: the account may have changed.
-	acc, err := t.Account(ctx, accountID)
+	acc, err := t.Account(ctx, a.AccountID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -92,8 +92,8 @@ func (s *Server) sendActivation(ctx context.Context, t *store.Tenant, accountID 
 	return nil
 }
 
-// activatePending runs activate for each of the tenant's pending
-// activations (the tick's part).
+// activatePending tries each of the tenant's pending activations (the
+// tick's part); like activate, it logs what went wrong and goes on.
 func (s *Server) activatePending(ctx context.Context, t *store.Tenant) error {
 	if s.cfg.Codes == nil || s.queue == nil {
 		return nil
@@ -103,7 +103,14 @@ func (s *Server) activatePending(ctx context.Context, t *store.Tenant) error {
 		return err
 	}
 	for _, a := range pend {
-		s.activate(ctx, t, a.AccountID)
+		if err := s.sendActivation(ctx, t, a); err != nil {
+			logActivation(s, t, a.AccountID, err)
+		}
 	}
 	return nil
+}
+
+// logActivation logs an activation whose mail could not go out yet.
+func logActivation(s *Server, t *store.Tenant, account string, err error) {
+	s.log.Warn("activation mail not sent yet; retried on the next tick", "tenant", t.ID(), "account", account, "err", err)
 }
